@@ -1,4 +1,5 @@
 import { UserError } from '../util/errors.js';
+import type { Tokenizer } from './tokenizer.js';
 
 /** Special tokens, always the first ids of every vocabulary, in this order. */
 export const SPECIAL_TOKENS = ['[PAD]', '[MASK]', '[EOS]', '[UNK]'] as const;
@@ -22,7 +23,7 @@ export function splitWords(text: string): string[] {
  * words, so whole words are the natural unit: one token per word keeps spans aligned with
  * claims, which the hallucination pairs and the expert's same-length edits rely on.
  */
-export class WordTokenizer {
+export class WordTokenizer implements Tokenizer {
   readonly vocab: readonly string[];
   private readonly index: Map<string, number>;
 

@@ -1,0 +1,113 @@
+/**
+ * The model as graphs. One definition serves three uses: the training graph (loss plus all
+ * gradients), the vision graph (run once per image) and the language graph (run once per
+ * sampling step on cached image embeddings).
+ */
+import { type FloatDType, Graph, type Value } from '../graph/graph.js';
+import * as op from '../graph/ops.js';
+import { gradients } from '../graph/autodiff.js';
+import { type ModelConfig, numPatches, patchDim, sequenceLength, type TransformerConfig } from './config.js';
+import { paramSpecs } from './params.js';
+
+type P = Map<string, Value>;
+
+const get = (p: P, name: string): Value => {
+  const v = p.get(name);
+  if (!v) throw new Error(`unknown parameter ${name}`);
+  return v;
+};
+
+function declareParams(g: Graph, c: ModelConfig, requiresGrad: boolean, filter: (name: string) => boolean): P {
+  const p: P = new Map();
+  for (const s of paramSpecs(c)) if (filter(s.name)) p.set(s.name, g.input(s.name, g.floatType, s.shape, requiresGrad));
+  return p;
+}
+
+/** Pre-LN bidirectional transformer block. `bias` [B,1,1,T] masks padded keys. */
+function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias: Value | null): Value {
+  const [b, n, d] = x.shape as [number, number, number];
+  const h = t.heads;
+  const dh = d / h;
+  const a = op.layerNorm(x, get(p, `${prefix}.ln1.g`), get(p, `${prefix}.ln1.b`));
+  const qkv = op.linear(a, get(p, `${prefix}.attn.qkv.w`), get(p, `${prefix}.attn.qkv.b`));
+  const [q, k, v] = op.split(qkv, 2, [d, d, d]) as [Value, Value, Value];
+  const qh = op.transpose(op.reshape(q, [b, n, h, dh]), [0, 2, 1, 3]);
+  const kh = op.transpose(op.reshape(k, [b, n, h, dh]), [0, 2, 3, 1]);
+  const vh = op.transpose(op.reshape(v, [b, n, h, dh]), [0, 2, 1, 3]);
+  let scores = op.mul(op.matmul(qh, kh), 1 / Math.sqrt(dh));
+  if (bias) scores = op.add(scores, bias);
+  const attn = op.matmul(op.softmax(scores), vh);
+  const merged = op.reshape(op.transpose(attn, [0, 2, 1, 3]), [b, n, d]);
+  const x1 = op.add(x, op.linear(merged, get(p, `${prefix}.attn.out.w`), get(p, `${prefix}.attn.out.b`)));
+  const m = op.layerNorm(x1, get(p, `${prefix}.ln2.g`), get(p, `${prefix}.ln2.b`));
+  const ff = op.gelu(op.linear(m, get(p, `${prefix}.mlp.fc.w`), get(p, `${prefix}.mlp.fc.b`)));
+  return op.add(x1, op.linear(ff, get(p, `${prefix}.mlp.proj.w`), get(p, `${prefix}.mlp.proj.b`)));
+}
+
+/** patches [B, Np, patchDim] -> image embeddings in the language model's width [B, Np, D]. */
+function visionAndProjector(c: ModelConfig, p: P, patches: Value): Value {
+  let x = op.add(op.linear(patches, get(p, 'vision.patch.w'), get(p, 'vision.patch.b')), get(p, 'vision.pos'));
+  for (let i = 0; i < c.vision.layers; i++) x = block(x, p, `vision.block${i}`, c.vision, null);
+  x = op.layerNorm(x, get(p, 'vision.ln.g'), get(p, 'vision.ln.b'));
+  const h = op.gelu(op.linear(x, get(p, 'projector.fc1.w'), get(p, 'projector.fc1.b')));
+  return op.linear(h, get(p, 'projector.fc2.w'), get(p, 'projector.fc2.b'));
+}
+
+/** [image embeddings; prompt + response tokens] -> logits at response positions [B, L, V]. */
+function languageModel(c: ModelConfig, p: P, image: Value, tokens: Value, bias: Value): Value {
+  const b = tokens.shape[0]!;
+  const tok = op.gather(get(p, 'lm.tok'), tokens);
+  let x = op.add(op.concat([image, tok], 1), get(p, 'lm.pos'));
+  for (let i = 0; i < c.lm.layers; i++) x = block(x, p, `lm.block${i}`, c.lm, bias);
+  const start = numPatches(c) + c.promptLength;
+  const resp = op.slice(x, 1, start, start + c.responseLength);
+  const h = op.layerNorm(resp, get(p, 'lm.ln.g'), get(p, 'lm.ln.b'));
+  const logits = op.linear(h, get(p, 'lm.head.w'), get(p, 'lm.head.b'));
+  return op.reshape(logits, [b, c.responseLength, c.vocabSize]);
+}
+
+function declareSequenceInputs(g: Graph, c: ModelConfig, batch: number): { tokens: Value; bias: Value } {
+  const tokens = g.input('tokens', 'int64', [batch, c.promptLength + c.responseLength]);
+  const bias = g.input('attn_bias', g.floatType, [batch, 1, 1, sequenceLength(c)]);
+  return { tokens, bias };
+}
+
+/**
+ * Training graph: inputs patches, tokens, attn_bias, targets [B*L], weights [B*L] and every
+ * parameter; outputs `loss` = sum_i w_i CE_i and `grad_<param>` for each parameter in
+ * paramSpecs order.
+ */
+export function buildTrainingGraph(c: ModelConfig, batch: number, dtype: FloatDType = 'float32'): Graph {
+  const g = new Graph(dtype);
+  const patches = g.input('patches', dtype, [batch, numPatches(c), patchDim(c)]);
+  const { tokens, bias } = declareSequenceInputs(g, c, batch);
+  const targets = g.input('targets', 'int64', [batch * c.responseLength]);
+  const weights = g.input('weights', dtype, [batch * c.responseLength]);
+  const p = declareParams(g, c, true, () => true);
+  const logits = languageModel(c, p, visionAndProjector(c, p, patches), tokens, bias);
+  const loss = op.weightedCrossEntropy(op.reshape(logits, [batch * c.responseLength, c.vocabSize]), targets, weights);
+  const names = [...p.keys()];
+  const grads = gradients(loss, names.map((n) => p.get(n)!));
+  g.output(loss, 'loss');
+  grads.forEach((gv, i) => g.output(gv, `grad_${names[i]}`));
+  return g;
+}
+
+/** Vision graph: patches -> image_embeds [B, Np, D]. */
+export function buildVisionGraph(c: ModelConfig, batch: number): Graph {
+  const g = new Graph('float32');
+  const patches = g.input('patches', 'float32', [batch, numPatches(c), patchDim(c)]);
+  const p = declareParams(g, c, false, (n) => n.startsWith('vision.') || n.startsWith('projector.'));
+  g.output(visionAndProjector(c, p, patches), 'image_embeds');
+  return g;
+}
+
+/** Language graph: image_embeds, tokens, attn_bias -> logits [B, L, V]. */
+export function buildLanguageGraph(c: ModelConfig, batch: number): Graph {
+  const g = new Graph('float32');
+  const image = g.input('image_embeds', 'float32', [batch, numPatches(c), c.lm.width]);
+  const { tokens, bias } = declareSequenceInputs(g, c, batch);
+  const p = declareParams(g, c, false, (n) => n.startsWith('lm.'));
+  g.output(languageModel(c, p, image, tokens, bias), 'logits');
+  return g;
+}

@@ -1,0 +1,83 @@
+/**
+ * Model architecture: LLaDA-V layout at a small scale. A ViT vision encoder, a 2-layer MLP
+ * projector into the language model's width, and a bidirectional transformer over
+ * [image tokens, prompt tokens, response tokens] predicting every response position.
+ */
+import { UserError } from '../util/errors.js';
+
+export interface TransformerConfig {
+  width: number;
+  layers: number;
+  heads: number;
+  ff: number;
+}
+
+export interface ModelConfig {
+  vocabSize: number;
+  imageSize: number;
+  patchSize: number;
+  vision: TransformerConfig;
+  lm: TransformerConfig;
+  /** Prompt tokens, left-padded with [PAD] (masked out of attention) to this length. */
+  promptLength: number;
+  /** Response (generation) length L; responses are padded with EOS to it. */
+  responseLength: number;
+}
+
+export const PRESETS = {
+  /** For tests: trains in seconds. */
+  tiny: {
+    imageSize: 64,
+    patchSize: 16,
+    vision: { width: 32, layers: 1, heads: 2, ff: 64 },
+    lm: { width: 64, layers: 2, heads: 2, ff: 128 },
+    promptLength: 8,
+    responseLength: 96,
+  },
+  /** The default for real runs on a 2-core CPU. */
+  small: {
+    imageSize: 64,
+    patchSize: 8,
+    vision: { width: 96, layers: 2, heads: 4, ff: 256 },
+    lm: { width: 128, layers: 4, heads: 4, ff: 512 },
+    promptLength: 8,
+    responseLength: 96,
+  },
+  /** A larger model for longer runs. */
+  base: {
+    imageSize: 64,
+    patchSize: 8,
+    vision: { width: 128, layers: 3, heads: 4, ff: 512 },
+    lm: { width: 256, layers: 6, heads: 8, ff: 1024 },
+    promptLength: 8,
+    responseLength: 96,
+  },
+} satisfies Record<string, Omit<ModelConfig, 'vocabSize'>>;
+
+export type PresetName = keyof typeof PRESETS;
+export const PRESET_NAMES = Object.keys(PRESETS) as PresetName[];
+
+export function presetConfig(name: string, vocabSize: number, overrides: Partial<ModelConfig> = {}): ModelConfig {
+  if (!(name in PRESETS)) throw new UserError(`unknown model preset "${name}" (choose one of: ${PRESET_NAMES.join(', ')})`);
+  const cfg: ModelConfig = { ...structuredClone(PRESETS[name as PresetName]), vocabSize, ...overrides };
+  validateConfig(cfg);
+  return cfg;
+}
+
+export function validateConfig(c: ModelConfig): void {
+  const bad = (msg: string): never => {
+    throw new UserError(`invalid model config: ${msg}`);
+  };
+  if (c.imageSize % c.patchSize !== 0) bad(`imageSize ${c.imageSize} is not a multiple of patchSize ${c.patchSize}`);
+  for (const [name, t] of [['vision', c.vision], ['lm', c.lm]] as const) {
+    if (t.width % t.heads !== 0) bad(`${name}.width ${t.width} is not a multiple of ${name}.heads ${t.heads}`);
+    if (t.layers < 1) bad(`${name}.layers must be >= 1`);
+  }
+  if (c.responseLength < 1 || c.promptLength < 1) bad('promptLength and responseLength must be >= 1');
+  if (c.vocabSize < 5) bad('vocabSize too small');
+}
+
+export const numPatches = (c: ModelConfig): number => (c.imageSize / c.patchSize) ** 2;
+export const patchDim = (c: ModelConfig): number => c.patchSize * c.patchSize * 3;
+/** Full sequence length seen by the language model. */
+export const sequenceLength = (c: ModelConfig): number => numPatches(c) + c.promptLength + c.responseLength;

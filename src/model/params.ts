@@ -1,0 +1,81 @@
+/** Parameter shapes and initialisation for the vision-language model. */
+import { Rng } from '../util/rng.js';
+import { type ModelConfig, numPatches, patchDim, sequenceLength, type TransformerConfig } from './config.js';
+
+export type InitKind = 'normal' | 'zeros' | 'ones' | 'residual';
+
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  init: InitKind;
+}
+
+export type Params = Map<string, Float32Array>;
+
+function blockSpecs(prefix: string, t: TransformerConfig): ParamSpec[] {
+  const d = t.width;
+  return [
+    { name: `${prefix}.ln1.g`, shape: [d], init: 'ones' },
+    { name: `${prefix}.ln1.b`, shape: [d], init: 'zeros' },
+    { name: `${prefix}.attn.qkv.w`, shape: [d, 3 * d], init: 'normal' },
+    { name: `${prefix}.attn.qkv.b`, shape: [3 * d], init: 'zeros' },
+    { name: `${prefix}.attn.out.w`, shape: [d, d], init: 'residual' },
+    { name: `${prefix}.attn.out.b`, shape: [d], init: 'zeros' },
+    { name: `${prefix}.ln2.g`, shape: [d], init: 'ones' },
+    { name: `${prefix}.ln2.b`, shape: [d], init: 'zeros' },
+    { name: `${prefix}.mlp.fc.w`, shape: [d, t.ff], init: 'normal' },
+    { name: `${prefix}.mlp.fc.b`, shape: [t.ff], init: 'zeros' },
+    { name: `${prefix}.mlp.proj.w`, shape: [t.ff, d], init: 'residual' },
+    { name: `${prefix}.mlp.proj.b`, shape: [d], init: 'zeros' },
+  ];
+}
+
+/** Every parameter of the model, in a fixed order (the order of gradient outputs). */
+export function paramSpecs(c: ModelConfig): ParamSpec[] {
+  const dv = c.vision.width;
+  const d = c.lm.width;
+  const specs: ParamSpec[] = [
+    { name: 'vision.patch.w', shape: [patchDim(c), dv], init: 'normal' },
+    { name: 'vision.patch.b', shape: [dv], init: 'zeros' },
+    { name: 'vision.pos', shape: [numPatches(c), dv], init: 'normal' },
+  ];
+  for (let i = 0; i < c.vision.layers; i++) specs.push(...blockSpecs(`vision.block${i}`, c.vision));
+  specs.push(
+    { name: 'vision.ln.g', shape: [dv], init: 'ones' },
+    { name: 'vision.ln.b', shape: [dv], init: 'zeros' },
+    { name: 'projector.fc1.w', shape: [dv, d], init: 'normal' },
+    { name: 'projector.fc1.b', shape: [d], init: 'zeros' },
+    { name: 'projector.fc2.w', shape: [d, d], init: 'normal' },
+    { name: 'projector.fc2.b', shape: [d], init: 'zeros' },
+    { name: 'lm.tok', shape: [c.vocabSize, d], init: 'normal' },
+    { name: 'lm.pos', shape: [sequenceLength(c), d], init: 'normal' },
+  );
+  for (let i = 0; i < c.lm.layers; i++) specs.push(...blockSpecs(`lm.block${i}`, c.lm));
+  specs.push(
+    { name: 'lm.ln.g', shape: [d], init: 'ones' },
+    { name: 'lm.ln.b', shape: [d], init: 'zeros' },
+    { name: 'lm.head.w', shape: [d, c.vocabSize], init: 'normal' },
+    { name: 'lm.head.b', shape: [c.vocabSize], init: 'zeros' },
+  );
+  return specs;
+}
+
+export function countParams(c: ModelConfig): number {
+  return paramSpecs(c).reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+}
+
+/** GPT-2 style init: N(0, 0.02), residual projections scaled by 1/sqrt(2 * layers). */
+export function initParams(c: ModelConfig, seed: number): Params {
+  const rng = new Rng(seed);
+  const params: Params = new Map();
+  const depth = c.vision.layers + c.lm.layers;
+  for (const s of paramSpecs(c)) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    const std = s.init === 'residual' ? 0.02 / Math.sqrt(2 * depth) : 0.02;
+    if (s.init === 'ones') data.fill(1);
+    else if (s.init === 'normal' || s.init === 'residual') for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
+    params.set(s.name, data);
+  }
+  return params;
+}

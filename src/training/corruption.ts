@@ -1,0 +1,89 @@
+/**
+ * The forward (corruption) process of training. SPEC 2: response-only masking with
+ * p = (1 - 1e-3) t + 1e-3. SPEC 3: synthetic "syntax" noise on unmasked tokens with
+ * probability q, and hallucination samples fed unmasked with the wrong span in place.
+ * Every response position gets a type; the loss weights follow from the types (./loss.ts).
+ */
+import { EOS_ID, MASK_ID } from '../tokenizer/tokenizer.js';
+import { UserError } from '../util/errors.js';
+import type { Rng } from '../util/rng.js';
+
+export type TokenType = 'mask' | 'syntax' | 'clean' | 'hallucination' | 'ignore';
+
+export interface CorruptedResponse {
+  /** Model input at response positions (length L). */
+  input: number[];
+  /** Target at response positions (length L). */
+  target: number[];
+  types: TokenType[];
+  /** Masking probability of this sample (1 for unmasked samples). */
+  p: number;
+  /** The sampled noise level t (NaN for unmasked samples). */
+  t: number;
+}
+
+export const MIN_MASK_PROB = 1e-3;
+
+export interface NoiseOptions {
+  /** Probability that an unmasked token is replaced by a random ordinary token (0 = mask prediction only). */
+  syntaxNoise: number;
+  /** Ablation "dynamic revise ratio": q = t while t < 0.1 (and 0 otherwise). */
+  dynamicSyntaxNoise?: boolean;
+  /** Ordinary token ids are [firstOrdinaryId, vocabSize). */
+  firstOrdinaryId: number;
+  vocabSize: number;
+}
+
+/** Pads a caption with EOS to L; the padding counts as response (the model learns where to stop). */
+export function padResponse(ids: readonly number[], length: number, what = 'caption'): number[] {
+  if (ids.length >= length) {
+    throw new UserError(`${what} has ${ids.length} tokens, more than the generation length ${length} minus one EOS`);
+  }
+  return [...ids, ...new Array<number>(length - ids.length).fill(EOS_ID)];
+}
+
+/** Draws a uniformly random ordinary token other than `avoid`, so noise is always a real error. */
+export function randomOrdinaryToken(rng: Rng, opts: Pick<NoiseOptions, 'firstOrdinaryId' | 'vocabSize'>, avoid: number): number {
+  const n = opts.vocabSize - opts.firstOrdinaryId;
+  if (n < 2) throw new Error('vocabulary has fewer than two ordinary tokens');
+  let id = opts.firstOrdinaryId + rng.int(n - 1);
+  if (id >= avoid && avoid >= opts.firstOrdinaryId) id++;
+  return id;
+}
+
+/** Masks (and optionally noises) a clean response; `t` may be fixed for tests. */
+export function corruptResponse(clean: readonly number[], rng: Rng, opts: NoiseOptions, fixedT?: number): CorruptedResponse {
+  const t = fixedT ?? rng.next();
+  const p = (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB;
+  const q = opts.dynamicSyntaxNoise ? (t < 0.1 ? t : 0) : opts.syntaxNoise;
+  const input: number[] = [];
+  const types: TokenType[] = [];
+  for (const tok of clean) {
+    if (rng.next() < p) {
+      input.push(MASK_ID);
+      types.push('mask');
+    } else if (q > 0 && rng.next() < q) {
+      input.push(randomOrdinaryToken(rng, opts, tok));
+      types.push('syntax');
+    } else {
+      input.push(tok);
+      types.push('clean');
+    }
+  }
+  return { input, target: [...clean], types, p, t };
+}
+
+/**
+ * A span-correction sample (a hallucination pair, or an expert's correction of a draft):
+ * fed unmasked; only the differing span positions are in the loss.
+ */
+export function spanCorrectionSample(
+  wrong: readonly number[],
+  correct: readonly number[],
+  spans: readonly { start: number; length: number }[],
+): CorruptedResponse {
+  if (wrong.length !== correct.length) throw new Error('span correction: wrong and correct differ in length');
+  const types: TokenType[] = wrong.map(() => 'ignore');
+  for (const s of spans) for (let i = s.start; i < s.start + s.length; i++) if (i < types.length) types[i] = 'hallucination';
+  return { input: [...wrong], target: [...correct], types, p: 1, t: Number.NaN };
+}

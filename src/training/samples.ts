@@ -1,0 +1,75 @@
+/**
+ * Training records (an image with its captions and correction pairs) and the sample mixer
+ * that turns a record into one corrupted training row for the chosen objective and mix.
+ */
+import { normaliseRgb, patchify } from '../data/image.js';
+import type { ModelConfig } from '../model/config.js';
+import type { Rng } from '../util/rng.js';
+import { type CorruptedResponse, corruptResponse, padResponse, spanCorrectionSample } from './corruption.js';
+import { type Objective, lossWeights } from './loss.js';
+
+/** A same-length correction: the whole wrong response, the whole right one, and the spans that differ. */
+export interface SpanPair {
+  wrong: number[];
+  correct: number[];
+  spans: { start: number; length: number }[];
+}
+
+export interface TrainingRecord {
+  /** RGB bytes (HWC) at the model's image size; patchified per batch to keep memory low. */
+  rgb: Uint8Array;
+  prompt: number[];
+  /** Correct captions (token ids, unpadded); one is drawn per sample. */
+  captions: number[][];
+  /** Hallucination pairs (Stage I) or expert corrections of drafts (Stage II). */
+  corrections: SpanPair[];
+}
+
+export interface MixOptions {
+  objective: Objective;
+  /** q: probability of replacing an unmasked token with a random ordinary token. */
+  syntaxNoise: number;
+  /** Ablation: q = t while t < 0.1. */
+  dynamicSyntaxNoise: boolean;
+  /** Share of samples drawn as span corrections (when the record has any). */
+  correctionShare: number;
+}
+
+export const MASK_PREDICTION_MIX: MixOptions = { objective: 'mask-prediction', syntaxNoise: 0, dynamicSyntaxNoise: false, correctionShare: 0 };
+
+export interface TrainingSample {
+  patches: Float32Array;
+  prompt: number[];
+  corrupted: CorruptedResponse;
+  weights: Float32Array;
+}
+
+export function recordPatches(c: ModelConfig, rgb: Uint8Array): Float32Array {
+  return patchify(normaliseRgb(rgb), c.imageSize, c.patchSize);
+}
+
+export function makeSample(
+  c: ModelConfig,
+  record: TrainingRecord,
+  rng: Rng,
+  mix: MixOptions,
+  vocab: { firstOrdinaryId: number; vocabSize: number },
+): TrainingSample {
+  let corrupted: CorruptedResponse;
+  if (record.corrections.length > 0 && mix.correctionShare > 0 && (record.captions.length === 0 || rng.next() < mix.correctionShare)) {
+    const pair = rng.choice(record.corrections);
+    corrupted = spanCorrectionSample(
+      padResponse(pair.wrong, c.responseLength, 'correction draft'),
+      padResponse(pair.correct, c.responseLength, 'correction target'),
+      pair.spans,
+    );
+  } else {
+    const clean = padResponse(rng.choice(record.captions), c.responseLength);
+    corrupted = corruptResponse(clean, rng, {
+      syntaxNoise: mix.objective === 'revision' ? mix.syntaxNoise : 0,
+      dynamicSyntaxNoise: mix.objective === 'revision' && mix.dynamicSyntaxNoise,
+      ...vocab,
+    });
+  }
+  return { patches: recordPatches(c, record.rgb), prompt: record.prompt, corrupted, weights: lossWeights(corrupted, mix.objective) };
+}
