@@ -73,12 +73,11 @@ function declareSequenceInputs(g: Graph, c: ModelConfig, batch: number): { token
 }
 
 /**
- * Training graph: inputs patches, tokens, attn_bias, targets [B*L], weights [B*L] and every
- * parameter; outputs `loss` = sum_i w_i CE_i and `grad_<param>` for each parameter in
- * paramSpecs order.
+ * Declares the training inputs on `g` (patches, tokens, attn_bias, targets [B*L], weights
+ * [B*L] and every parameter) and returns the loss sum_i w_i CE_i with the parameters.
  */
-export function buildTrainingGraph(c: ModelConfig, batch: number, dtype: FloatDType = 'float32'): Graph {
-  const g = new Graph(dtype);
+export function trainingLoss(g: Graph, c: ModelConfig, batch: number): { loss: Value; params: Map<string, Value> } {
+  const dtype = g.floatType;
   const patches = g.input('patches', dtype, [batch, numPatches(c), patchDim(c)]);
   const { tokens, bias } = declareSequenceInputs(g, c, batch);
   const targets = g.input('targets', 'int64', [batch * c.responseLength]);
@@ -86,8 +85,15 @@ export function buildTrainingGraph(c: ModelConfig, batch: number, dtype: FloatDT
   const p = declareParams(g, c, true, () => true);
   const logits = languageModel(c, p, visionAndProjector(c, p, patches), tokens, bias);
   const loss = op.weightedCrossEntropy(op.reshape(logits, [batch * c.responseLength, c.vocabSize]), targets, weights);
-  const names = [...p.keys()];
-  const grads = gradients(loss, names.map((n) => p.get(n)!));
+  return { loss, params: p };
+}
+
+/** Training graph: outputs `loss` and `grad_<param>` for each parameter in paramSpecs order. */
+export function buildTrainingGraph(c: ModelConfig, batch: number, dtype: FloatDType = 'float32'): Graph {
+  const g = new Graph(dtype);
+  const { loss, params } = trainingLoss(g, c, batch);
+  const names = [...params.keys()];
+  const grads = gradients(loss, names.map((n) => params.get(n)!));
   g.output(loss, 'loss');
   grads.forEach((gv, i) => g.output(gv, `grad_${names[i]}`));
   return g;

@@ -1,0 +1,124 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildTrainingGraph, trainingLoss } from '../src/model/architecture.js';
+import { type ModelConfig, presetConfig } from '../src/model/config.js';
+import { countParams, initParams, paramSpecs } from '../src/model/params.js';
+import { serializeGraph } from '../src/graph/onnx.js';
+import { CompiledGraph, type HostTensor } from '../src/graph/runtime.js';
+import { batchFeeds, Trainer } from '../src/training/trainer.js';
+import { MASK_PREDICTION_MIX, makeSample, type TrainingRecord, type TrainingSample } from '../src/training/samples.js';
+import { corruptResponse, padResponse } from '../src/training/corruption.js';
+import { lossWeights } from '../src/training/loss.js';
+import { Rng } from '../src/util/rng.js';
+import { gradCheck } from './helpers/gradcheck.js';
+
+const MICRO: ModelConfig = {
+  vocabSize: 12,
+  imageSize: 8,
+  patchSize: 4,
+  vision: { width: 8, layers: 1, heads: 2, ff: 16 },
+  lm: { width: 8, layers: 2, heads: 2, ff: 16 },
+  promptLength: 3,
+  responseLength: 5,
+};
+
+function toyRecords(c: ModelConfig, n: number, seed: number, captionLength: number): TrainingRecord[] {
+  const rng = new Rng(seed);
+  return Array.from({ length: n }, () => ({
+    rgb: Uint8Array.from({ length: c.imageSize * c.imageSize * 3 }, () => rng.int(256)),
+    prompt: [4, 5],
+    captions: [Array.from({ length: captionLength }, () => 4 + rng.int(c.vocabSize - 4))],
+    corrections: [],
+  }));
+}
+
+function samplesFor(c: ModelConfig, records: TrainingRecord[], rng: Rng, n: number): TrainingSample[] {
+  return Array.from({ length: n }, () =>
+    makeSample(c, rng.choice(records), rng, MASK_PREDICTION_MIX, { firstOrdinaryId: 4, vocabSize: c.vocabSize }),
+  );
+}
+
+function toF64(feeds: Record<string, HostTensor>): Record<string, HostTensor> {
+  const out: Record<string, HostTensor> = {};
+  for (const [k, t] of Object.entries(feeds)) {
+    out[k] = t.dtype === 'float32' ? { dtype: 'float64', shape: t.shape, data: Float64Array.from(t.data as Float32Array) } : t;
+  }
+  return out;
+}
+
+function paramFeeds(c: ModelConfig, seed: number): Record<string, HostTensor> {
+  const params = initParams(c, seed);
+  const rng = new Rng(seed + 1);
+  const feeds: Record<string, HostTensor> = {};
+  for (const s of paramSpecs(c)) {
+    // Perturb ones/zeros so LayerNorm gains and biases are exercised away from their init.
+    const data = Float32Array.from(params.get(s.name)!, (x) => x + 0.1 * rng.normal());
+    feeds[s.name] = { dtype: 'float32', shape: s.shape, data };
+  }
+  return feeds;
+}
+
+test('whole-model gradient matches finite differences (float64)', async () => {
+  const rng = new Rng(3);
+  const records = toyRecords(MICRO, 3, 1, 3);
+  const feeds = toF64({ ...batchFeeds(MICRO, samplesFor(MICRO, records, rng, 2)), ...paramFeeds(MICRO, 9) });
+  const res = await gradCheck((g) => trainingLoss(g, MICRO, 2).loss, feeds, { eps: 1e-5, directions: 3 });
+  assert.ok(res.checked >= paramSpecs(MICRO).length, `checked ${res.checked} directions`);
+  assert.ok(res.maxRelError < 1e-5, `max relative error ${res.maxRelError}`);
+});
+
+test('float32 training graph (fused LayerNorm) agrees with the float64 graph', async () => {
+  const rng = new Rng(4);
+  const feeds32 = { ...batchFeeds(MICRO, samplesFor(MICRO, toyRecords(MICRO, 3, 2, 4), rng, 3)), ...paramFeeds(MICRO, 5) };
+  const run = async (dtype: 'float32' | 'float64', feeds: Record<string, HostTensor>) => {
+    const compiled = await CompiledGraph.create(serializeGraph(buildTrainingGraph(MICRO, 3, dtype)));
+    const out = await compiled.run(feeds);
+    await compiled.release();
+    return out;
+  };
+  const a = await run('float32', feeds32);
+  const b = await run('float64', toF64(feeds32));
+  for (const name of ['loss', ...paramSpecs(MICRO).map((s) => `grad_${s.name}`)]) {
+    const x = a[name]!.data as Float32Array;
+    const y = b[name]!.data as Float64Array;
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < x.length; i++) {
+      num += (x[i]! - y[i]!) ** 2;
+      den += y[i]! ** 2;
+    }
+    assert.ok(Math.sqrt(num) <= 1e-4 * Math.sqrt(den) + 1e-9, `${name}: relative difference ${Math.sqrt(num / den)}`);
+  }
+});
+
+test('presets have the documented sizes', () => {
+  const tiny = countParams(presetConfig('tiny', 300));
+  const small = countParams(presetConfig('small', 300));
+  assert.ok(tiny < 300_000, `tiny has ${tiny} parameters`);
+  assert.ok(small > 4 * tiny, `small (${small}) should be much larger than tiny (${tiny})`);
+  assert.throws(() => presetConfig('huge', 300), /unknown model preset "huge"/);
+});
+
+test('tiny preset: a few hundred steps of mask-prediction training bring the masked-token loss far down', async () => {
+  const c = presetConfig('tiny', 60, { responseLength: 24 });
+  const records = toyRecords(c, 6, 7, 20);
+  const trainer = new Trainer(c, initParams(c, 1));
+  // A fixed held-in evaluation batch at t = 0.5, the same before and after.
+  const evalRng = new Rng(99);
+  const evalBatch = records.flatMap((r) =>
+    [0, 1].map(() => {
+      const corrupted = corruptResponse(padResponse(r.captions[0]!, c.responseLength), evalRng, { syntaxNoise: 0, firstOrdinaryId: 4, vocabSize: 60 }, 0.5);
+      return { patches: makeSample(c, r, evalRng, MASK_PREDICTION_MIX, { firstOrdinaryId: 4, vocabSize: 60 }).patches, prompt: r.prompt, corrupted, weights: lossWeights(corrupted, 'mask-prediction') };
+    }),
+  );
+  const before = await trainer.loss(evalBatch);
+  const rng = new Rng(5);
+  for (let step = 0; step < 300; step++) {
+    const r = await trainer.step(samplesFor(c, records, rng, 12), step < 20 ? (3e-3 * (step + 1)) / 20 : 3e-3);
+    assert.ok(Number.isFinite(r.loss));
+  }
+  const after = await trainer.loss(evalBatch);
+  await trainer.dispose();
+  assert.ok(before > 1.5, `initial loss ${before} should be near ln(60) * 0.5 weight`);
+  assert.ok(after < 0.25 * before, `masked-token loss went from ${before.toFixed(3)} to ${after.toFixed(3)}; expected below 25%`);
+});
