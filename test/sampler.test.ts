@@ -1,0 +1,130 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { type DenoisingModel, sample, samplerOptions, transferSchedule } from '../src/sampling/sampler.js';
+import { EOS_ID, MASK_ID } from '../src/tokenizer/tokenizer.js';
+
+const L = 12;
+const V = 20;
+
+/** A fake model whose logits come from a function of (row, position, current tokens, call number). */
+function fakeModel(pick: (pos: number, x: ArrayLike<number>, call: number) => { token: number; conf: number }): DenoisingModel & { calls: number } {
+  const m = {
+    calls: 0,
+    config: { responseLength: L, vocabSize: V },
+    async encodeImages(p: readonly Float32Array[]) {
+      return new Float32Array(p.length);
+    },
+    async logits(_e: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]) {
+      const out = new Float32Array(rows.length * L * V).fill(0);
+      rows.forEach((r, b) => {
+        for (let i = 0; i < L; i++) {
+          const { token, conf } = pick(i, r.response, m.calls);
+          // Softmax prob of `token` = conf when the other V-1 logits are 0.
+          out[(b * L + i) * V + token] = Math.log((conf * (V - 1)) / (1 - conf));
+        }
+      });
+      m.calls++;
+      return out;
+    },
+  };
+  return m;
+}
+
+const TARGET = [5, 6, 7, 8, 9, 10, 11, 12, 13, EOS_ID, EOS_ID, EOS_ID];
+/** Confidence rises with position so the commit order is predictable: right to left. */
+const fixed = (pos: number) => ({ token: TARGET[pos]!, conf: 0.5 + pos / 100 });
+
+/** Context-dependent predictions: the token depends on how many positions are still masked. */
+const contextual = (pos: number, x: ArrayLike<number>) => {
+  let masks = 0;
+  for (let i = 0; i < x.length; i++) if (x[i] === MASK_ID) masks++;
+  return { token: 4 + ((pos * 7 + masks * 3) % 15), conf: 0.3 + ((pos * 13 + masks) % 17) / 30 };
+};
+
+const patches = [new Float32Array(1), new Float32Array(1)];
+const prompts = [[4], [4]];
+
+test('transfer schedule splits masks evenly, remainder first', () => {
+  assert.deepEqual(transferSchedule(10, 4), [3, 3, 2, 2]);
+  assert.deepEqual(transferSchedule(8, 8), [1, 1, 1, 1, 1, 1, 1, 1]);
+  assert.equal(transferSchedule(96, 24).reduce((a, b) => a + b, 0), 96);
+});
+
+test('LLaDA sampler commits k tokens per step and never changes a committed token', async () => {
+  const res = await sample(fakeModel(contextual), patches, prompts, samplerOptions('llada', { steps: 4, trace: true, stopAtEos: false }));
+  for (const r of res) {
+    assert.equal(r.steps, 4);
+    assert.deepEqual(r.trace!.map((t) => t.committed.length), [3, 3, 3, 3]);
+    assert.ok(r.trace!.every((t) => t.refined.length === 0));
+    const final = new Map<number, number>();
+    for (const t of r.trace!) for (const c of t.committed) final.set(c.pos, c.token);
+    assert.deepEqual([...final.keys()].sort((a, b) => a - b), [...Array(L).keys()]);
+    for (const [pos, tok] of final) assert.equal(r.tokens[pos], tok);
+  }
+});
+
+test('the refining sampler with refinement switched off is token-for-token the LLaDA sampler', async () => {
+  for (const steps of [1, 3, 6, 12]) {
+    const a = await sample(fakeModel(contextual), patches, prompts, samplerOptions('llada', { steps, trace: true }));
+    const b = await sample(fakeModel(contextual), patches, prompts, { ...samplerOptions('rediff', { steps, trace: true }), refine: null });
+    assert.deepEqual(b, a);
+  }
+});
+
+test('refinement repairs wrong early commits of a model that then predicts a fixed sequence', async () => {
+  // First call: confident garbage everywhere; afterwards the fixed sequence.
+  const model = () => fakeModel((pos, _x, call) => (call === 0 ? { token: 4 + ((pos + 3) % 9), conf: 0.9 } : fixed(pos)));
+  const llada = await sample(model(), patches, prompts, samplerOptions('llada', { steps: 4, stopAtEos: false }));
+  const rediff = await sample(model(), patches, prompts, samplerOptions('rediff', { steps: 4, stopAtEos: false, trace: true }));
+  assert.notDeepEqual(llada[0]!.tokens, TARGET, 'LLaDA keeps its wrong first commits');
+  assert.deepEqual(rediff[0]!.tokens, TARGET);
+  assert.ok(rediff[0]!.trace!.some((t) => t.refined.length > 0));
+  for (const t of rediff[0]!.trace!) for (const r of t.refined) assert.notEqual(r.from, r.to);
+});
+
+test('refine-from fraction delays refinement', async () => {
+  const model = () => fakeModel((pos, _x, call) => (call === 0 ? { token: 4, conf: 0.9 } : fixed(pos)));
+  const late = await sample(model(), patches, prompts, { ...samplerOptions('rediff', { steps: 4, trace: true, stopAtEos: false }), refine: { fromFraction: 0.75, topFraction: 1 } });
+  const trace = late[0]!.trace!;
+  assert.deepEqual(trace.slice(0, 3).map((t) => t.refined.length), [0, 0, 0]);
+  assert.ok(trace[3]!.refined.length > 0);
+});
+
+test('stop at EOS fills everything after the first committed EOS and finishes early', async () => {
+  const res = await sample(fakeModel((pos) => ({ token: pos === 3 ? EOS_ID : 5, conf: pos === 3 ? 0.99 : 0.6 })), patches, prompts, samplerOptions('llada', { steps: 12 }));
+  assert.deepEqual(res[0]!.tokens.slice(3), new Array(L - 3).fill(EOS_ID));
+  assert.ok(res[0]!.steps <= 4, `finished in ${res[0]!.steps} steps`);
+});
+
+test('confidence-threshold decoding commits every confident position at once, at least one', async () => {
+  const sure = await sample(fakeModel((pos) => ({ token: TARGET[pos]!, conf: 0.95 })), patches, prompts, samplerOptions('threshold', { steps: L }, 0.9));
+  assert.equal(sure[0]!.steps, 1);
+  assert.deepEqual(sure[0]!.tokens, TARGET);
+  const unsure = await sample(fakeModel((pos) => ({ token: 5 + (pos % 3), conf: 0.2 })), patches, prompts, samplerOptions('threshold', { steps: L, stopAtEos: false }, 0.9));
+  assert.equal(unsure[0]!.steps, L);
+});
+
+test('blocks decode left to right', async () => {
+  const res = await sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 4, blockLength: 6, trace: true, stopAtEos: false }));
+  const firstHalf = res[0]!.trace!.slice(0, 2).flatMap((t) => t.committed.map((c) => c.pos));
+  assert.ok(firstHalf.every((p) => p < 6));
+  assert.deepEqual(res[0]!.tokens, TARGET);
+});
+
+test('Gumbel-max sampling at temperature > 0 is seeded', async () => {
+  const opts = samplerOptions('llada', { steps: 6, temperature: 1, seed: 3 });
+  const a = await sample(fakeModel(contextual), patches, prompts, opts);
+  const b = await sample(fakeModel(contextual), patches, prompts, opts);
+  const c = await sample(fakeModel(contextual), patches, prompts, { ...opts, seed: 4 });
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(a, c);
+});
+
+test('bad sampler settings are rejected with a clear message', () => {
+  assert.throws(() => samplerOptions('nope', { steps: 4 }), /unknown sampler "nope"/);
+  return Promise.all([
+    assert.rejects(sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 0 })), /steps must be a positive integer/),
+    assert.rejects(sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 24 })), /cannot exceed/),
+    assert.rejects(sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 4, blockLength: 5 })), /must divide/),
+  ]);
+});
