@@ -11,6 +11,7 @@ import { corruptResponse, padResponse } from '../src/training/corruption.js';
 import { lossWeights } from '../src/training/loss.js';
 import { Rng } from '../src/util/rng.js';
 import { gradCheck } from './helpers/gradcheck.js';
+import { toyRecords } from './helpers/toy.js';
 
 const MICRO: ModelConfig = {
   vocabSize: 12,
@@ -21,16 +22,6 @@ const MICRO: ModelConfig = {
   promptLength: 3,
   responseLength: 5,
 };
-
-function toyRecords(c: ModelConfig, n: number, seed: number, captionLength: number): TrainingRecord[] {
-  const rng = new Rng(seed);
-  return Array.from({ length: n }, () => ({
-    rgb: Uint8Array.from({ length: c.imageSize * c.imageSize * 3 }, () => rng.int(256)),
-    prompt: [4, 5],
-    captions: [Array.from({ length: captionLength }, () => 4 + rng.int(c.vocabSize - 4))],
-    corrections: [],
-  }));
-}
 
 function samplesFor(c: ModelConfig, records: TrainingRecord[], rng: Rng, n: number): TrainingSample[] {
   return Array.from({ length: n }, () =>

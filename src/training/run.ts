@@ -1,0 +1,155 @@
+/**
+ * A training job: the loop around Trainer with the learning-rate schedule, progress, periodic
+ * crash-safe checkpoints, exact resume, and a stop on a non-finite loss that keeps the last
+ * good checkpoint.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { CHECKPOINT_FILE } from '../checkpoint/checkpoint.js';
+import type { ModelConfig } from '../model/config.js';
+import { loadModelState, saveModel } from '../model/io.js';
+import type { Params } from '../model/params.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { UserError } from '../util/errors.js';
+import { createProgress } from '../util/progress.js';
+import { Rng } from '../util/rng.js';
+import { DEFAULT_ADAMW } from './optimizer.js';
+import { type MixOptions, type TrainingRecord, makeSample } from './samples.js';
+import { learningRate } from './schedule.js';
+import { Trainer } from './trainer.js';
+
+export interface TrainSettings {
+  /** A label stored with the checkpoint: mask-prediction, revision, self-correct... */
+  stage: string;
+  steps: number;
+  batchSize: number;
+  lr: number;
+  warmupSteps: number;
+  minLrRatio: number;
+  weightDecay: number;
+  clipNorm: number;
+  seed: number;
+  checkpointEvery: number;
+  mix: MixOptions;
+}
+
+export interface TrainJob {
+  outDir: string;
+  records: readonly TrainingRecord[];
+  /** The starting model (fresh init, or weights of an earlier stage). Ignored when resuming. */
+  initial: { config: ModelConfig; tokenizer: Tokenizer; params: Params };
+  settings: TrainSettings;
+  resume: boolean;
+  /** Print progress to stderr (default true). */
+  progress?: boolean;
+  /** Called after every step (tests, reports). */
+  onStep?: (step: number, loss: number) => void;
+}
+
+export interface TrainResult {
+  config: ModelConfig;
+  tokenizer: Tokenizer;
+  params: Params;
+  steps: number;
+  /** Mean loss of the first and last 10% of the steps run in this call. */
+  firstLoss: number;
+  lastLoss: number;
+  seconds: number;
+  tokensPerSecond: number;
+}
+
+/** A per-step generator, so a resumed run draws exactly the batches the uninterrupted run would. */
+export function stepRng(seed: number, step: number): Rng {
+  return new Rng((Math.imul(seed, 0x9e3779b1) ^ Math.imul(step + 1, 0x85ebca6b)) >>> 0);
+}
+
+function settingsForCompare(s: TrainSettings): Record<string, unknown> {
+  const { checkpointEvery: _c, ...rest } = s;
+  return rest as Record<string, unknown>;
+}
+
+export async function runTraining(job: TrainJob): Promise<TrainResult> {
+  const s = job.settings;
+  if (job.records.length === 0) throw new UserError('no training data');
+  const exists = fs.existsSync(path.join(job.outDir, CHECKPOINT_FILE));
+  let { config, tokenizer, params } = job.initial;
+  let startStep = 0;
+  let trainer: Trainer;
+  const adamw = { ...DEFAULT_ADAMW, weightDecay: s.weightDecay, clipNorm: s.clipNorm };
+  if (exists && !job.resume) {
+    throw new UserError(`${job.outDir} already holds a checkpoint; pass --resume to continue it, or choose another --out`);
+  }
+  if (exists) {
+    const saved = await loadModelState(job.outDir, { withOptimizer: true });
+    const before = JSON.stringify(settingsForCompare(saved.state.settings as TrainSettings));
+    const now = JSON.stringify(settingsForCompare(s));
+    if (before !== now) {
+      throw new UserError(`${job.outDir}: the training settings differ from the run being resumed (saved ${before}, now ${now})`);
+    }
+    ({ config, tokenizer, params } = saved);
+    startStep = Number(saved.state.step ?? 0);
+    trainer = new Trainer(config, params, saved.optimizer, adamw);
+  } else {
+    params = new Map([...params].map(([k, v]) => [k, Float32Array.from(v)]));
+    trainer = new Trainer(config, params, undefined, adamw);
+  }
+
+  const save = async (step: number): Promise<void> =>
+    saveModel(job.outDir, { config, tokenizer, params, optimizer: trainer.optimizer, state: { step, stage: s.stage, settings: s } });
+
+  const schedule = { peak: s.lr, warmupSteps: s.warmupSteps, totalSteps: s.steps, minRatio: s.minLrRatio };
+  const vocab = { firstOrdinaryId: tokenizer.firstOrdinaryId, vocabSize: tokenizer.size };
+  const bar = createProgress(`train ${s.stage}`, s.steps, { enabled: job.progress !== false });
+  bar.update(startStep);
+  const losses: number[] = [];
+  const t0 = performance.now();
+  let tokens = 0;
+  let lastSaved = startStep;
+  try {
+    for (let step = startStep; step < s.steps; step++) {
+      const rng = stepRng(s.seed, step);
+      const batch = Array.from({ length: s.batchSize }, () => makeSample(config, job.records[rng.int(job.records.length)]!, rng, s.mix, vocab));
+      const lr = learningRate(step, schedule);
+      const { loss, gradNorm } = await trainer.step(batch, lr);
+      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+        throw new UserError(
+          `training stopped: the loss became ${loss} (gradient norm ${gradNorm}) at step ${step + 1}; ` +
+            (lastSaved > 0 ? `the last good checkpoint (step ${lastSaved}) is kept in ${job.outDir}` : 'no checkpoint was written') +
+            '; try a lower --lr',
+        );
+      }
+      losses.push(loss);
+      tokens += s.batchSize * config.responseLength;
+      job.onStep?.(step + 1, loss);
+      const secs = (performance.now() - t0) / 1000;
+      bar.update(step + 1, { loss: loss, lr, 'tok/s': Math.round(tokens / secs) });
+      if ((step + 1) % s.checkpointEvery === 0 || step + 1 === s.steps) {
+        const bad = [...params].find(([, p]) => !p.every(Number.isFinite));
+        if (bad) {
+          throw new UserError(
+            `training stopped: parameter ${bad[0]} became non-finite by step ${step + 1}; ` +
+              `the last good checkpoint (step ${lastSaved}) is kept in ${job.outDir}; try a lower --lr`,
+          );
+        }
+        await save(step + 1);
+        lastSaved = step + 1;
+      }
+    }
+  } finally {
+    bar.stop();
+    await trainer.dispose();
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const tenth = Math.max(1, Math.floor(losses.length / 10));
+  const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  return {
+    config,
+    tokenizer,
+    params,
+    steps: s.steps,
+    firstLoss: mean(losses.slice(0, tenth)),
+    lastLoss: mean(losses.slice(-tenth)),
+    seconds,
+    tokensPerSecond: tokens / Math.max(1e-9, seconds),
+  };
+}
