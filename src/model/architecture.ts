@@ -9,7 +9,7 @@ import { gradients } from '../graph/autodiff.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength, type TransformerConfig } from './config.js';
 import { paramSpecs } from './params.js';
 
-type P = Map<string, Value>;
+export type P = Map<string, Value>;
 
 const get = (p: P, name: string): Value => {
   const v = p.get(name);
@@ -17,14 +17,14 @@ const get = (p: P, name: string): Value => {
   return v;
 };
 
-function declareParams(g: Graph, c: ModelConfig, requiresGrad: boolean, filter: (name: string) => boolean): P {
+export function declareParams(g: Graph, c: ModelConfig, requiresGrad: boolean, filter: (name: string) => boolean): P {
   const p: P = new Map();
   for (const s of paramSpecs(c)) if (filter(s.name)) p.set(s.name, g.input(s.name, g.floatType, s.shape, requiresGrad));
   return p;
 }
 
 /** Pre-LN bidirectional transformer block. `bias` [B,1,1,T] masks padded keys. */
-function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias: Value | null): Value {
+export function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias: Value | null): Value {
   const [b, n, d] = x.shape as [number, number, number];
   const h = t.heads;
   const dh = d / h;

@@ -12,7 +12,7 @@ export interface ParamSpec {
 
 export type Params = Map<string, Float32Array>;
 
-function blockSpecs(prefix: string, t: TransformerConfig): ParamSpec[] {
+export function blockSpecs(prefix: string, t: TransformerConfig): ParamSpec[] {
   const d = t.width;
   return [
     { name: `${prefix}.ln1.g`, shape: [d], init: 'ones' },
