@@ -103,5 +103,7 @@ export async function loadModelState(dir: string, opts: { withOptimizer?: boolea
 
 export async function loadModel(dir: string): Promise<DiffusionVLM> {
   const m = await loadModelState(dir);
-  return new DiffusionVLM(m.config, m.tokenizer, m.params);
+  const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+  const meta = { prompt: str(m.state.prompt), stage: str(m.state.stage) };
+  return new DiffusionVLM(m.config, m.tokenizer, m.params, meta);
 }

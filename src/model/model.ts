@@ -55,6 +55,8 @@ export class DiffusionVLM {
     readonly config: ModelConfig,
     readonly tokenizer: Tokenizer,
     readonly params: Params,
+    /** What the checkpoint says about the model: the prompt it was trained with, its stage. */
+    readonly meta: { prompt?: string; stage?: string } = {},
   ) {
     for (const s of paramSpecs(config)) {
       const p = params.get(s.name);

@@ -42,6 +42,8 @@ export interface TrainJob {
   resume: boolean;
   /** Print progress to stderr (default true). */
   progress?: boolean;
+  /** Stored in the checkpoint's state (e.g. the prompt the model was trained with). */
+  meta?: Record<string, unknown>;
   /** Called after every step (tests, reports). */
   onStep?: (step: number, loss: number) => void;
 }
@@ -95,7 +97,7 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
   }
 
   const save = async (step: number): Promise<void> =>
-    saveModel(job.outDir, { config, tokenizer, params, optimizer: trainer.optimizer, state: { step, stage: s.stage, settings: s } });
+    saveModel(job.outDir, { config, tokenizer, params, optimizer: trainer.optimizer, state: { ...job.meta, step, stage: s.stage, settings: s } });
 
   const schedule = { peak: s.lr, warmupSteps: s.warmupSteps, totalSteps: s.steps, minRatio: s.minLrRatio };
   const vocab = { firstOrdinaryId: tokenizer.firstOrdinaryId, vocabSize: tokenizer.size };

@@ -1,0 +1,114 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { type ModelConfig } from '../src/model/config.js';
+import { DiffusionVLM } from '../src/model/model.js';
+import { initParams } from '../src/model/params.js';
+import { corruptResponse, type CorruptedResponse, spanCorrectionSample, type TokenType } from '../src/training/corruption.js';
+import { lossWeights } from '../src/training/loss.js';
+import { batchFeeds, Trainer } from '../src/training/trainer.js';
+import { recordPatches, type TrainingSample } from '../src/training/samples.js';
+import { WordTokenizer } from '../src/tokenizer/word.js';
+import { EOS_ID, MASK_ID } from '../src/tokenizer/tokenizer.js';
+import { Rng } from '../src/util/rng.js';
+
+const vocab = { firstOrdinaryId: 4, vocabSize: 40 };
+
+test('corruption produces the intended share of each type and never emits a special token as noise', () => {
+  const rng = new Rng(1);
+  const clean = Array.from({ length: 100 }, (_, i) => 4 + (i % 36));
+  for (const [t, q] of [[0.3, 0.1], [0.7, 0.05], [0.05, 0.2]] as const) {
+    const counts: Record<TokenType, number> = { mask: 0, syntax: 0, clean: 0, hallucination: 0, ignore: 0 };
+    const n = 400;
+    for (let k = 0; k < n; k++) {
+      const c = corruptResponse(clean, rng, { syntaxNoise: q, ...vocab }, t);
+      c.types.forEach((ty, i) => {
+        counts[ty]++;
+        if (ty === 'syntax') {
+          assert.ok(c.input[i]! >= 4 && c.input[i]! < 40, 'noise is an ordinary token');
+          assert.notEqual(c.input[i], clean[i], 'noise differs from the original');
+        }
+        if (ty === 'mask') assert.equal(c.input[i], MASK_ID);
+        if (ty === 'clean') assert.equal(c.input[i], clean[i]);
+      });
+      assert.deepEqual(c.target, clean);
+    }
+    const total = n * clean.length;
+    const p = (1 - 1e-3) * t + 1e-3;
+    // Binomial standard errors are below 0.003 here; 0.015 is a generous tolerance.
+    assert.ok(Math.abs(counts.mask / total - p) < 0.015, `mask share ${counts.mask / total} vs ${p}`);
+    assert.ok(Math.abs(counts.syntax / total - (1 - p) * q) < 0.015, `syntax share ${counts.syntax / total} vs ${(1 - p) * q}`);
+  }
+});
+
+test('dynamic revise ratio: q = t while t < 0.1, none above', () => {
+  const rng = new Rng(2);
+  const clean = new Array(2000).fill(7);
+  const low = corruptResponse(clean, rng, { syntaxNoise: 0.5, dynamicSyntaxNoise: true, ...vocab }, 0.08);
+  const share = low.types.filter((t) => t === 'syntax').length / clean.length;
+  assert.ok(Math.abs(share - 0.92 * 0.08) < 0.02, `syntax share ${share}`);
+  const high = corruptResponse(clean, rng, { syntaxNoise: 0.5, dynamicSyntaxNoise: true, ...vocab }, 0.5);
+  assert.equal(high.types.filter((t) => t === 'syntax').length, 0);
+});
+
+test('training feeds never touch image or prompt tokens', () => {
+  const c: ModelConfig = { vocabSize: 40, imageSize: 8, patchSize: 4, vision: { width: 8, layers: 1, heads: 2, ff: 16 }, lm: { width: 8, layers: 1, heads: 2, ff: 16 }, promptLength: 4, responseLength: 10 };
+  const rng = new Rng(3);
+  const rgb = Uint8Array.from({ length: 8 * 8 * 3 }, () => rng.int(256));
+  const sample: TrainingSample[] = [0, 1].map(() => {
+    const corrupted = corruptResponse([5, 6, 7, 8, 9, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID], rng, { syntaxNoise: 0.9, ...vocab }, 0.5);
+    return { patches: recordPatches(c, rgb), prompt: [10, 11, 12], corrupted, weights: lossWeights(corrupted, 'revision') };
+  });
+  const feeds = batchFeeds(c, sample);
+  const tokens = Array.from(feeds.tokens!.data as BigInt64Array, Number);
+  for (let b = 0; b < 2; b++) {
+    assert.deepEqual(tokens.slice(b * 14, b * 14 + 4), [0, 10, 11, 12]);
+    assert.deepEqual(tokens.slice(b * 14 + 4, b * 14 + 14), sample[b]!.corrupted.input);
+  }
+  assert.deepEqual(feeds.patches!.data, Float32Array.from([...sample[0]!.patches, ...sample[1]!.patches]));
+});
+
+test('revision loss equals a direct computation of SPEC 3, including empty types', async () => {
+  const c: ModelConfig = { vocabSize: 40, imageSize: 8, patchSize: 4, vision: { width: 8, layers: 1, heads: 2, ff: 16 }, lm: { width: 16, layers: 1, heads: 2, ff: 16 }, promptLength: 3, responseLength: 6 };
+  const params = initParams(c, 4);
+  for (const v of params.values()) for (let i = 0; i < v.length; i++) v[i]! += 0.3 * Math.sin(i * 1.7);
+  const rng = new Rng(5);
+  const rgb = Uint8Array.from({ length: 8 * 8 * 3 }, () => rng.int(256));
+  const hand: CorruptedResponse[] = [
+    // mask, syntax and clean all present
+    { input: [MASK_ID, 9, MASK_ID, 6, 30, EOS_ID], target: [5, 6, 7, 8, 9, EOS_ID], types: ['mask', 'syntax', 'mask', 'syntax', 'clean', 'clean'], p: 0.4, t: 0.4 },
+    // no syntax tokens (an empty type)
+    { input: [MASK_ID, MASK_ID, MASK_ID, MASK_ID, 12, EOS_ID], target: [5, 6, 7, 8, 12, EOS_ID], types: ['mask', 'mask', 'mask', 'mask', 'clean', 'clean'], p: 0.7, t: 0.7 },
+    // a hallucination sample: loss on the wrong span only
+    spanCorrectionSample([5, 6, 20, 21, 9, EOS_ID], [5, 6, 7, 8, 9, EOS_ID], [{ start: 2, length: 2 }]),
+  ];
+  const samples = hand.map((corrupted) => ({ patches: recordPatches(c, rgb), prompt: [10, 11], corrupted, weights: lossWeights(corrupted, 'revision') }));
+  const trainer = new Trainer(c, params);
+  const graphLoss = await trainer.loss(samples);
+  await trainer.dispose();
+
+  const model = new DiffusionVLM(c, new WordTokenizer(Array.from({ length: 36 }, (_, i) => `w${i}`)), params);
+  const embeds = await model.encodeImages(samples.map((s) => s.patches));
+  const logits = await model.logits(embeds, samples.map((s) => ({ prompt: s.prompt, response: s.corrupted.input })));
+  await model.dispose();
+  const ce = (b: number, i: number, target: number): number => {
+    const row = logits.subarray((b * 6 + i) * 40, (b * 6 + i + 1) * 40);
+    const max = Math.max(...row);
+    const lse = Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0)) + max;
+    return lse - row[target]!;
+  };
+  let direct = 0;
+  hand.forEach((h, b) => {
+    for (const type of ['mask', 'syntax', 'clean', 'hallucination'] as const) {
+      const idx = h.types.map((t, i) => (t === type ? i : -1)).filter((i) => i >= 0);
+      if (idx.length === 0) continue; // an empty type contributes 0
+      direct += idx.reduce((s, i) => s + ce(b, i, h.target[i]!) / h.p, 0) / idx.length / hand.length;
+    }
+  });
+  assert.ok(Math.abs(graphLoss - direct) < 1e-4 * Math.abs(direct), `graph ${graphLoss} vs direct ${direct}`);
+});
+
+test('mask-prediction loss weights: 1/p on masked positions over the response length', () => {
+  const c = corruptResponse([5, 6, 7, 8], new Rng(6), { syntaxNoise: 0, ...vocab }, 0.5);
+  const w = lossWeights(c, 'mask-prediction');
+  c.types.forEach((t, i) => assert.equal(w[i], t === 'mask' ? Math.fround(1 / c.p / 4) : 0));
+});
