@@ -32,6 +32,7 @@
  *    circle" would be ambiguous), so neither is a separate fact (claims about them are still
  *    judged true or false).
  */
+import { EOS_ID, PAD_ID } from '../tokenizer/word.js';
 import type { ColorWord } from './lexicon.js';
 import { PLACE_PHRASES, numberWord } from './lexicon.js';
 import {
@@ -304,7 +305,7 @@ function judgeMention(scene: Scene, c: ObjectClaim, consumed: Set<string>, place
       return { holds: true, objects: full.map((o) => o.id), blame: [] };
     }
     if (full.length > 0) {
-      const v: Verdict = { holds: false, objects: [], reason: 'count', message: `says ${c.count}, there are ${full.length} ${describe(c.desc)}`, blame: [c.countSpan] };
+      const v: Verdict = { holds: false, objects: [], reason: 'count', message: `says ${c.count}, the scene has ${full.length} (${describe(c.desc)})`, blame: [c.countSpan] };
       if (full.length >= 2) v.correct = numberWord(full.length);
       return v;
     }
@@ -442,6 +443,20 @@ export interface CaptionScore {
 /** Scores one caption (text or token pieces) against its scene. */
 export function scoreCaption(scene: Scene, caption: string | readonly string[]): CaptionScore {
   return scoreEvaluation(evaluateParse(scene, parseCaption(caption)));
+}
+
+/**
+ * The caption pieces of generated ids: up to the first EOS, padding dropped, masks and unknown
+ * ids kept as "[MASK]" / "[UNK]" pieces (unreadable to the parser, as they should be).
+ */
+export function captionPieces(ids: readonly number[], tokenizer: { pieces(ids: readonly number[]): string[] }): string[] {
+  const end = ids.indexOf(EOS_ID);
+  return tokenizer.pieces((end < 0 ? ids : ids.slice(0, end)).filter((id) => id !== PAD_ID));
+}
+
+/** Scores generated token ids (see captionPieces). */
+export function scoreTokenIds(scene: Scene, ids: readonly number[], tokenizer: { pieces(ids: readonly number[]): string[] }): CaptionScore {
+  return scoreCaption(scene, captionPieces(ids, tokenizer));
 }
 
 export function scoreEvaluation(ev: Evaluation): CaptionScore {

@@ -492,6 +492,48 @@ function offsetClaim(claim: Claim, base: number): Claim {
   return claim;
 }
 
+function mapDescriptor(d: Descriptor, at: (i: number) => number, span: (s: Span) => Span): Descriptor {
+  const m: Descriptor = { ...d, span: span(d.span), at: { noun: at(d.at.noun) } };
+  if (d.at.det !== undefined) m.at.det = at(d.at.det);
+  if (d.at.size !== undefined) m.at.size = at(d.at.size);
+  if (d.at.color !== undefined) m.at.color = at(d.at.color);
+  return m;
+}
+
+/** A claim with all token positions translated (claims read from a reduced token list). */
+function mapClaim(c: Claim, at: (i: number) => number): Claim {
+  const span = (s: Span): Span => [at(s[0]), at(s[1] - 1) + 1];
+  switch (c.kind) {
+    case 'total':
+      return { ...c, span: span(c.span), countSpan: span(c.countSpan) };
+    case 'object':
+      return { ...c, span: span(c.span), countSpan: span(c.countSpan), desc: mapDescriptor(c.desc, at, span) };
+    case 'place':
+      return { ...c, span: span(c.span), subject: 'ref' in c.subject ? { ref: mapDescriptor(c.subject.ref, at, span) } : c.subject };
+    case 'relation':
+      return { ...c, span: span(c.span), subject: mapDescriptor(c.subject, at, span), object: mapDescriptor(c.object, at, span) };
+    case 'attribute':
+      return { ...c, span: span(c.span), subject: mapDescriptor(c.subject, at, span) };
+    case 'background':
+      return { ...c, span: span(c.span) };
+  }
+}
+
+/** Reads tokens[start, end) as one sentence form after dropping immediate repeats, or null. */
+function readWithoutRepeats(tokens: readonly string[], start: number, end: number): { claims: Claim[]; dropped: number[] } | null {
+  const keep: number[] = [];
+  const dropped: number[] = [];
+  for (let i = start; i < end; i++) (i > start && tokens[i] === tokens[i - 1] ? dropped : keep).push(i);
+  if (dropped.length === 0) return null;
+  const reduced = keep.map((i) => tokens[i]!);
+  for (const form of FORMS) {
+    const local: Claim[] = [];
+    const c = new Cursor(reduced, 0, reduced.length, local);
+    if (tryForm(c, form) === reduced.length) return { claims: local.map((cl) => mapClaim(cl, (i) => keep[i]!)), dropped };
+  }
+  return null;
+}
+
 /** Parses a caption (text, or already split token pieces). Never throws. */
 export function parseCaption(input: string | readonly string[]): ParseResult {
   const tokens = typeof input === 'string' ? splitWords(input) : [...input];
@@ -528,6 +570,16 @@ export function parseCaption(input: string | readonly string[]): ParseResult {
     sentences.push({ span, terminated, complete: false });
     if (bodyEnd === span[0]) {
       markUnreadable(span[0]); // a bare terminator
+      continue;
+    }
+    // 2a. Stutter ("the the", "left left"), the typical fault of parallel decoding: if the
+    // sentence reads as a whole once immediate repeats are dropped, keep its claims (spans
+    // mapped back) and report only the repeats as unreadable.
+    const destuttered = readWithoutRepeats(tokens, span[0], bodyEnd);
+    if (destuttered) {
+      const base = claims.length;
+      for (const cl of destuttered.claims) claims.push(offsetClaim(cl, base));
+      for (const i of destuttered.dropped) markUnreadable(i);
       continue;
     }
     let i = span[0];

@@ -44,6 +44,8 @@ export interface SamplerOptions {
   stopAtEos: boolean;
   seed: number;
   trace: boolean;
+  /** Called after each step for every row that took part in it (e.g. to stream progress). */
+  onStep?: (row: number, step: StepTrace, tokens: readonly number[]) => void;
 }
 
 export const SAMPLER_NAMES = ['llada', 'rediff', 'threshold', 'threshold-rediff'] as const;
@@ -202,6 +204,7 @@ export async function sample(
         }
         if (o.stopAtEos) applyEos(r, length);
         if (o.trace) r.trace.push(trace);
+        o.onStep?.(b, trace, r.x);
         if (!r.x.includes(MASK_ID)) r.done = true;
       });
       globalStep++;

@@ -1,0 +1,17 @@
+/**
+ * Browser stand-in for @napi-rs/canvas, swapped in by the web bundle (src/server/assets.ts) so
+ * that src/benchmark/render.ts draws scenes with the page's own canvas (Skia in Chromium too).
+ * Only what render.ts uses is provided; PNG encoding is done with canvas.toBlob in the page.
+ */
+export type SKRSContext2D = CanvasRenderingContext2D;
+
+export function createCanvas(width: number, height: number): HTMLCanvasElement & { encodeSync(format: string): never } {
+  const canvas = document.createElement('canvas');
+  canvas.width = width;
+  canvas.height = height;
+  return Object.assign(canvas, {
+    encodeSync(): never {
+      throw new Error('encodeSync is not available in the browser; use canvas.toBlob');
+    },
+  });
+}
