@@ -7,6 +7,7 @@
  *   GET  /                          the page
  *   GET  /v1/models                 loaded models, samplers, limits, queue
  *   POST /v1/captions               caption an image (JSON or SSE stream)
+ *   GET  /v1/models/:name/tokenizer.json   the model's tokenizer (the page decodes with it)
  *   GET  /v1/models/:name/onnx/:f   vision.onnx, language.onnx, model.json (in-browser mode)
  *   GET  /ort/:file                 onnxruntime-web's browser files
  */
@@ -198,6 +199,12 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
     limits: { max_upload_bytes: maxUploadBytes, queue_limit: pool.queueLimit, concurrency: pool.concurrency },
     queue: { ...pool.stats(), ...counters },
   }));
+
+  app.get<{ Params: { name: string } }>('/v1/models/:name/tokenizer.json', async (req) => {
+    const m = loaded.find((x) => x.name === req.params.name);
+    if (!m) throw new HttpError(404, `unknown model ${JSON.stringify(req.params.name)}`, 'model');
+    return m.tokenizer;
+  });
 
   app.get<{ Params: { name: string; file: string } }>('/v1/models/:name/onnx/:file', async (req, reply) => {
     const { name, file } = req.params;
