@@ -28,14 +28,14 @@ function card(): Uint8Array {
   return rgb;
 }
 
-test('loadImage: PNG at its own size is exact, normalised to [-1, 1], HWC', async () => {
+test('loadImage: PNG at its own size is exact, normalised to [0, 1], HWC', async () => {
   const rgb = card();
   const file = path.join(dir, 'card.png');
   await sharp(rgb, { raw: { width: 4, height: 4, channels: 3 } }).png().toFile(file);
   const img = await loadImage(file, 4);
   assert.equal(img.length, 4 * 4 * 3);
   assert.deepEqual(Array.from(denormaliseRgb(img)), Array.from(rgb));
-  assert.ok(Math.abs(img[0]! - (0 / 127.5 - 1)) < 1e-7);
+  assert.ok(Math.abs(img[0]! - (0 / 255)) < 1e-7);
   assert.ok(img.every((v) => v >= -1 && v <= 1));
   assert.deepEqual(await imageFromRgb(rgb, 4, 4, 4), img);
 });

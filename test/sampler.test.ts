@@ -128,3 +128,21 @@ test('bad sampler settings are rejected with a clear message', () => {
     assert.rejects(sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 4, blockLength: 5 })), /must divide/),
   ]);
 });
+
+test('refinement never moves the EOS boundary, and a refined-in EOS does not end the response', async () => {
+  // Call 0 commits a word at position 0 and EOS at position 8 (the two most confident);
+  // later calls predict EOS at position 0 (refined in) and a word at position 8.
+  const model = fakeModel((pos, _x, call) => {
+    if (pos === 8) return { token: call === 0 ? EOS_ID : 5, conf: 0.99 };
+    if (pos === 0) return call === 0 ? { token: 4, conf: 0.98 } : { token: EOS_ID, conf: 0.6 };
+    return { token: 5 + pos, conf: 0.5 + pos / 100 };
+  });
+  const res = await sample(model, patches, prompts, samplerOptions('rediff', { steps: 6, trace: true }));
+  const tokens = res[0]!.tokens;
+  assert.equal(tokens[8], EOS_ID, 'the committed EOS stays');
+  assert.deepEqual(tokens.slice(9), [EOS_ID, EOS_ID, EOS_ID]);
+  assert.equal(tokens[0], EOS_ID, 'position 0 was refined into EOS');
+  assert.ok(tokens.slice(1, 8).every((t) => t !== MASK_ID && t !== EOS_ID), `positions before the boundary are decoded: ${tokens}`);
+  assert.equal(res[0]!.steps, 5, 'a refined-in EOS at position 0 does not finish the row early');
+  assert.ok(res[0]!.trace!.every((t) => t.refined.every((r) => r.pos < 8)), 'nothing at or after the boundary is refined');
+});

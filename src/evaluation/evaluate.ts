@@ -11,7 +11,6 @@ import type { InMemorySplit } from '../data/training-data.js';
 import type { DiffusionVLM } from '../model/model.js';
 import { captionImages } from '../sampling/caption.js';
 import type { SamplerOptions } from '../sampling/sampler.js';
-import { EOS_ID } from '../tokenizer/tokenizer.js';
 
 export interface EvalSetting {
   label: string;
@@ -32,17 +31,14 @@ export interface CaptionRecord {
 export interface EvalRow {
   setting: EvalSetting;
   summary: Summary;
-  /** Generated response tokens (up to and including the first EOS) per forward pass, mean. */
+  /**
+   * Response positions decoded per forward pass, L / mean steps: the paper's tokens per step
+   * for fixed schedules (L / steps), and what a threshold sampler actually achieved.
+   */
   achievedTokensPerStep: number;
   meanSteps: number;
   seconds: number;
   records: CaptionRecord[];
-}
-
-/** Response tokens up to the first EOS (inclusive): what a step actually produced. */
-function usefulTokens(tokens: readonly number[], eos: number): number {
-  const i = tokens.indexOf(eos);
-  return i < 0 ? tokens.length : i + 1;
 }
 
 export async function evaluate(
@@ -66,12 +62,11 @@ export async function evaluate(
       const { coveredFacts: _c, unreadable: _u, ...score } = scoreCaption(r.scene, captionPieces(c.tokens, model.tokenizer));
       return { id: r.id, setting: setting.label, caption: c.text, steps: c.steps, score };
     });
-    const produced = captions.reduce((s, c) => s + usefulTokens(c.tokens, EOS_ID), 0);
     const steps = captions.reduce((s, c) => s + c.steps, 0);
     rows.push({
       setting,
       summary: summarize(records.map((r) => ({ ...r.score, coveredFacts: [], unreadable: [] }))),
-      achievedTokensPerStep: produced / Math.max(1, steps),
+      achievedTokensPerStep: (model.config.responseLength * captions.length) / Math.max(1, steps),
       meanSteps: steps / Math.max(1, captions.length),
       seconds,
       records,

@@ -8,10 +8,12 @@
  *                  tokens [B, P + L] int64 (left-padded prompt, then the response),
  *                  attn_bias [B, 1, 1, Np + P + L] float32         -> logits [B, L, V]
  * A manifest (model.json) carries what a runtime needs around the graphs: the config, the
- * tokenizer, the prompt and its ids.
+ * tokenizer, the prompt and its ids, and how pixel bytes become model inputs (read off
+ * normaliseRgb in src/data/image.ts, so a runtime elsewhere follows it if it changes).
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { normaliseRgb } from '../data/image.js';
 import type { Graph, TensorData } from '../graph/graph.js';
 import { serializeGraph } from '../graph/onnx.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
@@ -33,6 +35,8 @@ export interface ExportManifest {
   prompt: string;
   promptIds: number[];
   stage: string | null;
+  /** Input value of an RGB byte b in channel c: b * scale[c] + offset[c]. */
+  pixels: PixelNormalisation;
   batch: number;
   files: { vision: string; language: string };
   shapes: {
@@ -42,6 +46,30 @@ export interface ExportManifest {
     attnBias: number[];
     logits: number[];
   };
+}
+
+export interface PixelNormalisation {
+  scale: [number, number, number];
+  offset: [number, number, number];
+}
+
+/**
+ * The per-channel affine map that normaliseRgb applies to bytes, found by probing it (and
+ * checked to be affine at every byte value, so a runtime can reproduce it exactly).
+ */
+export function pixelNormalisation(): PixelNormalisation {
+  const probe = (b: number): Float32Array => normaliseRgb(new Uint8Array([b, b, b]));
+  const zero = probe(0);
+  const one = probe(255);
+  const scale: [number, number, number] = [0, 1, 2].map((c) => (one[c]! - zero[c]!) / 255) as [number, number, number];
+  const offset: [number, number, number] = [zero[0]!, zero[1]!, zero[2]!];
+  for (let b = 0; b < 256; b++) {
+    const v = probe(b);
+    for (let c = 0; c < 3; c++) {
+      if (Math.abs(v[c]! - Math.fround(b * scale[c]! + offset[c]!)) > 1e-6) throw new Error('normaliseRgb is not a per-channel affine map; the export cannot describe it');
+    }
+  }
+  return { scale, offset };
 }
 
 export interface OnnxExport {
@@ -87,6 +115,7 @@ export function exportOnnx(m: ExportableModel, batch = 1): OnnxExport {
     prompt,
     promptIds: prompt ? m.tokenizer.encode(prompt) : [],
     stage: m.meta?.stage ?? null,
+    pixels: pixelNormalisation(),
     batch,
     files: { vision: 'vision.onnx', language: 'language.onnx' },
     shapes: {

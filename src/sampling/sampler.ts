@@ -121,7 +121,7 @@ function predict(logits: Float32Array, offset: number, v: number, temperature: n
 interface Row {
   x: number[];
   prompt: readonly number[];
-  /** Index of the first committed EOS, or -1. */
+  /** Index of the first EOS committed from a mask, or -1. Positions after it are finished. */
   eosAt: number;
   steps: number;
   trace: StepTrace[];
@@ -169,7 +169,8 @@ export async function sample(
           if (r.eosAt >= 0 && i > r.eosAt) continue;
           preds.set(i, predict(logits, (b * length + i) * v, v, o.temperature, rng));
         }
-        const wasUnmasked = [...preds.keys()].filter((i) => r.x[i] !== MASK_ID);
+        // The EOS boundary itself is final too: refinement never moves where the response ends.
+        const wasUnmasked = [...preds.keys()].filter((i) => r.x[i] !== MASK_ID && !(r.eosAt >= 0 && i >= r.eosAt));
         // Commit.
         const rank = (i: number): number => (o.remasking === 'random' ? rng.next() : preds.get(i)!.conf);
         // Ties break by position, left first, so results are deterministic.
@@ -186,6 +187,7 @@ export async function sample(
           const tok = preds.get(i)!.token;
           r.x[i] = tok;
           trace.committed.push({ pos: i, token: tok });
+          if (tok === EOS_ID && o.stopAtEos && (r.eosAt < 0 || i < r.eosAt)) r.eosAt = i;
         }
         // Refine (ReDiff): rewrite positions that were already decoded before this step.
         if (refining) {
@@ -202,7 +204,7 @@ export async function sample(
             }
           }
         }
-        if (o.stopAtEos) applyEos(r, length);
+        if (r.eosAt >= 0) for (let i = r.eosAt + 1; i < length; i++) r.x[i] = EOS_ID;
         if (o.trace) r.trace.push(trace);
         o.onStep?.(b, trace, r.x);
         if (!r.x.includes(MASK_ID)) r.done = true;
@@ -211,15 +213,4 @@ export async function sample(
     }
   }
   return rows.map((r) => ({ tokens: r.x, steps: r.steps, ...(o.trace ? { trace: r.trace } : {}) }));
-}
-
-/** After the first EOS, every position is finished: set to EOS. A refined-away EOS re-opens nothing. */
-function applyEos(r: Row, length: number): void {
-  const first = r.x.indexOf(EOS_ID);
-  if (first < 0) {
-    r.eosAt = -1;
-    return;
-  }
-  r.eosAt = first;
-  for (let i = first + 1; i < length; i++) r.x[i] = EOS_ID;
 }

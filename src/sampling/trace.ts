@@ -22,11 +22,15 @@ export interface TraceFrame {
 /** Replays a trace from an all-mask start into one frame per step. */
 export function traceFrames(trace: readonly StepTrace[], length: number): TraceFrame[] {
   const x = new Array<number>(length).fill(MASK_ID);
+  let eosAt = -1;
   return trace.map((t) => {
-    for (const c of t.committed) x[c.pos] = c.token;
+    for (const c of t.committed) {
+      x[c.pos] = c.token;
+      if (c.token === EOS_ID && (eosAt < 0 || c.pos < eosAt)) eosAt = c.pos;
+    }
     for (const r of t.refined) x[r.pos] = r.to;
-    const first = x.indexOf(EOS_ID);
-    if (first >= 0) for (let i = first + 1; i < length; i++) x[i] = EOS_ID;
+    // As in the sampler: positions after the first EOS committed from a mask are finished.
+    if (eosAt >= 0) for (let i = eosAt + 1; i < length; i++) x[i] = EOS_ID;
     return { step: t.step, tokens: [...x], committed: new Set(t.committed.map((c) => c.pos)), refined: new Set(t.refined.map((r) => r.pos)) };
   });
 }

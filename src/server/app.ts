@@ -35,6 +35,8 @@ export interface ServerOptions {
   concurrency?: number;
   /** onnxruntime threads in the worker. */
   threads?: number;
+  /** Pause before every forward pass, in ms: slow motion to watch the refinement. Default 0. */
+  stepDelayMs?: number;
   /** Where the page comes from (see assets.ts). Default 'auto'. */
   web?: 'auto' | 'build' | 'prebuilt' | 'none';
   /** Fastify request logging. Default false. */
@@ -111,6 +113,7 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
     ...(opts.queueLimit !== undefined ? { queueLimit: opts.queueLimit } : {}),
     ...(opts.concurrency !== undefined ? { concurrency: opts.concurrency } : {}),
     ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+    ...(opts.stepDelayMs !== undefined ? { stepDelayMs: opts.stepDelayMs } : {}),
   });
   const [loaded, assets] = await Promise.all([
     pool.start().catch((e: Error) => {
@@ -137,6 +140,8 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
     bodyLimit: Math.ceil((maxUploadBytes * 4) / 3) + 64 * 1024,
   });
   await app.register(multipart, { limits: { fileSize: maxUploadBytes, files: 1 } });
+  // Bodies are JSON or multipart only; anything else is a 415.
+  app.removeContentTypeParser('text/plain');
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof HttpError) {

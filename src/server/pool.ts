@@ -20,6 +20,8 @@ export interface PoolOptions {
   concurrency?: number;
   /** onnxruntime intra-op threads in the worker (REDIFF_THREADS). Default: inherited / 2. */
   threads?: number;
+  /** Pause before every forward pass, in ms (slow motion). Default 0. */
+  stepDelayMs?: number;
 }
 
 export interface JobEvents {
@@ -121,7 +123,7 @@ export class InferencePool {
   private spawn(): Promise<LoadedModelInfo[]> {
     const entry = workerEntry();
     const env = { ...process.env, ...(this.opts.threads ? { REDIFF_THREADS: String(this.opts.threads) } : {}) };
-    const data: WorkerData = { models: this.opts.models };
+    const data: WorkerData = { models: this.opts.models, stepDelayMs: this.opts.stepDelayMs ?? 0 };
     const w = new Worker(entry.script, { eval: entry.eval, workerData: data, execArgv: entry.execArgv, env });
     this.worker = w;
     this.ready = new Promise<LoadedModelInfo[]>((resolve, reject) => {

@@ -8,6 +8,8 @@ import type { StepTrace } from '../sampling/sampler.js';
 
 export interface WorkerData {
   models: { name: string; dir: string }[];
+  /** Pause before every forward pass (slow motion for demonstrations and tests). */
+  stepDelayMs: number;
 }
 
 /** Sampler settings that cross the thread boundary (plain data: no callbacks). */

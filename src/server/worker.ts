@@ -27,19 +27,26 @@ const post = (msg: FromWorker, transfer: ArrayBuffer[] = []): void => port.postM
 const models = new Map<string, DiffusionVLM>();
 const cancelled = new Set<number>();
 
-/** Wraps a model so that a cancelled job fails at its next forward pass. */
+const data = workerData as WorkerData;
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Wraps a model so that a cancelled job fails at its next forward pass (and, in slow motion,
+ * waits before each pass).
+ */
 function cancellable(m: DiffusionVLM, id: number): DenoisingModel {
-  const check = (): void => {
+  const check = async (): Promise<void> => {
+    if (data.stepDelayMs > 0) await sleep(data.stepDelayMs);
     if (cancelled.has(id)) throw new Cancelled();
   };
   return {
     config: m.config,
     async encodeImages(p) {
-      check();
+      await check();
       return m.encodeImages(p);
     },
     async logits(e, rows) {
-      check();
+      await check();
       return m.logits(e, rows);
     },
   };
@@ -88,7 +95,6 @@ port.on('message', (msg: ToWorker) => {
 });
 
 async function boot(): Promise<void> {
-  const data = workerData as WorkerData;
   const infos: LoadedModelInfo[] = [];
   for (const { name, dir } of data.models) {
     const m = await loadModel(dir);

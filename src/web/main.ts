@@ -8,7 +8,7 @@
  */
 import { renderScene } from '../benchmark/render.js';
 import { type Scene, generateScene, objectKey } from '../benchmark/scene.js';
-import type { ExportManifest } from '../model/export.js';
+import type { ExportManifest, PixelNormalisation } from '../model/export.js';
 import { sample, samplerOptions } from '../sampling/sampler.js';
 import { WordTokenizer } from '../tokenizer/word.js';
 import { Rng } from '../util/rng.js';
@@ -126,20 +126,20 @@ async function useUpload(file: File): Promise<void> {
 }
 
 /** The image at the model's size, normalised HWC (in-browser mode). */
-function modelPixels(size: number): Float32Array {
+function modelPixels(size: number, norm: PixelNormalisation): Float32Array {
   if (!current) throw new Error('no image');
   if (current.kind === 'scene') {
     const img = renderScene(current.scene, size);
-    return normalisePixels(img.rgb, size, size, 3);
+    return normalisePixels(img.rgb, size, size, 3, norm);
   }
   const c = document.createElement('canvas');
   c.width = size;
   c.height = size;
-  const ctx = c.getContext('2d')!;
+  const ctx = c.getContext('2d', { willReadFrequently: true })!;
   ctx.fillStyle = '#000';
   ctx.fillRect(0, 0, size, size);
   ctx.drawImage(current.bitmap, 0, 0, size, size);
-  return normalisePixels(ctx.getImageData(0, 0, size, size).data, size, size, 4);
+  return normalisePixels(ctx.getImageData(0, 0, size, size).data, size, size, 4, norm);
 }
 
 /** The image as a file to upload (server mode): a scene as a PNG at the model's size. */
@@ -150,7 +150,7 @@ async function uploadBlob(size: number): Promise<{ blob: Blob; name: string }> {
   const c = document.createElement('canvas');
   c.width = size;
   c.height = size;
-  const ctx = c.getContext('2d')!;
+  const ctx = c.getContext('2d', { willReadFrequently: true })!;
   const data = ctx.createImageData(size, size);
   for (let p = 0, q = 0; q < img.rgb.length; p += 4, q += 3) {
     data.data[p] = img.rgb[q]!;
@@ -175,8 +175,34 @@ function updateScrubber(): void {
   scrubber.max = String(Math.max(1, n));
   scrubber.disabled = n === 0;
   playButton.disabled = n === 0;
-  if (follow) scrubber.value = String(n);
+  if (follow) scrubber.value = String(Math.max(1, ...[...panels.values()].map((p) => p.shownStep)));
   scrubLabel.textContent = n === 0 ? 'step –' : `step ${scrubber.value} / ${n}`;
+}
+
+/**
+ * Live view: steps are shown one at a time at a steady pace (a small model on the server can
+ * finish all its steps faster than the eye can follow), about two seconds per caption.
+ */
+let ticker: ReturnType<typeof setInterval> | null = null;
+let paceMs = 60;
+
+function stopTicker(): void {
+  if (ticker) clearInterval(ticker);
+  ticker = null;
+}
+
+function ensureTicker(): void {
+  if (ticker) return;
+  ticker = setInterval(() => {
+    if (!follow) return stopTicker();
+    let behind = false;
+    for (const p of panels.values()) {
+      if (p.shownStep < p.frames.length) p.show(p.shownStep + 1);
+      if (p.shownStep < p.frames.length || p.state === 'running' || p.state === 'loading') behind = true;
+    }
+    updateScrubber();
+    if (!behind) stopTicker();
+  }, paceMs);
 }
 
 function showStep(n: number): void {
@@ -185,7 +211,8 @@ function showStep(n: number): void {
 }
 
 scrubber.addEventListener('input', () => {
-  follow = Number(scrubber.value) >= maxFrames() && [...panels.values()].every((p) => p.state !== 'running');
+  follow = false;
+  stopTicker();
   showStep(Number(scrubber.value));
 });
 
@@ -307,7 +334,7 @@ async function runInBrowser(m: ModelEntry, tps: number, signal: AbortSignal, hoo
     if (signal.aborted) throw new DOMException('aborted', 'AbortError');
     hooks.step({ step: st.step + 1, tokens: [...tokens], committed: new Set(st.committed.map((x) => x.pos)), refined: new Map(st.refined.map((r) => [r.pos, r.from])) });
   };
-  const patches = patchify(modelPixels(c.imageSize), c.imageSize, c.patchSize);
+  const patches = patchify(modelPixels(c.imageSize, man.pixels), c.imageSize, c.patchSize);
   hooks.start(steps, c.responseLength);
   const t0 = performance.now();
   const [res] = await sample(model, [patches], [man.promptIds], o);
@@ -324,6 +351,9 @@ async function runAll(): Promise<void> {
   const mode = (selected('mode') || 'server') as Mode;
   const scene = current.kind === 'scene' ? current.scene : null;
   follow = true;
+  stopTicker();
+  const length = Math.max(1, ...models.map((m) => m.response_length));
+  paceMs = Math.max(15, Math.min(80, 2000 / (length / tps)));
   if (playing) {
     clearInterval(playing);
     playing = null;
@@ -339,14 +369,14 @@ async function runAll(): Promise<void> {
       start: (max, length) => live() && panel.start(max, length),
       step: (frame) => {
         if (!live()) return;
-        panel.step(frame, follow);
-        updateScrubber();
+        panel.step(frame);
+        if (follow) ensureTicker();
       },
       done: (tokens, steps, ms) => {
         if (!live()) return;
         panel.done({ steps, ms, where: mode === 'server' ? 'server' : 'browser' });
         panel.showFinal(tokens, scene);
-        if (follow) panel.show(panel.frames.length);
+        if (!follow) panel.show(panel.shownStep);
       },
     };
     try {

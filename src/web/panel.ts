@@ -27,6 +27,29 @@ const el = <K extends keyof HTMLElementTagNameMap>(tag: K, cls?: string, text?: 
 
 const pct = (x: number): string => `${(100 * x).toFixed(0)}%`;
 
+/**
+ * The final caption as display pieces (up to the first EOS, padding dropped), each with the
+ * message of the false claim it belongs to, if any, and the score against the scene.
+ */
+export function finalCaption(tokens: readonly number[], pieces: Pieces, scene: Scene | null): {
+  parts: { pos: number; piece: string; wrong: string | null }[];
+  score: CaptionScore | null;
+} {
+  const all = pieces(tokens);
+  const parts: { pos: number; piece: string; wrong: string | null }[] = [];
+  for (let i = 0; i < tokens.length; i++) {
+    if (tokens[i] === EOS_ID) break;
+    if (tokens[i] === PAD_ID) continue;
+    parts.push({ pos: i, piece: all[i]!, wrong: null });
+  }
+  if (!scene) return { parts, score: null };
+  const score = scoreCaption(scene, parts.map((p) => p.piece));
+  for (const e of score.errors) {
+    for (const [a, b] of e.blame) for (let k = a; k < b && k < parts.length; k++) parts[k]!.wrong ??= e.message || e.reason;
+  }
+  return { parts, score };
+}
+
 export class Panel {
   readonly root: HTMLElement;
   private readonly metaLeft: HTMLElement;
@@ -40,6 +63,8 @@ export class Panel {
   maxSteps = 0;
   refinements = 0;
   private shown = 0;
+  /** The final caption is computed; it is revealed once the last frame is on screen. */
+  private finalReady = false;
   private pieces: Pieces = (ids) => ids.map(String);
 
   constructor(
@@ -84,6 +109,7 @@ export class Panel {
     this.root.dataset.steps = '0';
     this.tokensBox.replaceChildren();
     this.finalBox.hidden = true;
+    this.finalReady = false;
     this.metaRight.textContent = '';
     this.setState('loading');
     this.metaLeft.textContent = 'waiting…';
@@ -96,13 +122,12 @@ export class Panel {
     this.metaLeft.textContent = `step 0 / ${maxSteps}`;
   }
 
-  /** A step arrived; shows it when `follow` (live view). */
-  step(frame: Frame, follow: boolean): void {
+  /** A step arrived (the page shows it, paced, see main.ts). */
+  step(frame: Frame): void {
     this.frames.push(frame);
     this.refinements += frame.refined.size;
     this.root.dataset.refinements = String(this.refinements);
     this.root.dataset.steps = String(this.frames.length);
-    if (follow) this.show(this.frames.length);
   }
 
   done(info: { steps: number; ms: number; where: string }): void {
@@ -123,6 +148,7 @@ export class Panel {
     const f = this.frames[i - 1]!;
     this.renderTokens(f);
     const finished = this.state === 'done' && i === this.frames.length;
+    if (finished && this.finalReady) this.finalBox.hidden = false;
     this.metaLeft.textContent = `step ${f.step} / ${this.maxSteps || this.frames.length}${finished ? ' (final)' : ''}`;
   }
 
@@ -133,11 +159,15 @@ export class Panel {
   private renderTokens(f: Frame): void {
     const spans: HTMLElement[] = [];
     const pieces = this.pieces(f.tokens);
+    // The response ends where the trailing run of end tokens starts; an end token before that
+    // (one a refinement wrote) is shown in place.
+    let end = f.tokens.length;
+    while (end > 0 && f.tokens[end - 1] === EOS_ID) end--;
     for (let i = 0; i < f.tokens.length; i++) {
       const id = f.tokens[i]!;
       let span: HTMLElement;
       if (id === MASK_ID) span = el('span', 'tok mask');
-      else if (id === EOS_ID) span = el('span', 'tok special', '⏎ end');
+      else if (id === EOS_ID) span = el('span', 'tok special', i >= end ? '⏎ end' : '⏎');
       else span = el('span', id === PAD_ID ? 'tok special' : 'tok', pieces[i]);
       if (f.refined.has(i)) {
         span.classList.add('refined');
@@ -149,33 +179,21 @@ export class Panel {
         span.title = `committed at step ${f.step}`;
       }
       spans.push(span);
-      if (id === EOS_ID) break;
+      if (i >= end) break;
     }
     this.tokensBox.replaceChildren(...spans);
   }
 
   /** The final caption, with wrong claims highlighted and the scores when the scene is known. */
   showFinal(tokens: readonly number[], scene: Scene | null): CaptionScore | null {
-    const kept: { pos: number; piece: string }[] = [];
-    const pieces = this.pieces(tokens);
-    for (let i = 0; i < tokens.length; i++) {
-      if (tokens[i] === EOS_ID) break;
-      if (tokens[i] === PAD_ID) continue;
-      kept.push({ pos: i, piece: pieces[i]! });
-    }
-    let score: CaptionScore | null = null;
-    const wrong = new Map<number, string>();
-    if (scene) {
-      score = scoreCaption(scene, kept.map((k) => k.piece));
-      for (const e of score.errors) for (const [a, b] of e.blame) for (let k = a; k < b; k++) wrong.set(k, e.message || e.reason);
-    }
+    const { parts, score } = finalCaption(tokens, this.pieces, scene);
     const nodes: Node[] = [];
-    kept.forEach((k, idx) => {
+    parts.forEach((k, idx) => {
       const punct = /^[^a-z0-9[]/i.test(k.piece);
       if (idx > 0 && !punct) nodes.push(document.createTextNode(' '));
-      if (wrong.has(idx)) {
+      if (k.wrong !== null) {
         const m = el('mark', 'wrong', k.piece);
-        m.title = wrong.get(idx)!;
+        m.title = k.wrong;
         nodes.push(m);
       } else nodes.push(document.createTextNode(k.piece));
     });
@@ -195,7 +213,8 @@ export class Panel {
       if (score.errors.length > 8) this.errorsBox.append(el('li', undefined, `… ${score.errors.length - 8} more`));
       this.root.dataset.wrongClaims = String(score.errors.length);
     }
-    this.finalBox.hidden = false;
+    this.finalReady = true;
+    if (this.shown === this.frames.length) this.show(this.shown);
     return score;
   }
 }

@@ -15,6 +15,7 @@ interface ServeFlags {
   queue: number;
   concurrency: number;
   threads?: number;
+  stepDelay: number;
   web: 'auto' | 'build' | 'prebuilt';
   log?: boolean;
 }
@@ -54,6 +55,7 @@ export function registerServe(program: Command): void {
     .option('--queue <n>', 'generation jobs that may wait; more get 503', intOption('--queue', 0), 8)
     .option('--concurrency <n>', 'generation jobs run at once', intOption('--concurrency', 1, 64), 2)
     .option('--threads <n>', 'onnxruntime threads for inference', intOption('--threads', 1, 256))
+    .option('--step-delay <ms>', 'pause before every sampling step (slow motion, to watch the refinement)', intOption('--step-delay', 0, 10000), 0)
     .option('--web <source>', 'the page: auto, build (bundle now) or prebuilt (dist/public)', choiceOption('--web', ['auto', 'build', 'prebuilt'] as const), 'auto')
     .option('--log', 'log every request')
     .action(async (f: ServeFlags) => {
@@ -66,6 +68,7 @@ export function registerServe(program: Command): void {
         queueLimit: f.queue,
         concurrency: f.concurrency,
         web: f.web,
+        stepDelayMs: f.stepDelay,
         logger: Boolean(f.log),
         ...(f.threads ? { threads: f.threads } : {}),
       });

@@ -1,0 +1,135 @@
+/**
+ * The page in a real browser (Debian's Chromium driven by playwright-core): generate a scene,
+ * run both models at 4 tokens per step on the server, see both captions complete with scores
+ * and at least one refined token marked, screenshot the page mid-refinement; then the same in
+ * the in-browser mode (onnxruntime-web), which must give the same captions.
+ *
+ * The models are tiny and randomly initialised. Such a model changes its mind about decoded
+ * positions as the context fills in, so the refining sampler rewrites tokens at almost every
+ * step (hundreds of refinements per caption); with a fixed model seed and scene seed the run is
+ * deterministic, so "at least one refinement" is guaranteed, not likely.
+ *
+ * Skipped, with a message, where /usr/bin/chromium (or $REDIFF_CHROMIUM) is missing
+ * (`apt-get install chromium`).
+ * The screenshot goes to $REDIFF_SCREENSHOT, default <tmpdir>/rediff-page-mid-refinement.png.
+ * For the README's screenshot, run it on trained models: REDIFF_SCREENSHOT_MODELS=models (a
+ * folder with baseline/ and rediff/ checkpoints) REDIFF_SCREENSHOT=docs/page.png.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../src/benchmark/captioner.js';
+import { presetConfig } from '../src/model/config.js';
+import { saveModel } from '../src/model/io.js';
+import { initParams } from '../src/model/params.js';
+import { createServer } from '../src/server/app.js';
+
+const CHROMIUM = process.env.REDIFF_CHROMIUM ?? '/usr/bin/chromium';
+const skip = fs.existsSync(CHROMIUM) ? false : `Chromium is not installed at ${CHROMIUM} (apt-get install chromium): browser test skipped`;
+const SCREENSHOT = process.env.REDIFF_SCREENSHOT ?? path.join(os.tmpdir(), 'rediff-page-mid-refinement.png');
+
+async function makeModels(): Promise<{ name: string; dir: string }[]> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-browser-'));
+  const tokenizer = benchmarkTokenizer();
+  const config = presetConfig('tiny', tokenizer.size);
+  const out: { name: string; dir: string }[] = [];
+  for (const [name, seed, stage] of [['baseline', 1, 'mask-prediction'], ['rediff', 2, 'revision']] as const) {
+    const dir = path.join(root, name);
+    await saveModel(dir, { config, tokenizer, params: initParams(config, seed), state: { prompt: BENCHMARK_PROMPT, stage, step: 0 } });
+    out.push({ name, dir });
+  }
+  return out;
+}
+
+test('the page captions a generated scene with both models and marks refined tokens', { skip, timeout: 180_000 }, async (t) => {
+  const { chromium } = await import('playwright-core');
+  const real = process.env.REDIFF_SCREENSHOT_MODELS;
+  const models = real ? ['baseline', 'rediff'].map((name) => ({ name, dir: path.join(real, name) })) : await makeModels();
+  const server = await createServer({ models });
+  const url = await server.listen(0);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(m.text());
+    });
+    await page.goto(`${url}/`);
+    await page.waitForSelector('body[data-ready="1"]', { timeout: 30_000 });
+
+    // Generate a scene with the button, then pin its seed so the run is reproducible.
+    await page.click('#new-scene');
+    assert.match((await page.textContent('#image-label')) ?? '', /benchmark scene/);
+    await page.fill('#scene-seed', '12345');
+    await page.dispatchEvent('#scene-seed', 'change');
+    assert.ok((await page.locator('#scene-objects li').count()) >= 1);
+
+    const runBoth = async (mode: 'server' | 'browser'): Promise<Record<string, { refinements: number; steps: number; final: string }>> => {
+      await page.check('input[name="tps"][value="4"]');
+      await page.check(`input[name="mode"][value="${mode}"]`);
+      await page.click('#run');
+      for (const m of ['baseline', 'rediff']) {
+        await page.waitForSelector(`#panel-${m}[data-state="done"]`, { timeout: 90_000 });
+        await page.waitForSelector(`#panel-${m} .final:not([hidden])`, { timeout: 30_000 });
+      }
+      return page.evaluate(() =>
+        Object.fromEntries(
+          Array.from(document.querySelectorAll<HTMLElement>('.panel')).map((p) => [
+            p.id.replace('panel-', ''),
+            { refinements: Number(p.dataset.refinements), steps: Number(p.dataset.steps), final: p.querySelector('.final-text')?.textContent ?? '' },
+          ]),
+        ),
+      );
+    };
+
+    const onServer = await runBoth('server');
+    t.diagnostic(`server: baseline ${onServer.baseline!.steps} steps, rediff ${onServer.rediff!.steps} steps with ${onServer.rediff!.refinements} refinements`);
+    assert.ok(onServer.baseline!.steps >= 1 && onServer.baseline!.steps <= 24, '96 tokens at 4 per step: at most 24 steps');
+    assert.ok(onServer.rediff!.steps >= 1 && onServer.rediff!.steps <= 24);
+    assert.ok(onServer.baseline!.final.length > 0 && onServer.rediff!.final.length > 0);
+    assert.equal(onServer.baseline!.refinements, 0, 'the LLaDA sampler never rewrites a token');
+    assert.ok(onServer.rediff!.refinements > 0, 'the refining sampler rewrote tokens');
+    // Scores for the generated scene, for both captions.
+    for (const m of ['baseline', 'rediff']) {
+      const rows = await page.locator(`#panel-${m} .scores tr`).allTextContents();
+      assert.equal(rows.length, 3);
+      assert.match(rows.join(' '), /Factuality.*Coverage.*CAPTURE/);
+    }
+
+    // Scrub through the steps: refined tokens are marked where ReDiff rewrote something.
+    const steps = Number(await page.getAttribute('#scrubber', 'max'));
+    const scrub = (k: number) =>
+      page.$eval('#scrubber', (e, v) => {
+        (e as HTMLInputElement).value = String(v);
+        e.dispatchEvent(new Event('input'));
+      }, k);
+    let best = { step: 1, marked: 0 };
+    for (let k = 1; k <= steps; k++) {
+      await scrub(k);
+      const marked = await page.locator('#panel-rediff .tok.refined').count();
+      if (marked > best.marked) best = { step: k, marked };
+      assert.equal(await page.locator('#panel-baseline .tok.refined').count(), 0);
+    }
+    // The screenshot shows the step with the most rewrites.
+    await scrub(best.step);
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    t.diagnostic(`screenshot at step ${best.step} (${best.marked} refined tokens marked): ${SCREENSHOT}`);
+    assert.ok(best.marked > 0, 'a refined token is marked at some step');
+
+    // The in-browser mode runs the exported ONNX models with onnxruntime-web and the same sampler.
+    const inBrowser = await runBoth('browser');
+    assert.equal(inBrowser.baseline!.final, onServer.baseline!.final);
+    assert.equal(inBrowser.rediff!.final, onServer.rediff!.final);
+    assert.equal(inBrowser.rediff!.refinements, onServer.rediff!.refinements);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+});
