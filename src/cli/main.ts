@@ -11,6 +11,7 @@ import { registerTrain } from './commands/train.js';
 import { registerData } from './commands/data.js';
 import { registerEval } from './commands/eval.js';
 import { registerDemo } from './commands/demo.js';
+import { registerServe } from './commands/serve.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerData(program);
   registerInfo(program);
   registerDemo(program);
+  registerServe(program);
   return program;
 }
 

@@ -44,7 +44,7 @@ export interface SamplerOptions {
   stopAtEos: boolean;
   seed: number;
   trace: boolean;
-  /** Called after each step for every row that took part in it (e.g. to stream progress). */
+  /** Called after each step for every row that took part in it (e.g. to stream progress); `tokens` is the row's live state: copy it to keep it. */
   onStep?: (row: number, step: StepTrace, tokens: readonly number[]) => void;
 }
 

@@ -237,6 +237,8 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
       if (e instanceof UserError) throw new HttpError(400, e.message, 'image');
       throw e;
     }
+    // The pixels are transferred to the worker: they must own their whole buffer.
+    if (image.byteOffset !== 0 || image.buffer.byteLength !== image.byteLength) image = image.slice();
     const spec = {
       model: r.model.name,
       image,
