@@ -88,7 +88,7 @@ export function registerTrain(program: Command): void {
     .option('--checkpoint-every <n>', 'steps between checkpoints', intOption('--checkpoint-every'), 500)
     .option('--syntax-noise <q>', 'revision: share of unmasked tokens replaced by random tokens (paper 0.1, authors\' code 0.05)', floatOption('--syntax-noise', 0, 1), 0.05)
     .option('--dynamic-noise', 'revision: the "dynamic revise ratio" ablation, q = t while t < 0.1')
-    .option('--hallucination-share <x>', 'revision: share of samples that are hallucination pairs (0 = syntax only)', floatOption('--hallucination-share', 0, 1), 0.5)
+    .option('--hallucination-share <x>', 'revision: share of samples that are hallucination pairs (0 = syntax only)', floatOption('--hallucination-share', 0, 1), 0.25)
     .addOption(new Option('--on-error <mode>', 'a bad data line: skip it with a warning, or stop').choices(['skip', 'fail']).default('fail'))
     .option('--no-progress', 'no progress bar')
     .action(async (f: TrainFlags) => {
