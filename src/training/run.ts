@@ -42,6 +42,8 @@ export interface TrainJob {
   resume: boolean;
   /** Print progress to stderr (default true). */
   progress?: boolean;
+  /** Chooses the record of each sample (default: uniform over `records`). Must use only `rng`. */
+  pick?: (rng: Rng) => TrainingRecord;
   /** Stored in the checkpoint's state (e.g. the prompt the model was trained with). */
   meta?: Record<string, unknown>;
   /** Called after every step (tests, reports). */
@@ -110,7 +112,8 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
   try {
     for (let step = startStep; step < s.steps; step++) {
       const rng = stepRng(s.seed, step);
-      const batch = Array.from({ length: s.batchSize }, () => makeSample(config, job.records[rng.int(job.records.length)]!, rng, s.mix, vocab));
+      const pick = job.pick ?? ((r: Rng) => job.records[r.int(job.records.length)]!);
+      const batch = Array.from({ length: s.batchSize }, () => makeSample(config, pick(rng), rng, s.mix, vocab));
       const lr = learningRate(step, schedule);
       const { loss, gradNorm } = await trainer.step(batch, lr);
       if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {

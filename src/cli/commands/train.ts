@@ -9,9 +9,13 @@ import { type TrainSettings, runTraining } from '../../training/run.js';
 import type { MixOptions, TrainingRecord } from '../../training/samples.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { UserError } from '../../util/errors.js';
-import { choiceOption, floatOption, intOption } from '../options.js';
+import { choiceOption, floatOption, intListOption, intOption } from '../options.js';
+import { GroundedExpert } from '../../experts/grounded.js';
+import { LlmExpert } from '../../experts/llm.js';
+import type { Expert } from '../../experts/expert.js';
+import { runSelfCorrection } from '../../training/self-correction.js';
 
-export const TRAIN_STAGES = ['mask-prediction', 'revision'] as const;
+export const TRAIN_STAGES = ['mask-prediction', 'revision', 'self-correct'] as const;
 
 interface TrainFlags {
   preset: string;
@@ -38,10 +42,20 @@ interface TrainFlags {
   hallucinationShare: number;
   onError: 'skip' | 'fail';
   progress: boolean;
+  rounds: number;
+  draftImages: number;
+  draftTokensPerStep: number[];
+  stage1Share: number;
+  expert: 'grounded' | 'llm';
+  expertUrl?: string;
+  expertModel?: string;
+  expertConcurrency: number;
+  expertTimeout: number;
 }
 
 /** The Stage I mix flags (SPEC 3) as MixOptions; the paper's Table 5 ablations are flag settings. */
 export function mixFromFlags(f: Pick<TrainFlags, 'stage' | 'syntaxNoise' | 'dynamicNoise' | 'hallucinationShare'>): MixOptions {
+  // Stage II mixes in Stage I samples, so self-correct uses the revision mix for those.
   if (f.stage === 'mask-prediction') return { objective: 'mask-prediction', syntaxNoise: 0, dynamicSyntaxNoise: false, correctionShare: 0 };
   return { objective: 'revision', syntaxNoise: f.syntaxNoise, dynamicSyntaxNoise: Boolean(f.dynamicNoise), correctionShare: f.hallucinationShare };
 }
@@ -90,9 +104,19 @@ export function registerTrain(program: Command): void {
     .option('--dynamic-noise', 'revision: the "dynamic revise ratio" ablation, q = t while t < 0.1')
     .option('--hallucination-share <x>', 'revision: share of samples that are hallucination pairs (0 = syntax only)', floatOption('--hallucination-share', 0, 1), 0.25)
     .addOption(new Option('--on-error <mode>', 'a bad data line: skip it with a warning, or stop').choices(['skip', 'fail']).default('fail'))
+    .option('--rounds <n>', 'self-correct: rounds of draft, review, train', intOption('--rounds', 1, 20), 1)
+    .option('--draft-images <n>', 'self-correct: training images drafted per round', intOption('--draft-images'), 1000)
+    .option('--draft-tokens-per-step <list>', 'self-correct: step budgets of the drafts, as tokens per step', intListOption('--draft-tokens-per-step'), [1, 4, 8])
+    .option('--stage1-share <x>', 'self-correct: share of Stage I samples mixed into each batch', floatOption('--stage1-share', 0, 1), 0.2)
+    .addOption(new Option('--expert <kind>', 'self-correct: who corrects the drafts').choices(['grounded', 'llm']).default('grounded'))
+    .option('--expert-url <url>', 'llm expert: OpenAI-compatible base URL (key from REDIFF_EXPERT_API_KEY or OPENAI_API_KEY)')
+    .option('--expert-model <name>', 'llm expert: model name', 'o4-mini')
+    .option('--expert-concurrency <n>', 'llm expert: requests in flight', intOption('--expert-concurrency'), 4)
+    .option('--expert-timeout <s>', 'llm expert: seconds per request', intOption('--expert-timeout'), 120)
     .option('--no-progress', 'no progress bar')
     .action(async (f: TrainFlags) => {
       if (f.warmup >= f.steps) throw new UserError(`--warmup (${f.warmup}) must be smaller than --steps (${f.steps})`);
+      if (f.stage === 'self-correct') return selfCorrect(f);
       let initial;
       if (f.init) {
         const init = await loadModelState(f.init);
@@ -120,4 +144,46 @@ export function registerTrain(program: Command): void {
       const res = await runTraining({ outDir: f.out, records, initial, settings, resume: Boolean(f.resume), progress: f.progress, meta: { prompt: BENCHMARK_PROMPT, init: f.init ?? null } });
       console.log(`done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s, ${Math.round(res.tokensPerSecond)} tokens/s; checkpoint in ${f.out}`);
     });
+}
+
+function makeExpert(f: TrainFlags): Expert {
+  if (f.expert === 'grounded') return new GroundedExpert();
+  if (!f.expertUrl) throw new UserError('--expert llm needs --expert-url (an OpenAI-compatible chat-completions endpoint)');
+  return new LlmExpert({ baseUrl: f.expertUrl, model: f.expertModel ?? 'o4-mini', concurrency: f.expertConcurrency, timeoutMs: f.expertTimeout * 1000 });
+}
+
+/** Stage II: rounds of draft -> expert review -> training on the corrections (SPEC 4). */
+async function selfCorrect(f: TrainFlags): Promise<void> {
+  if (!f.init) throw new UserError('--stage self-correct needs --init (the model whose drafts are corrected, e.g. ReDiff-Base)');
+  if (f.data || f.llava) throw new UserError('--stage self-correct drafts on generated benchmark scenes (--scenes, --data-seed); --data and --llava are not supported here');
+  const init = await loadModelState(f.init);
+  const split = generateBenchmarkSplit('train', f.dataSeed, f.scenes, init.config.imageSize);
+  const stage1Records = split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, init.tokenizer));
+  const expert = makeExpert(f);
+  const reports = await runSelfCorrection({
+    outDir: f.out,
+    init: f.init,
+    split,
+    stage1Records,
+    expert,
+    progress: f.progress,
+    settings: {
+      rounds: f.rounds,
+      draftImages: f.draftImages,
+      draftTokensPerStep: f.draftTokensPerStep,
+      draftSampler: 'rediff',
+      stage1Share: f.stage1Share,
+      sendImages: f.expert === 'llm',
+      train: {
+        stage: 'self-correct', steps: f.steps, batchSize: f.batchSize, lr: f.lr, warmupSteps: f.warmup, minLrRatio: f.minLrRatio,
+        weightDecay: f.weightDecay, clipNorm: f.clip, seed: f.seed, checkpointEvery: f.checkpointEvery,
+        mix: mixFromFlags({ ...f, stage: 'revision' }),
+      },
+    },
+  });
+  for (const r of reports) {
+    const v = r.reviews;
+    console.log(`round ${r.round}: ${r.drafts} drafts, ${v.right} judged right, ${v.pairsKept} pairs kept of ${v.pairsProposed} (${r.trainingPairs} drafts used), draft errors ${JSON.stringify(r.draftErrors)}`);
+  }
+  console.log(`final model in ${f.out}`);
 }

@@ -1,0 +1,211 @@
+/**
+ * ReDiff Stage II, online self-correction (SPEC 4): the model drafts captions of training
+ * images at several step budgets, an expert marks and corrects the draft's own mistakes with
+ * same-length edits, and the model is trained to make exactly those corrections (loss only on
+ * the flagged spans, the draft fed unmasked), mixed with a share of Stage I samples. Rounds
+ * repeat this from the new model. Every piece of a round is kept on disk and reused on a
+ * rerun: drafts, the expert's answers (a resumable cache), the pairs, the checkpoint.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { BENCHMARK_PROMPT } from '../benchmark/captioner.js';
+import type { BenchmarkRecord } from '../benchmark/dataset.js';
+import { renderScenePng } from '../benchmark/render.js';
+import { scoreCaption } from '../benchmark/metrics.js';
+import { normaliseRgb } from '../data/image.js';
+import { JsonlWriter, IssueLog, readJsonl } from '../data/jsonl.js';
+import type { InMemorySplit } from '../data/training-data.js';
+import { reviewAll } from '../experts/cache.js';
+import type { Expert, ReviewRequest } from '../experts/expert.js';
+import { filterPairs, pairsToSpans, ReviewStats } from '../experts/pairs.js';
+import { loadModel, loadModelState, saveModel } from '../model/io.js';
+import { captionImages, stepsForTokensPerStep } from '../sampling/caption.js';
+import { samplerOptions } from '../sampling/sampler.js';
+import { EOS_ID } from '../tokenizer/tokenizer.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { createProgress } from '../util/progress.js';
+import type { Rng } from '../util/rng.js';
+import { type TrainSettings, runTraining } from './run.js';
+import type { SpanPair, TrainingRecord } from './samples.js';
+
+export interface SelfCorrectionSettings {
+  rounds: number;
+  /** Training images drafted per round. */
+  draftImages: number;
+  /** Step budgets as tokens per step (paper: 128/32/16 steps at L = 128, i.e. 1, 4, 8). */
+  draftTokensPerStep: number[];
+  draftSampler: string;
+  /** Share of Stage I samples mixed into each Stage II batch (the rest are draft corrections). */
+  stage1Share: number;
+  /** Training of each round; `mix` applies to the Stage I samples. */
+  train: TrainSettings;
+  /** Send each image to the expert (LLM experts need it; the grounded one reads the scene graph). */
+  sendImages: boolean;
+}
+
+export interface Draft {
+  id: string;
+  record: number;
+  sceneId: string;
+  tokensPerStep: number;
+  steps: number;
+  text: string;
+  tokens: number[];
+}
+
+export interface RoundReport {
+  round: number;
+  drafts: number;
+  reviews: ReturnType<ReviewStats['toJSON']>;
+  /** Drafts that yielded at least one training pair. */
+  trainingPairs: number;
+  /** Errors in the drafts by kind (factual claims by kind, plus drafts with unreadable spans). */
+  draftErrors: Record<string, number>;
+  checkpoint: string;
+}
+
+export interface SelfCorrectionJob {
+  outDir: string;
+  /** Checkpoint of the starting model (ReDiff-Base, or a mask-prediction model for "Stage II alone"). */
+  init: string;
+  /** Training scenes to draft on (images + scene graphs + reference captions). */
+  split: InMemorySplit;
+  /** Stage I records mixed in. */
+  stage1Records: readonly TrainingRecord[];
+  expert: Expert;
+  settings: SelfCorrectionSettings;
+  progress?: boolean;
+}
+
+async function generateDrafts(modelDir: string, split: InMemorySplit, indices: number[], s: SelfCorrectionSettings, seed: number, progress: boolean): Promise<Draft[]> {
+  const model = await loadModel(modelDir);
+  try {
+    const prompt = model.tokenizer.encode(model.meta.prompt ?? BENCHMARK_PROMPT);
+    const images = indices.map((i) => normaliseRgb(split.rgb[i]!));
+    const drafts: Draft[] = [];
+    const bar = createProgress('drafts', images.length * s.draftTokensPerStep.length, { enabled: progress });
+    let done = 0;
+    for (const k of s.draftTokensPerStep) {
+      const opts = samplerOptions(s.draftSampler, { steps: stepsForTokensPerStep(model.config.responseLength, k), seed });
+      const caps = await captionImages(model, images, prompt, opts, 32, (n) => bar.update(done + n));
+      done += images.length;
+      caps.forEach((c, j) => {
+        const rec = split.records[indices[j]!]!;
+        const end = c.tokens.indexOf(EOS_ID);
+        drafts.push({ id: `${rec.id}@${k}`, record: indices[j]!, sceneId: rec.id, tokensPerStep: k, steps: c.steps, text: c.text, tokens: end < 0 ? c.tokens : c.tokens.slice(0, end) });
+      });
+    }
+    bar.stop();
+    return drafts;
+  } finally {
+    await model.dispose();
+  }
+}
+
+function reviewRequest(d: Draft, r: BenchmarkRecord, sendImage: boolean): ReviewRequest {
+  return {
+    id: d.id,
+    question: BENCHMARK_PROMPT,
+    reference: r.captions[0] ?? '',
+    draft: d.text,
+    scene: r.scene,
+    ...(sendImage ? { imagePng: renderScenePng(r.scene).png } : {}),
+  };
+}
+
+function countDraftErrors(drafts: readonly Draft[], split: InMemorySplit): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const d of drafts) {
+    const score = scoreCaption(split.records[d.record]!.scene, d.text);
+    for (const e of score.errors) out[e.reason] = (out[e.reason] ?? 0) + 1;
+    if (score.hasUnreadable) out.unreadable = (out.unreadable ?? 0) + 1;
+  }
+  return out;
+}
+
+/** Runs (or resumes) all rounds; returns one report per round and writes the final model to outDir. */
+export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundReport[]> {
+  const s = job.settings;
+  const progress = job.progress !== false;
+  let current = job.init;
+  const reports: RoundReport[] = [];
+  for (let round = 1; round <= s.rounds; round++) {
+    const dir = path.join(job.outDir, `round-${round}`);
+    fs.mkdirSync(dir, { recursive: true });
+    // 1. Drafts (new images each round, cycling through the split).
+    const draftsFile = path.join(dir, 'drafts.jsonl');
+    let drafts: Draft[];
+    if (fs.existsSync(draftsFile)) {
+      drafts = (await readJsonl(draftsFile, new IssueLog('fail'))).map((l) => l.value as Draft);
+    } else {
+      const n = Math.min(s.draftImages, job.split.records.length);
+      const indices = Array.from({ length: n }, (_, i) => ((round - 1) * n + i) % job.split.records.length);
+      drafts = await generateDrafts(current, job.split, indices, s, s.train.seed + round, progress);
+      const w = new JsonlWriter(draftsFile);
+      for (const d of drafts) await w.write(d);
+      await w.close();
+    }
+    // 2. Expert review (resumable cache).
+    const model = await loadModelState(current);
+    const tokenizer = model.tokenizer;
+    const bar = createProgress(`review (${job.expert.name})`, drafts.length, { enabled: progress });
+    const reviewed = await reviewAll(job.expert, drafts.map((d) => reviewRequest(d, job.split.records[d.record]!, s.sendImages)), {
+      cacheFile: path.join(dir, 'reviews.jsonl'),
+      tokenizer,
+      onProgress: (p) => bar.update(p.done),
+    });
+    bar.stop();
+    // 3. Pairs -> span corrections over the draft's own tokens.
+    const draftRecords: TrainingRecord[] = [];
+    const pairsOut: object[] = [];
+    for (const d of drafts) {
+      const answer = reviewed.answers.get(d.id);
+      if (!answer || answer.kind !== 'pairs') continue;
+      const filtered = filterPairs(d.text, answer.pairs, tokenizer);
+      if (filtered.kept.length === 0) continue;
+      const spans = pairsToSpans(d.tokens, filtered.kept, tokenizer);
+      if (spans.spans.length === 0 || d.tokens.length >= model.config.responseLength) continue;
+      const pair: SpanPair = { wrong: spans.wrong, correct: spans.correct, spans: spans.spans };
+      const rec = job.split.records[d.record]!;
+      draftRecords.push({ rgb: job.split.rgb[d.record]!, prompt: tokenizer.encode(BENCHMARK_PROMPT), captions: [], corrections: [pair] });
+      pairsOut.push({ id: d.id, draft: d.text, corrected: tokenizer.decode(spans.correct), spans: spans.spans, scene: rec.id });
+    }
+    await writeFileAtomic(path.join(dir, 'pairs.jsonl'), pairsOut.map((p) => JSON.stringify(p) + '\n').join(''));
+    const report: RoundReport = {
+      round,
+      drafts: drafts.length,
+      reviews: reviewed.stats.toJSON(),
+      trainingPairs: draftRecords.length,
+      draftErrors: countDraftErrors(drafts, job.split),
+      checkpoint: path.join(dir, 'model'),
+    };
+    await writeFileAtomic(path.join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
+    // 4. Train on the corrections, mixed with Stage I samples.
+    const ckpt = path.join(dir, 'model');
+    const finished = fs.existsSync(path.join(ckpt, 'checkpoint.json')) && Number((await loadModelState(ckpt)).state.step) >= s.train.steps;
+    if (!finished) {
+      if (draftRecords.length === 0) throw new Error(`round ${round}: the expert produced no usable correction`);
+      const pick = (rng: Rng): TrainingRecord =>
+        job.stage1Records.length > 0 && rng.next() < s.stage1Share
+          ? job.stage1Records[rng.int(job.stage1Records.length)]!
+          : draftRecords[rng.int(draftRecords.length)]!;
+      await runTraining({
+        outDir: ckpt,
+        records: [...draftRecords, ...job.stage1Records],
+        pick,
+        initial: { config: model.config, tokenizer, params: model.params },
+        settings: { ...s.train, stage: `self-correct round ${round}` },
+        resume: fs.existsSync(path.join(ckpt, 'checkpoint.json')),
+        progress,
+        meta: { prompt: BENCHMARK_PROMPT, init: current, round, stage1Share: s.stage1Share },
+      });
+    }
+    reports.push(report);
+    current = ckpt;
+  }
+  // The final model also goes to outDir itself, so `--checkpoint outDir` works like any run.
+  const last = await loadModelState(current);
+  await saveModel(job.outDir, { config: last.config, tokenizer: last.tokenizer, params: last.params, state: { ...last.state, rounds: s.rounds } });
+  await writeFileAtomic(path.join(job.outDir, 'rounds.json'), JSON.stringify(reports, null, 2) + '\n');
+  return reports;
+}

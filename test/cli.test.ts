@@ -1,0 +1,85 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { benchmarkTokenizer } from '../src/benchmark/captioner.js';
+import { presetConfig } from '../src/model/config.js';
+import { saveModel } from '../src/model/io.js';
+import { initParams } from '../src/model/params.js';
+
+const run = promisify(execFile);
+const MAIN = path.resolve('src/cli/main.ts');
+
+async function rediff(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env: { ...process.env, NODE_NO_WARNINGS: '1' } });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code: number; stdout: string; stderr: string };
+    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
+  }
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-cli-'));
+const ckpt = path.join(tmp, 'model');
+const tokenizer = benchmarkTokenizer();
+const config = presetConfig('tiny', tokenizer.size);
+
+test('setup: a tiny checkpoint and a real image', async () => {
+  await saveModel(ckpt, { config, tokenizer, params: initParams(config, 0), state: { step: 0, prompt: 'describe the image in detail .' } });
+  const { code } = await rediff('data', 'make', '--split', 'val', '--n', '2', '--out', path.join(tmp, 'val'), '--no-progress');
+  assert.equal(code, 0);
+});
+
+/** One readable line on stderr, no stack trace, non-zero exit. */
+function assertCleanFailure(r: { code: number; stderr: string }, pattern: RegExp): void {
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, pattern);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, `no stack trace:\n${r.stderr}`);
+}
+
+const image = (): string => path.join(tmp, 'val', 'images', fs.readdirSync(path.join(tmp, 'val', 'images'))[0]!);
+
+test('generate captions an image and prints a trace', async () => {
+  const r = await rediff('generate', '--checkpoint', ckpt, '--image', image(), '--tokens-per-step', '8', '--trace', '--no-color');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /step +1: /);
+  assert.match(r.stdout, /\.png: /);
+});
+
+const failures: [string, string[], RegExp][] = [
+  ['negative steps', ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--steps', '-3'], /--steps takes a whole number/],
+  ['tokens per step that do not divide L', ['generate', '--checkpoint', ckpt, '--image', '__IMAGE__', '--tokens-per-step', '5'], /tokens per step 5 .*divides the generation length 96/],
+  ['an unknown preset', ['train', '--preset', 'huge', '--out', path.join(tmp, 'x')], /--preset must be one of tiny, small, base/],
+  ['an unknown sampler', ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--sampler', 'greedy'], /--sampler must be one of/],
+  ['a missing checkpoint', ['generate', '--checkpoint', path.join(tmp, 'nope'), '--image', 'x.png'], /nope/],
+  ['a missing image', ['generate', '--checkpoint', ckpt, '--image', path.join(tmp, 'missing.png')], /image not found: .*missing\.png/],
+  ['a file that is not an image', ['generate', '--checkpoint', ckpt, '--image', '__TEXT__'], /not a readable image: .*notes\.txt/],
+  ['an unknown flag', ['eval', '--bogus'], /unknown option '--bogus'/],
+];
+
+for (const [name, args, pattern] of failures) {
+  test(`bad input gets one clear line and a non-zero exit: ${name}`, async () => {
+    fs.writeFileSync(path.join(tmp, 'notes.txt'), 'hello');
+    const resolved = args.map((a) => (a === '__IMAGE__' ? image() : a === '__TEXT__' ? path.join(tmp, 'notes.txt') : a));
+    assertCleanFailure(await rediff(...resolved), pattern);
+  });
+}
+
+test('a truncated checkpoint fails with a message naming the file', async () => {
+  const broken = path.join(tmp, 'broken');
+  fs.cpSync(ckpt, broken, { recursive: true });
+  const weights = fs.readdirSync(broken).find((f) => f.startsWith('model-'))!;
+  const file = path.join(broken, weights);
+  fs.truncateSync(file, Math.floor(fs.statSync(file).size / 2));
+  assertCleanFailure(await rediff('generate', '--checkpoint', broken, '--image', image()), new RegExp(weights.replace('.', '\\.')));
+});
+
+test('info describes a checkpoint', async () => {
+  const r = await rediff('info', ckpt);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /parameters\s+[\d,]+/);
+});
