@@ -12,6 +12,7 @@ import { registerData } from './commands/data.js';
 import { registerEval } from './commands/eval.js';
 import { registerDemo } from './commands/demo.js';
 import { registerServe } from './commands/serve.js';
+import { registerReproduce } from './commands/reproduce.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   registerInfo(program);
   registerDemo(program);
   registerServe(program);
+  registerReproduce(program);
   return program;
 }
 

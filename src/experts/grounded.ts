@@ -20,9 +20,15 @@
  *    claims. Among those: the least bad, then the most true claims, then the most scene facts
  *    covered, then the fewest changed tokens.
  *  - chaos (a repeat "the the", an unreadable span): one token at or next to it replaced by any
- *    vocabulary word, taken when the caption gets more readable without a new false claim. A
- *    chaos fix is kept only if its sentence parses completely in the end; otherwise the chaos
- *    is left alone (nothing is invented).
+ *    vocabulary word ("a a small" -> "a red small"... whichever reads and is true); failing
+ *    that, for a token too many ("at the the top"), the token dropped and the sentence or a
+ *    neighbour made up to length by one inserted word or a paraphrase one token longer ("at
+ *    the the top" -> "in the top center"). Taken when the caption gets more readable without
+ *    a new false claim or fewer claims. A chaos fix is kept only if its sentence parses
+ *    completely in the end; otherwise the chaos is left alone (nothing is invented).
+ *  - the parser is lenient (it reads "there we can see", "an red"), so every edited word pair
+ *    must also be one the captioner writes (class bigrams, e.g. "COLOR SHAPE", "there is"),
+ *    with "a"/"an" agreeing.
  * Pairs: the changed tokens, grouped into runs, widened to `minSegmentTokens` (default 2, the
  * contract's "short multi-word segments") and then with identical neighbours on both sides
  * until `org` occurs exactly once in the draft; overlapping segments merge. Each pair must help
@@ -31,7 +37,7 @@
  * A draft that has problems but no fix that helps is answered with an empty pair list (not
  * `right`): it is not right, there is just nothing to train on.
  */
-import { benchmarkTokenizer } from '../benchmark/captioner.js';
+import { benchmarkTokenizer, writeCaption } from '../benchmark/captioner.js';
 import {
   BENCHMARK_VOCABULARY,
   NUMBER_WORDS,
@@ -46,9 +52,10 @@ import {
 } from '../benchmark/lexicon.js';
 import { type CaptionScore, type ClaimError, evaluateParse, scoreEvaluation } from '../benchmark/metrics.js';
 import { type Claim, type Descriptor, type ParseResult, type Span, parseCaption } from '../benchmark/parser.js';
-import { PLACES, SHAPES, type Scene, type SceneObject, deriveRelations } from '../benchmark/scene.js';
+import { COLORS, PLACES, SHAPES, type Scene, type SceneObject, deriveRelations, generateScene } from '../benchmark/scene.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { joinWords, splitWords } from '../tokenizer/word.js';
+import { Rng } from '../util/rng.js';
 import type { Expert, ReviewAnswer, ReviewRequest, SegmentPair } from './expert.js';
 import { filterPairs } from './pairs.js';
 
@@ -110,14 +117,14 @@ export function correctDraft(scene: Scene, draft: string, tokenizer?: Tokenizer,
   let edits = segmentEdits(orig, fixed, minSeg);
   edits = keepHelpful(judge, orig, edits);
   // The contract, checked as the training pipeline will check it.
-  const pairs: SegmentPair[] = edits.map((e) => ({ org: e.org.join(' '), target: e.target.join(' ') }));
-  const filtered = filterPairs(draft, pairs, tok);
-  const keptIdx = new Set(filtered.kept.map((k) => pairs.findIndex((p) => p.org === k.org && p.target === k.target)));
-  edits = edits.filter((_, i) => keptIdx.has(i));
-  if (edits.length < pairs.length) edits = keepHelpful(judge, orig, edits);
-  const corrected = applyEdits(orig, edits);
-  if (edits.length === 0 || badness(judge.measure(corrected)) >= badness(q0)) return report({ kind: 'pairs', pairs: [] }, orig);
-  return report({ kind: 'pairs', pairs: edits.map((e) => ({ org: e.org.join(' '), target: e.target.join(' ') })) }, corrected);
+  let checked = validated(draft, edits, tok);
+  if (checked.length < edits.length) {
+    edits = keepHelpful(judge, orig, checked.map((c) => c.edit));
+    checked = validated(draft, edits, tok);
+  }
+  const corrected = applyEdits(orig, checked.map((c) => c.edit));
+  if (checked.length === 0 || badness(judge.measure(corrected)) >= badness(q0)) return report({ kind: 'pairs', pairs: [] }, orig);
+  return report({ kind: 'pairs', pairs: checked.map((c) => c.pair) }, corrected);
 }
 
 /** The grounded expert: reviews drafts against `req.scene` (a benchmark scene graph). */
@@ -131,8 +138,11 @@ export class GroundedExpert implements Expert {
   constructor(options: GroundedOptions = {}) {
     this.tokenizer = options.tokenizer ?? defaultTokenizer();
     this.options = { ...(options.minSegmentTokens !== undefined ? { minSegmentTokens: options.minSegmentTokens } : {}), ...(options.maxSteps !== undefined ? { maxSteps: options.maxSteps } : {}) };
-    const seg = options.minSegmentTokens ?? 2;
-    this.name = seg === 2 ? 'grounded' : `grounded:seg${seg}`;
+    // Settings that change answers are part of the name (a cache written with others is refused).
+    const tags: string[] = [];
+    if ((options.minSegmentTokens ?? 2) !== 2) tags.push(`seg${options.minSegmentTokens}`);
+    if ((options.maxSteps ?? 24) !== 24) tags.push(`steps${options.maxSteps}`);
+    this.name = ['grounded', ...tags].join(':');
   }
 
   async review(req: ReviewRequest, signal?: AbortSignal): Promise<ReviewAnswer> {
@@ -156,7 +166,7 @@ export function asScene(value: unknown): Scene | null {
       !!o &&
       typeof o.id === 'string' &&
       (SHAPES as readonly string[]).includes(o.shape as string) &&
-      (PARSE_COLORS as readonly string[]).includes(o.color as string) &&
+      (COLORS as readonly string[]).includes(o.color as string) &&
       (o.size === 'small' || o.size === 'large') &&
       (PLACES as readonly string[]).includes(o.place as string) &&
       typeof o.x === 'number' &&
@@ -255,11 +265,15 @@ function acceptsChaos(cur: Quality, next: Quality): boolean {
 // ---------------------------------------------------------------------------------------------
 // Candidate generation
 
-/** Substitution classes: a word may become another word of a class it belongs to (first class first). */
+/**
+ * Substitution classes: a word may become another word of a class it belongs to, its own
+ * class first; the last class lets an adjective change kind ("the red square" -> "the small
+ * square", for a reference that must pick out one object).
+ */
 const SIZE_LIST = Object.keys(SIZE_WORDS);
 const CLASSES: readonly (readonly string[])[] = [
-  [...PARSE_COLORS, ...SIZE_LIST],
-  [...SIZE_LIST, ...PARSE_COLORS],
+  [...PARSE_COLORS],
+  [...SIZE_LIST],
   [...SHAPES],
   SHAPES.map((s) => SHAPE_PLURAL[s]),
   [...NUMBER_WORDS],
@@ -267,6 +281,7 @@ const CLASSES: readonly (readonly string[])[] = [
   ['left', 'right', 'above', 'below'],
   ['is', 'are'],
   ['sits', 'sit'],
+  [...SIZE_LIST, ...PARSE_COLORS],
 ];
 const ALTERNATIVES: ReadonlyMap<string, readonly string[]> = (() => {
   const m = new Map<string, string[]>();
@@ -479,6 +494,53 @@ function chaosPositions(q: Quality, issue: Span): number[] {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Plausibility: the parser is lenient (it reads "there we can see ...", "an red", "red small
+// circle"), so edited text must also look like the captioner's language. Word classes
+// (colour, size, shape, plural shape, number 2-9) keep the table small and complete.
+
+const WORD_CLASS: ReadonlyMap<string, string> = (() => {
+  const m = new Map<string, string>();
+  for (const c of PARSE_COLORS) m.set(c, 'COLOR');
+  for (const z of SIZE_LIST) m.set(z, 'SIZE');
+  for (const sh of SHAPES) {
+    m.set(sh, 'SHAPE');
+    m.set(SHAPE_PLURAL[sh], 'SHAPES');
+  }
+  for (const n of NUMBER_WORDS.slice(1)) m.set(n, 'NUMBER');
+  return m;
+})();
+const classOf = (w: string): string => WORD_CLASS.get(w) ?? w;
+
+let bigramTable: Set<string> | undefined;
+/** Class bigrams of captioner captions (built once, deterministically: ~1,500 scenes of 1-9 objects). */
+function bigrams(): Set<string> {
+  if (bigramTable) return bigramTable;
+  const set = new Set<string>();
+  const rng = new Rng(0x6b1d);
+  for (let i = 0; i < 1500; i++) {
+    const scene = generateScene(rng.fork(), { seed: i, maxObjects: 1 + (i % 9) });
+    for (let k = 0; k < 2; k++) {
+      const t = ['.', ...writeCaption(scene, rng.fork()).tokens];
+      for (let j = 1; j < t.length; j++) set.add(classOf(t[j - 1]!) + ' ' + classOf(t[j]!));
+    }
+  }
+  return (bigramTable = set);
+}
+
+/** True when every word pair the candidate changed is one the captioner writes, with a/an agreeing. */
+function plausible(orig: readonly string[], cand: readonly string[]): boolean {
+  const table = bigrams();
+  for (let j = 0; j < cand.length; j++) {
+    const prev = j === 0 ? '.' : cand[j - 1]!;
+    const prevOrig = j === 0 ? '.' : orig[j - 1]!;
+    if (prev === prevOrig && cand[j] === orig[j]) continue;
+    if (!table.has(classOf(prev) + ' ' + classOf(cand[j]!))) return false;
+    if (ARTICLES.has(prev) && isWord(cand[j]) && prev !== article(cand[j]!)) return false;
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Search
 
 const MAX_CANDIDATES_PER_STAGE = 6000;
@@ -500,6 +562,7 @@ function bestOf(judge: Judge, cur: Quality, stages: (() => Iterable<string[]>)[]
       if (cand.length !== cur.tokens.length) continue;
       const changed = changedCount(cur.tokens, cand);
       if (changed === 0) continue;
+      if (!plausible(cur.tokens, cand)) continue;
       if (prefilter && !prefilter(cand)) continue;
       const q = judge.measure(cand);
       if (!accepts(cur, q)) continue;
@@ -533,11 +596,11 @@ function issueKey(q: Quality, issue: Issue): string {
  * made up to its length elsewhere, by one inserted word or a paraphrase one token longer
  * ("at the top" -> "in the top center", "there is" -> "you can see"). Nearest places first.
  */
-function* deleteAndPad(tokens: readonly string[], issue: Span, sentence: Span): Generator<string[]> {
-  const [ss, se] = sentence;
+function* deleteAndPad(tokens: readonly string[], issue: Span, region: Span): Generator<string[]> {
+  const [ss, se] = region;
   for (const p of range(issue[0], issue[1]).slice(0, 2)) {
     const del = [...tokens.slice(0, p), ...tokens.slice(p + 1)];
-    const last = se - 1; // in `del`, the sentence is [ss, se - 1)
+    const last = se - 1; // in `del`, the region is [ss, se - 1)
     const at = range(ss, last + 1).sort((x, y) => Math.abs(x - p) - Math.abs(y - p) || x - y);
     for (const j of at) for (const w of CHAOS_WORDS) yield [...del.slice(0, j), w, ...del.slice(j)];
     for (let i = ss; i < last; i++) {
@@ -549,6 +612,13 @@ function* deleteAndPad(tokens: readonly string[], issue: Span, sentence: Span): 
       }
     }
   }
+}
+
+/** The sentence holding a chaos issue and its neighbours (where a fix may move tokens). */
+function chaosRegion(parse: ParseResult, issue: Span): Span {
+  const k = parse.sentences.findIndex((x) => x.span[0] <= issue[0] && issue[0] < x.span[1]);
+  if (k < 0) return [0, parse.tokens.length];
+  return [parse.sentences[Math.max(0, k - 1)]!.span[0], parse.sentences[Math.min(parse.sentences.length - 1, k + 1)]!.span[1]];
 }
 
 /** Sentence-local readability: unreadable tokens + incomplete sentences of tokens[a, b). */
@@ -571,15 +641,15 @@ function search(judge: Judge, orig: readonly string[], maxSteps: number): string
         next = bestOf(judge, cur, factStages(judge.scene, cur, issue.error), acceptsFact);
       } else {
         const positions = chaosPositions(cur, issue.span);
-        const [ss, se] = sentenceOf(cur.parse, issue.span[0]);
-        const before = localChaos(cur.tokens, ss, se);
+        const [ra, rb] = chaosRegion(cur.parse, issue.span);
+        const before = localChaos(cur.tokens, ra, rb);
         const t = cur.tokens;
         next = bestOf(
           judge,
           cur,
-          [() => substitutions(t, positions, 1, () => CHAOS_WORDS), () => deleteAndPad(t, issue.span, [ss, se])],
+          [() => substitutions(t, positions, 1, () => CHAOS_WORDS), () => deleteAndPad(t, issue.span, [ra, rb])],
           acceptsChaos,
-          (cand) => localChaos(cand, ss, se) < before,
+          (cand) => localChaos(cand, ra, rb) < before,
         );
       }
       if (next) {
@@ -667,6 +737,56 @@ function segmentEdits(orig: readonly string[], fixed: readonly string[], minSeg:
     if (!changed) break;
   }
   return spans.map(([a, b]) => ({ start: a, org: orig.slice(a, b), target: fixed.slice(a, b) }));
+}
+
+/**
+ * The edits as pairs that filterPairs keeps, in order. Each pair is written as space-joined
+ * splitWords tokens; if the tokenizer does not find that in the draft (a case- or
+ * spacing-sensitive subword tokenizer), the draft's own text of the segment is tried, with the
+ * target spelled alike. Edits with neither form kept are left out.
+ */
+function validated(draft: string, edits: readonly Edit[], tok: Tokenizer): { edit: Edit; pair: SegmentPair }[] {
+  const out: { edit: Edit; pair: SegmentPair }[] = [];
+  const offsets = tokenOffsets(draft);
+  for (const e of edits) {
+    const forms: SegmentPair[] = [{ org: e.org.join(' '), target: e.target.join(' ') }];
+    if (offsets) forms.push(surfacePair(draft, offsets, e));
+    for (const form of forms) {
+      const r = filterPairs(draft, [...out.map((o) => o.pair), form], tok);
+      if (r.dropped.length === 0) {
+        out.push({ edit: e, pair: form });
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+/** Character ranges of the splitWords tokens in `text`, or null if they cannot be mapped. */
+function tokenOffsets(text: string): Span[] | null {
+  const lower = text.toLowerCase();
+  if (lower.length !== text.length) return null;
+  const out: Span[] = [];
+  for (const m of lower.matchAll(/[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]/g)) out.push([m.index!, m.index! + m[0].length]);
+  return out;
+}
+
+/** The segment as written in the draft, and the target written the same way (spacing, capitals). */
+function surfacePair(draft: string, offsets: readonly Span[], e: Edit): SegmentPair {
+  const span = offsets.slice(e.start, e.start + e.org.length);
+  const org = draft.slice(span[0]![0], span[span.length - 1]![1]);
+  let target = '';
+  e.target.forEach((w, k) => {
+    const punct = !isWord(w);
+    if (k > 0) {
+      const gap = draft.slice(span[k - 1]![1], span[k]![0]);
+      target += punct === !isWord(e.org[k]) ? gap : punct ? '' : ' ';
+    }
+    const orgText = draft.slice(span[k]![0], span[k]![1]);
+    const capital = k > 0 && /^[.!?]$/.test(e.target[k - 1]!) ? true : w === e.org[k] || k === 0 ? /^[A-Z]/.test(orgText) : false;
+    target += capital ? w.charAt(0).toUpperCase() + w.slice(1) : w;
+  });
+  return { org, target };
 }
 
 function applyEdits(orig: readonly string[], edits: readonly Edit[]): string[] {

@@ -67,9 +67,13 @@ export function stepRng(seed: number, step: number): Rng {
   return new Rng((Math.imul(seed, 0x9e3779b1) ^ Math.imul(step + 1, 0x85ebca6b)) >>> 0);
 }
 
-function settingsForCompare(s: TrainSettings): Record<string, unknown> {
-  const { checkpointEvery: _c, ...rest } = s;
-  return rest as Record<string, unknown>;
+/** Settings as canonical JSON (sorted keys, checkpointEvery left out: it may change on resume). */
+function settingsKey(s: TrainSettings): string {
+  const sort = (v: unknown): unknown =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.keys(v).sort().filter((k) => k !== 'checkpointEvery').map((k) => [k, sort((v as Record<string, unknown>)[k])]))
+      : v;
+  return JSON.stringify(sort(s));
 }
 
 export async function runTraining(job: TrainJob): Promise<TrainResult> {
@@ -85,8 +89,8 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
   }
   if (exists) {
     const saved = await loadModelState(job.outDir, { withOptimizer: true });
-    const before = JSON.stringify(settingsForCompare(saved.state.settings as TrainSettings));
-    const now = JSON.stringify(settingsForCompare(s));
+    const before = settingsKey(saved.state.settings as TrainSettings);
+    const now = settingsKey(s);
     if (before !== now) {
       throw new UserError(`${job.outDir}: the training settings differ from the run being resumed (saved ${before}, now ${now})`);
     }

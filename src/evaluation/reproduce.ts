@@ -1,0 +1,254 @@
+/**
+ * `rediff reproduce`: the paper's comparative study from nothing, resumable step by step.
+ *
+ * One mask-prediction pretraining stands in for LLaDA-V (the pretrained starting point of
+ * every system in the paper). From it, with equal budgets and the same seed: the baseline
+ * (more mask prediction), Stage I (ReDiff-Base) and its three Table 5 variants; Stage II from
+ * ReDiff-Base (ReDiff, then a second round) and from the baseline ("Stage II alone"). Every
+ * system is evaluated on the test split with the LLaDA and the refining sampler at 1/2/4/8
+ * tokens per step. A finished step is never redone: checkpoints, drafts, expert answers and
+ * evaluation results are all reused on a rerun.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../benchmark/captioner.js';
+import { makeSplit } from '../benchmark/dataset.js';
+import { scoreCaption } from '../benchmark/metrics.js';
+import { normaliseRgb } from '../data/image.js';
+import { type InMemorySplit, benchmarkTrainingRecord, generateBenchmarkSplit } from '../data/training-data.js';
+import { GroundedExpert } from '../experts/grounded.js';
+import { presetConfig } from '../model/config.js';
+import { loadModel, loadModelState } from '../model/io.js';
+import { initParams } from '../model/params.js';
+import { captionImages, stepsForTokensPerStep } from '../sampling/caption.js';
+import { samplerOptions } from '../sampling/sampler.js';
+import { type TrainSettings, runTraining } from '../training/run.js';
+import { MASK_PREDICTION_MIX, type MixOptions, type TrainingRecord } from '../training/samples.js';
+import { runSelfCorrection } from '../training/self-correction.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { UserError } from '../util/errors.js';
+import { type EvalSetting, evaluate } from './evaluate.js';
+
+export interface StudyPreset {
+  modelPreset: string;
+  trainScenes: number;
+  testScenes: number;
+  pretrain: Omit<TrainSettings, 'stage' | 'mix'>;
+  finetune: Omit<TrainSettings, 'stage' | 'mix'>;
+  stage2: Omit<TrainSettings, 'stage' | 'mix'>;
+  draftImages: number;
+  draftTokensPerStep: number[];
+  stage1Share: number;
+  tokensPerStep: number[];
+}
+
+const common = { batchSize: 32, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0 };
+
+export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
+  /** Minutes, tiny model: proves the pipeline end to end (used by the test suite). */
+  quick: {
+    modelPreset: 'tiny',
+    trainScenes: 400,
+    testScenes: 12,
+    pretrain: { ...common, steps: 150, lr: 3e-3, warmupSteps: 20, checkpointEvery: 150 },
+    finetune: { ...common, steps: 40, lr: 1e-3, warmupSteps: 5, checkpointEvery: 40 },
+    stage2: { ...common, steps: 30, lr: 5e-4, warmupSteps: 5, checkpointEvery: 30 },
+    draftImages: 24,
+    draftTokensPerStep: [4, 8],
+    stage1Share: 0.2,
+    tokensPerStep: [1, 2, 4, 8],
+  },
+  /** The committed study: small model, about 1.5-2 hours on 2 cores. */
+  full: {
+    modelPreset: 'small',
+    trainScenes: 20000,
+    testScenes: 200,
+    pretrain: { ...common, steps: 4000, lr: 2e-3, warmupSteps: 200, checkpointEvery: 250 },
+    finetune: { ...common, steps: 2000, lr: 1e-3, warmupSteps: 100, checkpointEvery: 500 },
+    stage2: { ...common, steps: 1000, lr: 5e-4, warmupSteps: 50, checkpointEvery: 250 },
+    draftImages: 1000,
+    draftTokensPerStep: [1, 4, 8],
+    stage1Share: 0.2,
+    tokensPerStep: [1, 2, 4, 8],
+  },
+};
+
+const STAGE1_MIX: MixOptions = { objective: 'revision', syntaxNoise: 0.05, dynamicSyntaxNoise: false, correctionShare: 0.25 };
+
+/** The Stage I variants of the paper's Table 5 (the default "both" is the stage1 system). */
+export const ABLATIONS: Record<string, MixOptions> = {
+  'ablation-hallucination-only': { ...STAGE1_MIX, syntaxNoise: 0 },
+  'ablation-syntax-only': { ...STAGE1_MIX, correctionShare: 0 },
+  'ablation-dynamic': { ...STAGE1_MIX, dynamicSyntaxNoise: true },
+};
+
+export const SYSTEM_LABELS: Record<string, string> = {
+  baseline: 'mask-pred training',
+  stage1: 'ReDiff-Base (Stage I)',
+  'stage2-only': 'Stage II only',
+  rediff: 'ReDiff (Stage I + II)',
+  'rediff-round2': 'ReDiff, 2 rounds',
+  'ablation-hallucination-only': 'Stage I, hallucination only',
+  'ablation-syntax-only': 'Stage I, syntax only',
+  'ablation-dynamic': 'Stage I, dynamic ratio',
+};
+
+export interface ReproduceOptions {
+  out: string;
+  preset: 'quick' | 'full';
+  progress?: boolean;
+  log?: (line: string) => void;
+}
+
+const done = (dir: string, steps: number): boolean => {
+  if (!fs.existsSync(path.join(dir, 'checkpoint.json'))) return false;
+  const s = JSON.parse(fs.readFileSync(path.join(dir, 'checkpoint.json'), 'utf8')) as { state?: { step?: number } };
+  return Number(s.state?.step) >= steps;
+};
+
+export async function reproduce(opts: ReproduceOptions): Promise<void> {
+  const p = STUDY_PRESETS[opts.preset];
+  if (!p) throw new UserError(`unknown study preset "${opts.preset}" (quick or full)`);
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const progress = opts.progress !== false;
+  const out = path.resolve(opts.out);
+  fs.mkdirSync(path.join(out, 'results'), { recursive: true });
+  const studyFile = path.join(out, 'study.json');
+  const previous = fs.existsSync(studyFile) ? (JSON.parse(fs.readFileSync(studyFile, 'utf8')) as { preset?: string; timings?: Record<string, number>; startedAt?: string }) : null;
+  if (previous && previous.preset !== opts.preset) {
+    throw new UserError(`${out} holds a "${previous.preset}" study; use another --out for "${opts.preset}"`);
+  }
+  const timings: Record<string, number> = { ...(previous?.timings ?? {}) };
+  const startedAt = previous?.startedAt ?? new Date().toISOString();
+  const saveStudy = async (finished: boolean): Promise<void> => {
+    const seconds = Object.values(timings).reduce((a, b) => a + b, 0);
+    await writeFileAtomic(studyFile, JSON.stringify({
+      preset: opts.preset, modelPreset: p.modelPreset, startedAt, ...(finished ? { finishedAt: new Date().toISOString() } : {}),
+      seconds, timings, settings: { ...p, stage1Mix: STAGE1_MIX, ablations: ABLATIONS }, machine: { cpus: os.cpus().length, node: process.version },
+    }, null, 2) + '\n');
+  };
+  const step = async (name: string, isDone: () => boolean, fn: () => Promise<void>): Promise<void> => {
+    if (isDone()) {
+      log(`[reproduce] ${name}: done earlier, reused`);
+      return;
+    }
+    log(`[reproduce] ${name} ...`);
+    const t0 = performance.now();
+    await fn();
+    timings[name] = (timings[name] ?? 0) + (performance.now() - t0) / 1000;
+    await saveStudy(false);
+  };
+
+  const tokenizer = benchmarkTokenizer();
+  const config = presetConfig(p.modelPreset, tokenizer.size);
+  // The benchmark splits: test on disk (inspectable), train regenerated in memory (identical, faster).
+  await step('data', () => fs.existsSync(path.join(out, 'data', 'test', 'data.jsonl')), async () => {
+    await makeSplit({ split: 'test', n: p.testScenes, seed: 0, out: path.join(out, 'data', 'test'), imageSize: config.imageSize, overwrite: true, checkSiblings: false });
+  });
+  const train = generateBenchmarkSplit('train', 0, p.trainScenes, config.imageSize);
+  const test = generateBenchmarkSplit('test', 0, p.testScenes, config.imageSize);
+  const records: TrainingRecord[] = train.records.map((r, i) => benchmarkTrainingRecord(r, train.rgb[i]!, tokenizer));
+
+  const trainRun = async (name: string, init: string | null, stage: string, s: Omit<TrainSettings, 'stage' | 'mix'>, mix: MixOptions): Promise<void> => {
+    const dir = path.join(out, name);
+    await step(name, () => done(dir, s.steps), async () => {
+      const initial = init
+        ? await loadModelState(path.join(out, init)).then((m) => ({ config: m.config, tokenizer: m.tokenizer, params: m.params }))
+        : { config, tokenizer, params: initParams(config, s.seed) };
+      await runTraining({
+        outDir: dir, records, initial, settings: { ...s, stage, mix }, progress,
+        resume: fs.existsSync(path.join(dir, 'checkpoint.json')), meta: { prompt: BENCHMARK_PROMPT, init },
+      });
+    });
+  };
+
+  await trainRun('pretrain', null, 'mask-prediction', p.pretrain, MASK_PREDICTION_MIX);
+  await trainRun('baseline', 'pretrain', 'mask-prediction', p.finetune, MASK_PREDICTION_MIX);
+  await trainRun('stage1', 'pretrain', 'revision', p.finetune, STAGE1_MIX);
+
+  const selfCorrect = async (name: string, init: string, rounds: number): Promise<void> => {
+    const dir = path.join(out, name);
+    await step(`${name} (${rounds} round${rounds > 1 ? 's' : ''})`, () => done(path.join(dir, `round-${rounds}`, 'model'), p.stage2.steps) && fs.existsSync(path.join(dir, 'rounds.json')) && (JSON.parse(fs.readFileSync(path.join(dir, 'rounds.json'), 'utf8')) as unknown[]).length >= rounds, async () => {
+      await runSelfCorrection({
+        outDir: dir, init: path.join(out, init), split: train, stage1Records: records, expert: new GroundedExpert(), progress,
+        settings: {
+          rounds, draftImages: p.draftImages, draftTokensPerStep: p.draftTokensPerStep, draftSampler: 'rediff', stage1Share: p.stage1Share, sendImages: false,
+          train: { ...p.stage2, stage: 'self-correct', mix: STAGE1_MIX },
+        },
+      });
+    });
+  };
+  await selfCorrect('stage2', 'stage1', 1);
+  await selfCorrect('stage2-only', 'baseline', 1);
+  await selfCorrect('stage2', 'stage1', 2);
+  for (const [name, mix] of Object.entries(ABLATIONS)) await trainRun(name, 'pretrain', 'revision', p.finetune, mix);
+
+  const checkpoints: Record<string, string> = {
+    baseline: 'baseline',
+    stage1: 'stage1',
+    'stage2-only': path.join('stage2-only', 'round-1', 'model'),
+    rediff: path.join('stage2', 'round-1', 'model'),
+    'rediff-round2': path.join('stage2', 'round-2', 'model'),
+    ...Object.fromEntries(Object.keys(ABLATIONS).map((k) => [k, k])),
+  };
+  for (const [system, ckpt] of Object.entries(checkpoints)) {
+    const file = path.join(out, 'results', `${system}.json`);
+    await step(`eval ${system}`, () => fs.existsSync(file), async () => evaluateSystem(path.join(out, ckpt), system, test, p.tokensPerStep, file, progress));
+  }
+  await step('examples', () => fs.existsSync(path.join(out, 'results', 'examples.json')), async () =>
+    writeExamples(path.join(out, checkpoints.baseline!), path.join(out, checkpoints.rediff!), test, path.join(out, 'results', 'examples.json')),
+  );
+  await saveStudy(true);
+  log(`[reproduce] finished in ${Object.values(timings).reduce((a, b) => a + b, 0).toFixed(0)} s of work; results in ${out}`);
+}
+
+async function evaluateSystem(dir: string, system: string, test: InMemorySplit, rates: number[], file: string, progress: boolean): Promise<void> {
+  const model = await loadModel(dir);
+  try {
+    const settings: EvalSetting[] = [];
+    for (const sampler of ['llada', 'rediff']) {
+      for (const k of rates) {
+        const options = samplerOptions(sampler, { steps: stepsForTokensPerStep(model.config.responseLength, k) });
+        settings.push({ label: `${sampler} ${k} tok/step`, sampler, tokensPerStep: k, options });
+      }
+    }
+    const rows = await evaluate(model, test, settings, progress ? { onProgress: () => undefined } : {});
+    const json = {
+      system,
+      label: SYSTEM_LABELS[system] ?? system,
+      checkpoint: dir,
+      rows: rows.map((r) => ({ sampler: r.setting.sampler, tokensPerStep: r.setting.tokensPerStep, achievedTokensPerStep: r.achievedTokensPerStep, meanSteps: r.meanSteps, seconds: r.seconds, summary: r.summary })),
+    };
+    await writeFileAtomic(file.replace(/\.json$/, '.jsonl'), rows.flatMap((r) => r.records.map((rec) => JSON.stringify(rec) + '\n')).join(''));
+    await writeFileAtomic(file, JSON.stringify(json, null, 2) + '\n');
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** Three test scenes at 4 tokens per step: the baseline (LLaDA sampler) against ReDiff (refining sampler, with its trace). */
+async function writeExamples(baselineDir: string, rediffDir: string, test: InMemorySplit, file: string): Promise<void> {
+  const baseline = await loadModel(baselineDir);
+  const rediff = await loadModel(rediffDir);
+  try {
+    const n = Math.min(3, test.records.length);
+    const images = test.rgb.slice(0, n).map((x) => normaliseRgb(x));
+    const prompt = baseline.tokenizer.encode(BENCHMARK_PROMPT);
+    const steps = stepsForTokensPerStep(baseline.config.responseLength, 4);
+    const a = await captionImages(baseline, images, prompt, samplerOptions('llada', { steps }));
+    const b = await captionImages(rediff, images, prompt, samplerOptions('rediff', { steps, trace: true }));
+    const pieces = rediff.tokenizer.pieces(Array.from({ length: rediff.tokenizer.size }, (_, i) => i));
+    const examples = test.records.slice(0, n).map((r, i) => ({
+      sceneId: r.id,
+      scene: r.scene,
+      reference: r.captions[0],
+      baseline: { caption: a[i]!.text, score: scoreCaption(r.scene, a[i]!.text) },
+      rediff: { caption: b[i]!.text, score: scoreCaption(r.scene, b[i]!.text), trace: b[i]!.trace, pieces },
+    }));
+    await writeFileAtomic(file, JSON.stringify(examples, null, 2) + '\n');
+  } finally {
+    await baseline.dispose();
+    await rediff.dispose();
+  }
+}
