@@ -44,19 +44,33 @@ export function qualityPoints(study: Study, metric: Metric): QualityPoint[] {
   return points;
 }
 
-/** Lines of metric (%) against tokens per step, one per system and sampler, with 95% error bars. */
+/**
+ * Lines of metric (%) against tokens per step (log2 axis), one per system and sampler, with 95%
+ * error bars. Each series is shifted slightly along x so that the bars do not hide each other.
+ */
 export function qualitySpec(points: readonly QualityPoint[], metricTitle: string): TopLevelSpec {
   const series = [...new Set(points.map((p) => p.series))];
+  const speeds = [...new Set(points.map((p) => p.tokensPerStep))].sort((a, b) => a - b);
+  const spread = Math.min(0.5, 0.04 * series.length);
+  const shift = (s: string) => (series.length < 2 ? 0 : (series.indexOf(s) / (series.length - 1) - 0.5) * spread);
+  const values = points.map((p) => ({ ...p, x: p.tokensPerStep * 2 ** shift(p.series) }));
+  const lo = Math.min(...speeds) * 2 ** (-spread / 2 - 0.25);
+  const hi = Math.max(...speeds) * 2 ** (spread / 2 + 0.25);
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: { text: `${metricTitle} against tokens per step (95% intervals)`, anchor: 'start' },
     width: 460,
     height: 300,
     background: 'white',
-    data: { values: points as unknown as Record<string, unknown>[] },
+    data: { values },
     encoding: {
-      x: { field: 'tokensPerStep', type: 'ordinal', title: 'tokens per step', axis: { labelAngle: 0 } },
-      xOffset: { field: 'series', type: 'nominal', sort: series, scale: { paddingInner: 0.1 } },
+      x: {
+        field: 'x',
+        type: 'quantitative',
+        title: 'tokens per step',
+        scale: { type: 'log', base: 2, domain: [lo, hi], nice: false },
+        axis: { values: speeds, format: 'd', grid: false },
+      },
       color: { field: 'series', type: 'nominal', sort: series, title: 'system, sampler', scale: { scheme: 'tableau20' }, legend: { labelLimit: 0 } },
     },
     layer: [
@@ -64,7 +78,8 @@ export function qualitySpec(points: readonly QualityPoint[], metricTitle: string
         mark: { type: 'line', point: true },
         encoding: {
           y: { field: 'mean', type: 'quantitative', title: `${metricTitle} (%)`, scale: { zero: false } },
-          strokeDash: { field: 'sampler', type: 'nominal', title: 'sampler' },
+          strokeDash: { field: 'sampler', type: 'nominal', title: 'sampler', legend: { symbolType: 'stroke', symbolStrokeWidth: 2, symbolSize: 300, encode: { symbols: { update: { stroke: { value: '#444' } } } } } },
+          detail: { field: 'series', type: 'nominal' },
         },
       },
       { mark: { type: 'rule' }, encoding: { y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } } },
@@ -81,9 +96,9 @@ export function traceSpec(cells: readonly TraceCell[], title: string): TopLevelS
     $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
     title: { text: title, anchor: 'start' },
     width: { step: 40 },
-    height: { step: 14 },
+    height: { step: 22 },
     background: 'white',
-    data: { values: cells.map((c) => ({ ...c, label: c.state === 'refined' ? `${c.from}→${c.token}` : c.token })) },
+    data: { values: cells.map((c) => ({ ...c, label: c.state === 'refined' ? `${c.from} →\n${c.token}` : c.token })) },
     encoding: {
       x: { field: 'pos', type: 'ordinal', title: 'response position', axis: { orient: 'top', labelAngle: 0 } },
       y: { field: 'step', type: 'ordinal', title: 'step' },
@@ -93,7 +108,19 @@ export function traceSpec(cells: readonly TraceCell[], title: string): TopLevelS
         mark: { type: 'rect', stroke: 'white', strokeWidth: 0.5 },
         encoding: { color: { field: 'state', type: 'nominal', title: 'token', scale: { domain: states, range: states.map((s) => TRACE_COLORS[s]!) } } },
       },
-      { mark: { type: 'text', fontSize: 7, limit: 39 }, encoding: { text: { field: 'label', type: 'nominal' } } },
+      {
+        transform: [{ filter: "datum.state !== 'refined'" }],
+        mark: { type: 'text', fontSize: 8, limit: 39 },
+        encoding: {
+          text: { field: 'label', type: 'nominal' },
+          color: { condition: { test: "datum.state === 'committed'", value: 'white' }, value: 'black' },
+        },
+      },
+      {
+        transform: [{ filter: "datum.state === 'refined'" }],
+        mark: { type: 'text', fontSize: 8, limit: 39, lineBreak: '\n', lineHeight: 9, dy: -4, color: 'white' },
+        encoding: { text: { field: 'label', type: 'nominal' } },
+      },
     ],
   } as TopLevelSpec;
 }

@@ -161,7 +161,7 @@ function buildReadme(study: Study, extra: { plots: Partial<Record<Metric, string
     }
   }
   if (extra.notes) out.push('## Discussion', '', extra.notes.trim(), '');
-  out.push('## Files', '', '- `results.json`: study.json, every results/<system>.json, the Stage II round reports, the targets and the example captions.');
+  out.push('## Files', '', '- `results.json`: study.json, every `results/SYSTEM.json`, the Stage II round reports, the targets and the example captions.');
   for (const f of [...Object.values(extra.plots), extra.trace].filter(Boolean)) out.push(`- \`${f}\``);
   return out.join('\n') + '\n';
 }

@@ -183,8 +183,12 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     // 4. Train on the corrections, mixed with Stage I samples.
     const ckpt = path.join(dir, 'model');
     const finished = fs.existsSync(path.join(ckpt, 'checkpoint.json')) && Number((await loadModelState(ckpt)).state.step) >= s.train.steps;
-    if (!finished) {
-      if (draftRecords.length === 0) throw new Error(`round ${round}: the expert produced no usable correction`);
+    if (!finished && draftRecords.length === 0) {
+      // Nothing to learn from (e.g. drafts too broken for same-length fixes): the round keeps
+      // its starting weights, and the report says so (trainingPairs 0).
+      process.stderr.write(`warning: round ${round}: the expert produced no usable correction; the model is kept unchanged\n`);
+      await saveModel(ckpt, { config: model.config, tokenizer, params: model.params, state: { step: s.train.steps, stage: `self-correct round ${round}`, untrained: true, prompt: BENCHMARK_PROMPT } });
+    } else if (!finished) {
       const pick = (rng: Rng): TrainingRecord =>
         job.stage1Records.length > 0 && rng.next() < s.stage1Share
           ? job.stage1Records[rng.int(job.stage1Records.length)]!
