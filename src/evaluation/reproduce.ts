@@ -163,9 +163,25 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
     });
   };
 
+  const checkpoints: Record<string, string> = {
+    baseline: 'baseline',
+    stage1: 'stage1',
+    'stage2-only': path.join('stage2-only', 'round-1', 'model'),
+    rediff: path.join('stage2', 'round-1', 'model'),
+    'rediff-round2': path.join('stage2', 'round-2', 'model'),
+    ...Object.fromEntries(Object.keys(ABLATIONS).map((k) => [k, k])),
+  };
+  // Each system is evaluated as soon as it exists, so an interrupted study still has results.
+  const evalStep = async (system: string): Promise<void> => {
+    const file = path.join(out, 'results', `${system}.json`);
+    await step(`eval ${system}`, () => fs.existsSync(file), async () => evaluateSystem(path.join(out, checkpoints[system]!), system, test, p.tokensPerStep, file, progress));
+  };
+
   await trainRun('pretrain', null, 'mask-prediction', p.pretrain, MASK_PREDICTION_MIX);
   await trainRun('baseline', 'pretrain', 'mask-prediction', p.finetune, MASK_PREDICTION_MIX);
+  await evalStep('baseline');
   await trainRun('stage1', 'pretrain', 'revision', p.finetune, STAGE1_MIX);
+  await evalStep('stage1');
 
   const selfCorrect = async (name: string, init: string, rounds: number): Promise<void> => {
     const dir = path.join(out, name);
@@ -180,25 +196,18 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
     });
   };
   await selfCorrect('stage2', 'stage1', 1);
-  await selfCorrect('stage2-only', 'baseline', 1);
-  await selfCorrect('stage2', 'stage1', 2);
-  for (const [name, mix] of Object.entries(ABLATIONS)) await trainRun(name, 'pretrain', 'revision', p.finetune, mix);
-
-  const checkpoints: Record<string, string> = {
-    baseline: 'baseline',
-    stage1: 'stage1',
-    'stage2-only': path.join('stage2-only', 'round-1', 'model'),
-    rediff: path.join('stage2', 'round-1', 'model'),
-    'rediff-round2': path.join('stage2', 'round-2', 'model'),
-    ...Object.fromEntries(Object.keys(ABLATIONS).map((k) => [k, k])),
-  };
-  for (const [system, ckpt] of Object.entries(checkpoints)) {
-    const file = path.join(out, 'results', `${system}.json`);
-    await step(`eval ${system}`, () => fs.existsSync(file), async () => evaluateSystem(path.join(out, ckpt), system, test, p.tokensPerStep, file, progress));
-  }
+  await evalStep('rediff');
   await step('examples', () => fs.existsSync(path.join(out, 'results', 'examples.json')), async () =>
     writeExamples(path.join(out, checkpoints.baseline!), path.join(out, checkpoints.rediff!), test, path.join(out, 'results', 'examples.json')),
   );
+  await selfCorrect('stage2-only', 'baseline', 1);
+  await evalStep('stage2-only');
+  await selfCorrect('stage2', 'stage1', 2);
+  await evalStep('rediff-round2');
+  for (const [name, mix] of Object.entries(ABLATIONS)) {
+    await trainRun(name, 'pretrain', 'revision', p.finetune, mix);
+    await evalStep(name);
+  }
   await saveStudy(true);
   log(`[reproduce] finished in ${Object.values(timings).reduce((a, b) => a + b, 0).toFixed(0)} s of work; results in ${out}`);
 }
