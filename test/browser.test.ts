@@ -24,24 +24,14 @@ import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../src/benchmark/captioner
 import { presetConfig } from '../src/model/config.js';
 import { saveModel } from '../src/model/io.js';
 import { initParams } from '../src/model/params.js';
+import { makeTinyModels } from './helpers/models.js';
 import { createServer } from '../src/server/app.js';
 
 const CHROMIUM = process.env.REDIFF_CHROMIUM ?? '/usr/bin/chromium';
 const skip = fs.existsSync(CHROMIUM) ? false : `Chromium is not installed at ${CHROMIUM} (apt-get install chromium): browser test skipped`;
 const SCREENSHOT = process.env.REDIFF_SCREENSHOT ?? path.join(os.tmpdir(), 'rediff-page-mid-refinement.png');
 
-async function makeModels(): Promise<{ name: string; dir: string }[]> {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-browser-'));
-  const tokenizer = benchmarkTokenizer();
-  const config = presetConfig('tiny', tokenizer.size);
-  const out: { name: string; dir: string }[] = [];
-  for (const [name, seed, stage] of [['baseline', 1, 'mask-prediction'], ['rediff', 2, 'revision']] as const) {
-    const dir = path.join(root, name);
-    await saveModel(dir, { config, tokenizer, params: initParams(config, seed), state: { prompt: BENCHMARK_PROMPT, stage, step: 0 } });
-    out.push({ name, dir });
-  }
-  return out;
-}
+const makeModels = (): ReturnType<typeof makeTinyModels> => makeTinyModels('rediff-browser-');
 
 test('the page captions a generated scene with both models and marks refined tokens', { skip, timeout: 180_000 }, async (t) => {
   const { chromium } = await import('playwright-core');

@@ -120,9 +120,9 @@ test('Gumbel-max sampling at temperature > 0 is seeded', async () => {
   assert.notDeepEqual(a, c);
 });
 
-test('bad sampler settings are rejected with a clear message', () => {
+test('bad sampler settings are rejected with a clear message', async () => {
   assert.throws(() => samplerOptions('nope', { steps: 4 }), /unknown sampler "nope"/);
-  return Promise.all([
+  await Promise.all([
     assert.rejects(sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 0 })), /steps must be a positive integer/),
     assert.rejects(sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 24 })), /cannot exceed/),
     assert.rejects(sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 4, blockLength: 5 })), /must divide/),

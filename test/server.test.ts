@@ -15,6 +15,7 @@ import { presetConfig } from '../src/model/config.js';
 import { saveModel } from '../src/model/io.js';
 import { initParams } from '../src/model/params.js';
 import { type RediffServer, createServer } from '../src/server/app.js';
+import { makeTinyModels } from './helpers/models.js';
 import { traceFrames } from '../src/sampling/trace.js';
 import { MASK_ID } from '../src/tokenizer/tokenizer.js';
 import { Rng } from '../src/util/rng.js';
@@ -22,18 +23,7 @@ import { type SseEvent, readSse } from '../src/web/sse.js';
 
 const MAX_UPLOAD = 64 * 1024;
 
-async function makeModels(): Promise<{ name: string; dir: string }[]> {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-server-'));
-  const tokenizer = benchmarkTokenizer();
-  const config = presetConfig('tiny', tokenizer.size);
-  const out: { name: string; dir: string }[] = [];
-  for (const [name, seed, stage] of [['baseline', 1, 'mask-prediction'], ['rediff', 2, 'revision']] as const) {
-    const dir = path.join(root, name);
-    await saveModel(dir, { config, tokenizer, params: initParams(config, seed), state: { prompt: BENCHMARK_PROMPT, stage, step: 0 } });
-    out.push({ name, dir });
-  }
-  return out;
-}
+const makeModels = (): ReturnType<typeof makeTinyModels> => makeTinyModels('rediff-server-');
 
 const scenePng = (seed: number): Buffer => renderScenePng(generateScene(new Rng(seed), { seed })).png;
 
