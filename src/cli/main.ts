@@ -13,6 +13,7 @@ import { registerEval } from './commands/eval.js';
 import { registerDemo } from './commands/demo.js';
 import { registerServe } from './commands/serve.js';
 import { registerReproduce } from './commands/reproduce.js';
+import { registerExport } from './commands/export.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerServe(program);
   registerReproduce(program);
+  registerExport(program);
   return program;
 }
 
