@@ -76,15 +76,8 @@ export interface TensorSummary {
   shape: number[];
 }
 
-export interface CheckpointInfo {
+export interface CheckpointInfo extends Omit<CheckpointManifest, 'format'> {
   dir: string;
-  version: number;
-  savedAt: string;
-  step: number;
-  config: Record<string, unknown>;
-  tokenizer: unknown;
-  state: Record<string, unknown>;
-  files: { weights: FileRef; optimizer: FileRef | null };
   /** Weight tensors, read from the safetensors header only. */
   tensors: TensorSummary[];
   /** Total number of weight elements. */

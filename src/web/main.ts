@@ -75,17 +75,22 @@ function selected(name: string): string {
 
 // ---------- images ----------
 
-function drawScene(scene: Scene): void {
-  const img = renderScene(scene, view.width);
-  const ctx = view.getContext('2d')!;
-  const data = ctx.createImageData(img.width, img.height);
-  for (let p = 0, q = 0; q < img.rgb.length; p += 4, q += 3) {
-    data.data[p] = img.rgb[q]!;
-    data.data[p + 1] = img.rgb[q + 1]!;
-    data.data[p + 2] = img.rgb[q + 2]!;
+/** Draws RGB bytes (HWC) onto a canvas, opaque. */
+function putRgb(ctx: CanvasRenderingContext2D, rgb: Uint8Array, width: number, height: number): void {
+  const data = ctx.createImageData(width, height);
+  for (let p = 0, q = 0; q < rgb.length; p += 4, q += 3) {
+    data.data[p] = rgb[q]!;
+    data.data[p + 1] = rgb[q + 1]!;
+    data.data[p + 2] = rgb[q + 2]!;
     data.data[p + 3] = 255;
   }
   ctx.putImageData(data, 0, 0);
+}
+
+function drawScene(scene: Scene): void {
+  const img = renderScene(scene, view.width);
+  const ctx = view.getContext('2d')!;
+  putRgb(ctx, img.rgb, img.width, img.height);
 }
 
 function newScene(seed?: number): void {
@@ -151,14 +156,7 @@ async function uploadBlob(size: number): Promise<{ blob: Blob; name: string }> {
   c.width = size;
   c.height = size;
   const ctx = c.getContext('2d', { willReadFrequently: true })!;
-  const data = ctx.createImageData(size, size);
-  for (let p = 0, q = 0; q < img.rgb.length; p += 4, q += 3) {
-    data.data[p] = img.rgb[q]!;
-    data.data[p + 1] = img.rgb[q + 1]!;
-    data.data[p + 2] = img.rgb[q + 2]!;
-    data.data[p + 3] = 255;
-  }
-  ctx.putImageData(data, 0, 0);
+  putRgb(ctx, img.rgb, size, size);
   const blob = await new Promise<Blob | null>((resolve) => c.toBlob(resolve, 'image/png'));
   if (!blob) throw new Error('could not encode the scene as PNG');
   return { blob, name: `scene-${current.scene.id}.png` };
