@@ -135,6 +135,16 @@ export function renderScenePng(scene: Scene, size = 64): RgbImage & { png: Buffe
   return { width: size, height: size, rgb: toRgb(ctx.getImageData(0, 0, size, size).data, size), png: canvas.encodeSync('png') };
 }
 
+/** Copies RGB bytes (HWC) into an RGBA pixel buffer (a canvas ImageData's), opaque. */
+export function fillRgba(rgb: Uint8Array, rgba: Uint8ClampedArray): void {
+  for (let p = 0, q = 0; q < rgb.length; p += 4, q += 3) {
+    rgba[p] = rgb[q]!;
+    rgba[p + 1] = rgb[q + 1]!;
+    rgba[p + 2] = rgb[q + 2]!;
+    rgba[p + 3] = 255;
+  }
+}
+
 /** PNG encoding of RGB bytes (HWC). */
 export function encodePng(image: RgbImage): Buffer {
   const { width, height, rgb } = image;
@@ -142,12 +152,7 @@ export function encodePng(image: RgbImage): Buffer {
   const canvas = createCanvas(width, height);
   const ctx = canvas.getContext('2d');
   const data = ctx.createImageData(width, height);
-  for (let p = 0, q = 0; q < rgb.length; p += 4, q += 3) {
-    data.data[p] = rgb[q]!;
-    data.data[p + 1] = rgb[q + 1]!;
-    data.data[p + 2] = rgb[q + 2]!;
-    data.data[p + 3] = 255;
-  }
+  fillRgba(rgb, data.data);
   ctx.putImageData(data, 0, 0);
   return canvas.encodeSync('png');
 }

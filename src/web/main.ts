@@ -6,7 +6,7 @@
  * (src/sampling/sampler.ts) as the server. Scene generation, rendering and scoring run in the
  * page (the benchmark code, bundled).
  */
-import { renderScene } from '../benchmark/render.js';
+import { fillRgba, renderScene } from '../benchmark/render.js';
 import { type Scene, generateScene, objectKey } from '../benchmark/scene.js';
 import type { ExportManifest, PixelNormalisation } from '../model/export.js';
 import { sample, samplerOptions } from '../sampling/sampler.js';
@@ -78,12 +78,7 @@ function selected(name: string): string {
 /** Draws RGB bytes (HWC) onto a canvas, opaque. */
 function putRgb(ctx: CanvasRenderingContext2D, rgb: Uint8Array, width: number, height: number): void {
   const data = ctx.createImageData(width, height);
-  for (let p = 0, q = 0; q < rgb.length; p += 4, q += 3) {
-    data.data[p] = rgb[q]!;
-    data.data[p + 1] = rgb[q + 1]!;
-    data.data[p + 2] = rgb[q + 2]!;
-    data.data[p + 3] = 255;
-  }
+  fillRgba(rgb, data.data);
   ctx.putImageData(data, 0, 0);
 }
 
