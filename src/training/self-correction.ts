@@ -16,12 +16,12 @@ import { normaliseRgb } from '../data/image.js';
 import { JsonlWriter, IssueLog, readJsonl } from '../data/jsonl.js';
 import type { InMemorySplit } from '../data/training-data.js';
 import { reviewAll } from '../experts/cache.js';
-import type { Expert, ReviewRequest } from '../experts/expert.js';
+import type { Expert, ReviewAnswer, ReviewRequest } from '../experts/expert.js';
 import { filterPairs, pairsToSpans, ReviewStats } from '../experts/pairs.js';
 import { loadModel, loadModelState, saveModel } from '../model/io.js';
 import { captionImages, stepsForTokensPerStep } from '../sampling/caption.js';
 import { samplerOptions } from '../sampling/sampler.js';
-import { EOS_ID } from '../tokenizer/tokenizer.js';
+import { EOS_ID, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { createProgress } from '../util/progress.js';
 import type { Rng } from '../util/rng.js';
@@ -77,7 +77,11 @@ export interface SelfCorrectionJob {
   progress?: boolean;
 }
 
-async function generateDrafts(modelDir: string, split: InMemorySplit, indices: number[], s: SelfCorrectionSettings, seed: number, progress: boolean): Promise<Draft[]> {
+/** How drafts are written: the sampler and its step budgets. */
+export type DraftOptions = Pick<SelfCorrectionSettings, 'draftTokensPerStep' | 'draftSampler'>;
+
+/** Captions the images `indices` of `split` with the model in `modelDir`, once per step budget. */
+export async function generateDrafts(modelDir: string, split: InMemorySplit, indices: number[], s: DraftOptions, seed: number, progress: boolean): Promise<Draft[]> {
   const model = await loadModel(modelDir);
   try {
     const prompt = model.tokenizer.encode(model.meta.prompt ?? BENCHMARK_PROMPT);
@@ -100,6 +104,44 @@ async function generateDrafts(modelDir: string, split: InMemorySplit, indices: n
   } finally {
     await model.dispose();
   }
+}
+
+/**
+ * The training target an expert's answer gives for a draft: its kept pairs applied to the
+ * draft's own tokens, or null when nothing usable is left (judged right, malformed, no pair
+ * locatable, or a draft that fills the whole response and has no EOS to keep).
+ */
+export function draftCorrection(d: Pick<Draft, 'text' | 'tokens'>, answer: ReviewAnswer | undefined, tokenizer: Tokenizer, responseLength: number): SpanPair | null {
+  if (!answer || answer.kind !== 'pairs') return null;
+  const filtered = filterPairs(d.text, answer.pairs, tokenizer);
+  if (filtered.kept.length === 0) return null;
+  const spans = pairsToSpans(d.tokens, filtered.kept, tokenizer);
+  if (spans.spans.length === 0 || d.tokens.length >= responseLength) return null;
+  return { wrong: spans.wrong, correct: spans.correct, spans: spans.spans };
+}
+
+/** A draft with the correction an expert gave it. */
+export interface CorrectedDraft {
+  draft: Draft;
+  correction: SpanPair;
+}
+
+/**
+ * Drafts of `split` by the model in `modelDir`, reviewed by `expert` without a cache, keeping
+ * those with a usable correction: the model's own typical mistakes on those scenes, with fixes.
+ * Used to measure on held-out scenes what a round of Stage II taught.
+ */
+export async function correctedDrafts(modelDir: string, split: InMemorySplit, expert: Expert, opts: DraftOptions, seed = 0): Promise<CorrectedDraft[]> {
+  const indices = split.records.map((_, i) => i);
+  const drafts = await generateDrafts(modelDir, split, indices, opts, seed, false);
+  const { tokenizer, config } = await loadModelState(modelDir);
+  const out: CorrectedDraft[] = [];
+  for (const d of drafts) {
+    const answer = await expert.review(reviewRequest(d, split.records[d.record]!, false));
+    const correction = draftCorrection(d, answer, tokenizer, config.responseLength);
+    if (correction) out.push({ draft: d, correction });
+  }
+  return out;
 }
 
 function reviewRequest(d: Draft, r: BenchmarkRecord, sendImage: boolean): ReviewRequest {
@@ -159,16 +201,11 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     const draftRecords: TrainingRecord[] = [];
     const pairsOut: object[] = [];
     for (const d of drafts) {
-      const answer = reviewed.answers.get(d.id);
-      if (!answer || answer.kind !== 'pairs') continue;
-      const filtered = filterPairs(d.text, answer.pairs, tokenizer);
-      if (filtered.kept.length === 0) continue;
-      const spans = pairsToSpans(d.tokens, filtered.kept, tokenizer);
-      if (spans.spans.length === 0 || d.tokens.length >= model.config.responseLength) continue;
-      const pair: SpanPair = { wrong: spans.wrong, correct: spans.correct, spans: spans.spans };
+      const pair = draftCorrection(d, reviewed.answers.get(d.id), tokenizer, model.config.responseLength);
+      if (!pair) continue;
       const rec = job.split.records[d.record]!;
       draftRecords.push({ rgb: job.split.rgb[d.record]!, prompt: tokenizer.encode(BENCHMARK_PROMPT), captions: [], corrections: [pair] });
-      pairsOut.push({ id: d.id, draft: d.text, corrected: tokenizer.decode(spans.correct), spans: spans.spans, scene: rec.id });
+      pairsOut.push({ id: d.id, draft: d.text, corrected: tokenizer.decode(pair.correct), spans: pair.spans, scene: rec.id });
     }
     await writeFileAtomic(path.join(dir, 'pairs.jsonl'), pairsOut.map((p) => JSON.stringify(p) + '\n').join(''));
     const report: RoundReport = {
