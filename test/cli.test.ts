@@ -59,6 +59,9 @@ const failures: [string, string[], RegExp][] = [
   ['a missing image', ['generate', '--checkpoint', ckpt, '--image', path.join(tmp, 'missing.png')], /image not found: .*missing\.png/],
   ['a file that is not an image', ['generate', '--checkpoint', ckpt, '--image', '__TEXT__'], /not a readable image: .*notes\.txt/],
   ['an unknown flag', ['eval', '--bogus'], /unknown option '--bogus'/],
+  ['repair without a drafter', ['repair'], /required option '--drafter <dir>'/],
+  ['repair with a missing drafter', ['repair', '--drafter', path.join(tmp, 'nope')], /checkpoint not found: .*nope/],
+  ['repair on one scene', ['repair', '--drafter', ckpt, '--scenes', '1'], /--scenes takes a whole number >= 2/],
 ];
 
 for (const [name, args, pattern] of failures) {
@@ -82,4 +85,21 @@ test('info describes a checkpoint', async () => {
   const r = await rediff('info', ckpt);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /parameters\s+[\d,]+/);
+});
+
+test('repair measures the fixture drafter and an untrained model on its own corrected drafts', async () => {
+  const fixture = path.resolve('test/fixtures/tiny-stage1');
+  const r = await rediff('repair', '--drafter', fixture, '--checkpoints', `${fixture},${ckpt}`, '--scenes', '8', '--tokens-per-step', '2');
+  assert.equal(r.code, 0, r.stderr);
+  const usable = Number(/^(\d+) of 8 drafts/m.exec(r.stdout)?.[1]);
+  assert.ok(usable >= 4, r.stdout);
+  // One row per checkpoint: name, corrected tokens, three percentages.
+  const rows = r.stdout.trim().split('\n').slice(2).map((l) => l.trim().split(/\s+/));
+  assert.equal(rows.length, 2, r.stdout);
+  for (const row of rows) {
+    assert.ok(Number(row[1]) > 0, r.stdout);
+    for (const v of row.slice(2)) assert.ok(Number(v) >= 0 && Number(v) <= 100, r.stdout);
+  }
+  // The fixture keeps most of its own text; an untrained model rewrites it.
+  assert.ok(Number(rows[0]![4]) > Number(rows[1]![4]), r.stdout);
 });

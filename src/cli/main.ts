@@ -14,6 +14,7 @@ import { registerDemo } from './commands/demo.js';
 import { registerServe } from './commands/serve.js';
 import { registerReproduce } from './commands/reproduce.js';
 import { registerExport } from './commands/export.js';
+import { registerRepair } from './commands/repair.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerTrain(program);
   registerGenerate(program);
   registerEval(program);
+  registerRepair(program);
   registerData(program);
   registerInfo(program);
   registerDemo(program);
