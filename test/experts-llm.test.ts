@@ -1,8 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -12,93 +10,7 @@ import type { Expert, ReviewAnswer, ReviewRequest } from '../src/experts/expert.
 import { buildReviewMessages, chatCompletionsUrl, LlmExpert, parseRetryAfter, pngDataUrl, REVIEW_SYSTEM_PROMPT } from '../src/experts/llm.js';
 import { readAnswerCache, reviewAll } from '../src/experts/cache.js';
 
-// ---------------------------------------------------------------------------------------------
-// A tiny chat-completions server
-
-interface Received {
-  body: { model: string; messages: Array<{ role: string; content: unknown }> };
-  headers: http.IncomingHttpHeaders;
-  draft: string;
-}
-
-interface Reply {
-  status?: number;
-  headers?: Record<string, string>;
-  /** Message content to answer with (wrapped in choices[0].message.content). */
-  content?: string;
-  /** Raw body instead of a chat-completions JSON. */
-  rawBody?: string;
-  delayMs?: number;
-}
-
-interface TestServer {
-  baseUrl: string;
-  received: Received[];
-  close(): Promise<void>;
-  server: http.Server;
-}
-
-/** Draft text from the user message the expert sends. */
-function draftOf(body: Received['body']): string {
-  const user = body.messages.find((m) => m.role === 'user');
-  const parts = Array.isArray(user?.content) ? (user.content as Array<{ type: string; text?: string }>) : [];
-  const text = parts.find((p) => p.type === 'text')?.text ?? '';
-  return /Draft caption to check:\n(.*)\n/.exec(text)?.[1] ?? '';
-}
-
-async function startServer(reply: (r: Received, n: number) => Reply): Promise<TestServer> {
-  const received: Received[] = [];
-  const timers = new Set<NodeJS.Timeout>();
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      if (req.method !== 'POST' || req.url !== '/v1/chat/completions') {
-        res.writeHead(404).end('{"error":{"message":"no such route"}}');
-        return;
-      }
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Received['body'];
-      const r: Received = { body, headers: req.headers, draft: draftOf(body) };
-      received.push(r);
-      const out = reply(r, received.length);
-      const send = (): void => {
-        if (res.destroyed) return;
-        const text = out.rawBody ?? JSON.stringify({ id: 'x', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: out.content ?? '' }, finish_reason: 'stop' }] });
-        res.writeHead(out.status ?? 200, { 'content-type': 'application/json', ...out.headers });
-        res.end(text);
-      };
-      if (out.delayMs) {
-        const t = setTimeout(() => {
-          timers.delete(t);
-          send();
-        }, out.delayMs);
-        timers.add(t);
-      } else send();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
-  return {
-    baseUrl: `http://127.0.0.1:${port}/v1`,
-    received,
-    server,
-    close: async () => {
-      for (const t of timers) clearTimeout(t);
-      timers.clear();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
-async function withServer(reply: (r: Received, n: number) => Reply, fn: (s: TestServer) => Promise<void>): Promise<void> {
-  const s = await startServer(reply);
-  try {
-    await fn(s);
-  } finally {
-    if (s.server.listening) await s.close();
-  }
-}
+import { type Received, type Reply, type TestServer, draftOf, startServer, withServer } from './helpers/chat-server.js';
 
 function tmpDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-experts-'));

@@ -12,7 +12,7 @@ import { loadModel, loadModelState } from '../src/model/io.js';
 import { spanCorrectionSample, padResponse } from '../src/training/corruption.js';
 import { lossWeights } from '../src/training/loss.js';
 import { recordPatches, type TrainingSample } from '../src/training/samples.js';
-import { correctedDrafts, runSelfCorrection } from '../src/training/self-correction.js';
+import { correctedDrafts, draftImagesFromSplit, runSelfCorrection } from '../src/training/self-correction.js';
 import { Trainer } from '../src/training/trainer.js';
 import { TINY_STAGE1_DIR, TINY_STAGE1_MIX, TINY_STAGE1_SCENES, tinyStage1TrainSplit } from './fixtures/tiny-stage1.js';
 
@@ -43,7 +43,7 @@ class CountingExpert implements Expert {
 
 test('Stage II: one round of drafts, grounded review and training; the corrected spans are learned and a rerun asks nothing again', async () => {
   const expert = new CountingExpert();
-  const reports = await runSelfCorrection({ outDir: out, init: TINY_STAGE1_DIR, split: train, stage1Records: records, expert, settings, progress: false });
+  const reports = await runSelfCorrection({ outDir: out, init: TINY_STAGE1_DIR, images: draftImagesFromSplit(train), stage1Records: records, expert, settings, progress: false });
   const r = reports[0]!;
   assert.equal(r.drafts, 256);
   assert.equal(expert.asked, 256);
@@ -68,7 +68,7 @@ test('Stage II: one round of drafts, grounded review and training; the corrected
 
   // A rerun reuses drafts, answers and the checkpoint: the expert is asked nothing.
   const again = new CountingExpert();
-  await runSelfCorrection({ outDir: out, init: TINY_STAGE1_DIR, split: train, stage1Records: records, expert: again, settings, progress: false });
+  await runSelfCorrection({ outDir: out, init: TINY_STAGE1_DIR, images: draftImagesFromSplit(train), stage1Records: records, expert: again, settings, progress: false });
   assert.equal(again.asked, 0);
 });
 

@@ -25,7 +25,7 @@ import { captionImages, stepsForTokensPerStep } from '../sampling/caption.js';
 import { samplerOptions } from '../sampling/sampler.js';
 import { type TrainSettings, runTraining } from '../training/run.js';
 import { MASK_PREDICTION_MIX, type MixOptions, type TrainingRecord } from '../training/samples.js';
-import { runSelfCorrection } from '../training/self-correction.js';
+import { draftImagesFromSplit, runSelfCorrection } from '../training/self-correction.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { type EvalSetting, evaluate } from './evaluate.js';
@@ -187,7 +187,7 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
     const dir = path.join(out, name);
     await step(`${name} (${rounds} round${rounds > 1 ? 's' : ''})`, () => done(path.join(dir, `round-${rounds}`, 'model'), p.stage2.steps) && fs.existsSync(path.join(dir, 'rounds.json')) && (JSON.parse(fs.readFileSync(path.join(dir, 'rounds.json'), 'utf8')) as unknown[]).length >= rounds, async () => {
       await runSelfCorrection({
-        outDir: dir, init: path.join(out, init), split: train, stage1Records: records, expert: new GroundedExpert(), progress,
+        outDir: dir, init: path.join(out, init), images: draftImagesFromSplit(train), stage1Records: records, expert: new GroundedExpert(), progress,
         settings: {
           rounds, draftImages: p.draftImages, draftTokensPerStep: p.draftTokensPerStep, draftSampler: 'rediff', stage1Share: p.stage1Share, sendImages: false,
           train: { ...p.stage2, stage: 'self-correct', mix: STAGE1_MIX },

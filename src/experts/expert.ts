@@ -14,6 +14,8 @@ export interface ReviewRequest {
   id: string;
   /** The image as PNG bytes (the LLM expert sends it as a data URL). */
   imagePng?: Uint8Array;
+  /** Or a loader for them, called only when the draft is actually sent (not for cached answers). */
+  loadImagePng?: () => Promise<Uint8Array>;
   /** The question / instruction the draft answers, e.g. "Describe the image." */
   question: string;
   /** Ground-truth caption: a reference only; a correct draft may be worded differently. */

@@ -239,6 +239,13 @@ export class LlmExpert implements Expert {
   }
 
   async review(req: ReviewRequest, signal?: AbortSignal): Promise<ReviewAnswer> {
+    if (!req.imagePng && req.loadImagePng) {
+      try {
+        req = { ...req, imagePng: await req.loadImagePng() };
+      } catch (e) {
+        return { kind: 'error', reason: `could not read the image: ${(e as Error).message}` };
+      }
+    }
     const body = JSON.stringify(this.requestBody(req));
     await this.semaphore.acquire(signal);
     try {

@@ -8,13 +8,15 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import sharp from 'sharp';
 import { BENCHMARK_PROMPT } from '../benchmark/captioner.js';
-import type { BenchmarkRecord } from '../benchmark/dataset.js';
 import { renderScenePng } from '../benchmark/render.js';
 import { scoreCaption } from '../benchmark/metrics.js';
+import type { Scene } from '../benchmark/scene.js';
+import type { LlavaRecord } from '../data/datasets.js';
 import { normaliseRgb } from '../data/image.js';
 import { JsonlWriter, IssueLog, readJsonl } from '../data/jsonl.js';
-import type { InMemorySplit } from '../data/training-data.js';
+import { type InMemorySplit, loadRgb } from '../data/training-data.js';
 import { reviewAll } from '../experts/cache.js';
 import type { Expert, ReviewAnswer, ReviewRequest } from '../experts/expert.js';
 import { filterPairs, pairsToSpans, ReviewStats } from '../experts/pairs.js';
@@ -43,10 +45,54 @@ export interface SelfCorrectionSettings {
   sendImages: boolean;
 }
 
+/**
+ * An image Stage II drafts on: a benchmark scene (with its scene graph, which the grounded
+ * expert checks against) or an image of the user's own data (for an LLM expert).
+ */
+export interface DraftImage {
+  /** The benchmark scene id, or the image file's path. */
+  id: string;
+  /** RGB bytes at the model's image size. */
+  rgb: Uint8Array;
+  /** The prompt the draft answers (the model is prompted with it; the expert sees it). */
+  question: string;
+  /** A reference answer, shown to the expert as a reference only. */
+  reference: string;
+  scene?: Scene;
+  /** The original image file, sent to an LLM expert (benchmark scenes are rendered instead). */
+  imagePath?: string;
+}
+
+/** The benchmark scenes of a split as draft images. */
+export function draftImagesFromSplit(split: InMemorySplit): DraftImage[] {
+  return split.records.map((r, i) => ({ id: r.id, rgb: split.rgb[i]!, question: BENCHMARK_PROMPT, reference: r.captions[0] ?? '', scene: r.scene }));
+}
+
+/** The images of a LLaVA-style JSONL file as draft images: one per image, its first conversation as question and reference. */
+export async function draftImagesFromLlava(records: readonly LlavaRecord[], imageSize: number): Promise<DraftImage[]> {
+  const out: DraftImage[] = [];
+  const seen = new Set<string>();
+  for (const r of records) {
+    if (seen.has(r.image)) continue;
+    seen.add(r.image);
+    out.push({ id: r.image, rgb: await loadRgb(r.image, imageSize), question: r.prompt, reference: r.caption, imagePath: r.image });
+  }
+  return out;
+}
+
+/** The image sent to an LLM expert: the rendered scene, or the user's file as PNG, at most 512 pixels a side. */
+async function expertImagePng(img: DraftImage): Promise<Uint8Array> {
+  if (img.scene) return renderScenePng(img.scene).png;
+  if (!img.imagePath) throw new Error(`draft image ${img.id} has neither a scene nor a file`);
+  return sharp(img.imagePath).rotate().resize({ width: 512, height: 512, fit: 'inside', withoutEnlargement: true }).png().toBuffer();
+}
+
 export interface Draft {
   id: string;
+  /** Index of the image in the round's draft images. */
   record: number;
-  sceneId: string;
+  /** The image's id (benchmark scene id or image path). */
+  imageId: string;
   tokensPerStep: number;
   steps: number;
   text: string;
@@ -68,8 +114,8 @@ export interface SelfCorrectionJob {
   outDir: string;
   /** Checkpoint of the starting model (ReDiff-Base, or a mask-prediction model for "Stage II alone"). */
   init: string;
-  /** Training scenes to draft on (images + scene graphs + reference captions). */
-  split: InMemorySplit;
+  /** Training images to draft on (see draftImagesFromSplit, draftImagesFromLlava). */
+  images: readonly DraftImage[];
   /** Stage I records mixed in. */
   stage1Records: readonly TrainingRecord[];
   expert: Expert;
@@ -80,24 +126,32 @@ export interface SelfCorrectionJob {
 /** How drafts are written: the sampler and its step budgets. */
 export type DraftOptions = Pick<SelfCorrectionSettings, 'draftTokensPerStep' | 'draftSampler'>;
 
-/** Captions the images `indices` of `split` with the model in `modelDir`, once per step budget. */
-export async function generateDrafts(modelDir: string, split: InMemorySplit, indices: number[], s: DraftOptions, seed: number, progress: boolean): Promise<Draft[]> {
+/**
+ * Captions the images `indices` with the model in `modelDir`, once per step budget, each image
+ * prompted with its own question (images that share a question are batched together).
+ */
+export async function generateDrafts(modelDir: string, images: readonly DraftImage[], indices: number[], s: DraftOptions, seed: number, progress: boolean): Promise<Draft[]> {
   const model = await loadModel(modelDir);
   try {
-    const prompt = model.tokenizer.encode(model.meta.prompt ?? BENCHMARK_PROMPT);
-    const images = indices.map((i) => normaliseRgb(split.rgb[i]!));
+    const byQuestion = new Map<string, number[]>();
+    for (const i of indices) {
+      const q = images[i]!.question;
+      byQuestion.set(q, [...(byQuestion.get(q) ?? []), i]);
+    }
     const drafts: Draft[] = [];
-    const bar = createProgress('drafts', images.length * s.draftTokensPerStep.length, { enabled: progress });
+    const bar = createProgress('drafts', indices.length * s.draftTokensPerStep.length, { enabled: progress });
     let done = 0;
     for (const k of s.draftTokensPerStep) {
       const opts = samplerOptions(s.draftSampler, { steps: stepsForTokensPerStep(model.config.responseLength, k), seed });
-      const caps = await captionImages(model, images, prompt, opts, 32, (n) => bar.update(done + n));
-      done += images.length;
-      caps.forEach((c, j) => {
-        const rec = split.records[indices[j]!]!;
-        const end = c.tokens.indexOf(EOS_ID);
-        drafts.push({ id: `${rec.id}@${k}`, record: indices[j]!, sceneId: rec.id, tokensPerStep: k, steps: c.steps, text: c.text, tokens: end < 0 ? c.tokens : c.tokens.slice(0, end) });
-      });
+      for (const [question, group] of byQuestion) {
+        const caps = await captionImages(model, group.map((i) => normaliseRgb(images[i]!.rgb)), model.tokenizer.encode(question), opts, 32, (n) => bar.update(done + n));
+        done += group.length;
+        caps.forEach((c, j) => {
+          const img = images[group[j]!]!;
+          const end = c.tokens.indexOf(EOS_ID);
+          drafts.push({ id: `${img.id}@${k}`, record: group[j]!, imageId: img.id, tokensPerStep: k, steps: c.steps, text: c.text, tokens: end < 0 ? c.tokens : c.tokens.slice(0, end) });
+        });
+      }
     }
     bar.stop();
     return drafts;
@@ -127,38 +181,41 @@ export interface CorrectedDraft {
 }
 
 /**
- * Drafts of `split` by the model in `modelDir`, reviewed by `expert` without a cache, keeping
+ * Drafts of the benchmark scenes of `split` by the model in `modelDir`, reviewed by `expert` without a cache, keeping
  * those with a usable correction: the model's own typical mistakes on those scenes, with fixes.
  * Used to measure on held-out scenes what a round of Stage II taught.
  */
 export async function correctedDrafts(modelDir: string, split: InMemorySplit, expert: Expert, opts: DraftOptions, seed = 0): Promise<CorrectedDraft[]> {
-  const indices = split.records.map((_, i) => i);
-  const drafts = await generateDrafts(modelDir, split, indices, opts, seed, false);
+  const images = draftImagesFromSplit(split);
+  const drafts = await generateDrafts(modelDir, images, images.map((_, i) => i), opts, seed, false);
   const { tokenizer, config } = await loadModelState(modelDir);
   const out: CorrectedDraft[] = [];
   for (const d of drafts) {
-    const answer = await expert.review(reviewRequest(d, split.records[d.record]!, false));
+    const answer = await expert.review(reviewRequest(d, images[d.record]!, false));
     const correction = draftCorrection(d, answer, tokenizer, config.responseLength);
     if (correction) out.push({ draft: d, correction });
   }
   return out;
 }
 
-function reviewRequest(d: Draft, r: BenchmarkRecord, sendImage: boolean): ReviewRequest {
+function reviewRequest(d: Draft, img: DraftImage, sendImage: boolean): ReviewRequest {
   return {
     id: d.id,
-    question: BENCHMARK_PROMPT,
-    reference: r.captions[0] ?? '',
+    question: img.question,
+    reference: img.reference,
     draft: d.text,
-    scene: r.scene,
-    ...(sendImage ? { imagePng: renderScenePng(r.scene).png } : {}),
+    ...(img.scene ? { scene: img.scene } : {}),
+    ...(sendImage ? { loadImagePng: () => expertImagePng(img) } : {}),
   };
 }
 
-function countDraftErrors(drafts: readonly Draft[], split: InMemorySplit): Record<string, number> {
+/** Mistakes in the drafts of benchmark scenes, by kind (factual claims by kind, plus drafts with unreadable spans). */
+function countDraftErrors(drafts: readonly Draft[], images: readonly DraftImage[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const d of drafts) {
-    const score = scoreCaption(split.records[d.record]!.scene, d.text);
+    const scene = images[d.record]!.scene;
+    if (!scene) continue;
+    const score = scoreCaption(scene, d.text);
     for (const e of score.errors) out[e.reason] = (out[e.reason] ?? 0) + 1;
     if (score.hasUnreadable) out.unreadable = (out.unreadable ?? 0) + 1;
   }
@@ -180,9 +237,9 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     if (fs.existsSync(draftsFile)) {
       drafts = (await readJsonl(draftsFile, new IssueLog('fail'))).map((l) => l.value as Draft);
     } else {
-      const n = Math.min(s.draftImages, job.split.records.length);
-      const indices = Array.from({ length: n }, (_, i) => ((round - 1) * n + i) % job.split.records.length);
-      drafts = await generateDrafts(current, job.split, indices, s, s.train.seed + round, progress);
+      const n = Math.min(s.draftImages, job.images.length);
+      const indices = Array.from({ length: n }, (_, i) => ((round - 1) * n + i) % job.images.length);
+      drafts = await generateDrafts(current, job.images, indices, s, s.train.seed + round, progress);
       const w = new JsonlWriter(draftsFile);
       for (const d of drafts) await w.write(d);
       await w.close();
@@ -191,7 +248,7 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     const model = await loadModelState(current);
     const tokenizer = model.tokenizer;
     const bar = createProgress(`review (${job.expert.name})`, drafts.length, { enabled: progress });
-    const reviewed = await reviewAll(job.expert, drafts.map((d) => reviewRequest(d, job.split.records[d.record]!, s.sendImages)), {
+    const reviewed = await reviewAll(job.expert, drafts.map((d) => reviewRequest(d, job.images[d.record]!, s.sendImages)), {
       cacheFile: path.join(dir, 'reviews.jsonl'),
       tokenizer,
       onProgress: (p) => bar.update(p.done),
@@ -203,9 +260,9 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     for (const d of drafts) {
       const pair = draftCorrection(d, reviewed.answers.get(d.id), tokenizer, model.config.responseLength);
       if (!pair) continue;
-      const rec = job.split.records[d.record]!;
-      draftRecords.push({ rgb: job.split.rgb[d.record]!, prompt: tokenizer.encode(BENCHMARK_PROMPT), captions: [], corrections: [pair] });
-      pairsOut.push({ id: d.id, draft: d.text, corrected: tokenizer.decode(pair.correct), spans: pair.spans, scene: rec.id });
+      const img = job.images[d.record]!;
+      draftRecords.push({ rgb: img.rgb, prompt: tokenizer.encode(img.question), captions: [], corrections: [pair] });
+      pairsOut.push({ id: d.id, draft: d.text, corrected: tokenizer.decode(pair.correct), spans: pair.spans, image: img.id });
     }
     await writeFileAtomic(path.join(dir, 'pairs.jsonl'), pairsOut.map((p) => JSON.stringify(p) + '\n').join(''));
     const report: RoundReport = {
@@ -213,7 +270,7 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
       drafts: drafts.length,
       reviews: reviewed.stats.toJSON(),
       trainingPairs: draftRecords.length,
-      draftErrors: countDraftErrors(drafts, job.split),
+      draftErrors: countDraftErrors(drafts, job.images),
       checkpoint: path.join(dir, 'model'),
     };
     await writeFileAtomic(path.join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');

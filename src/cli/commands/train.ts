@@ -1,5 +1,6 @@
 import { type Command, Option } from 'commander';
 import { benchmarkTokenizer, BENCHMARK_PROMPT } from '../../benchmark/captioner.js';
+import { loadLlavaJsonl } from '../../data/datasets.js';
 import { formatIssue } from '../../data/jsonl.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit, readBenchmarkSplit, readUserData } from '../../data/training-data.js';
 import { PRESET_NAMES, presetConfig } from '../../model/config.js';
@@ -13,7 +14,7 @@ import { choiceOption, floatOption, intListOption, intOption } from '../options.
 import { GroundedExpert } from '../../experts/grounded.js';
 import { LlmExpert } from '../../experts/llm.js';
 import type { Expert } from '../../experts/expert.js';
-import { runSelfCorrection } from '../../training/self-correction.js';
+import { type DraftImage, draftImagesFromLlava, draftImagesFromSplit, runSelfCorrection } from '../../training/self-correction.js';
 
 export const TRAIN_STAGES = ['mask-prediction', 'revision', 'self-correct'] as const;
 
@@ -152,18 +153,35 @@ function makeExpert(f: TrainFlags): Expert {
   return new LlmExpert({ baseUrl: f.expertUrl, model: f.expertModel ?? 'o4-mini', concurrency: f.expertConcurrency, timeoutMs: f.expertTimeout * 1000 });
 }
 
+/**
+ * What Stage II drafts on, and the Stage I records mixed in: benchmark scenes (generated, or
+ * --data) for any expert, or the user's --llava images for an LLM expert (the grounded expert
+ * needs scene graphs).
+ */
+async function selfCorrectionData(f: TrainFlags, tokenizer: Tokenizer, imageSize: number): Promise<{ images: DraftImage[]; stage1Records: TrainingRecord[] }> {
+  if (f.vicrit && !f.llava) throw new UserError('--stage self-correct with your own data needs --llava (images with a prompt and a reference caption)');
+  if (f.llava) {
+    if (f.expert === 'grounded') throw new UserError('the grounded expert checks drafts against benchmark scene graphs; with --llava use --expert llm --expert-url URL');
+    const stage1Records = await loadRecords(f, tokenizer, imageSize);
+    // Bad lines were reported (or were fatal) above; here they are only skipped.
+    const { records } = await loadLlavaJsonl(f.llava, { onError: 'skip', vocabulary: null });
+    return { images: await draftImagesFromLlava(records, imageSize), stage1Records };
+  }
+  const split = f.data ? (await readBenchmarkSplit(f.data, imageSize, f.onError)).split : generateBenchmarkSplit('train', f.dataSeed, f.scenes, imageSize);
+  return { images: draftImagesFromSplit(split), stage1Records: split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer)) };
+}
+
 /** Stage II: rounds of draft -> expert review -> training on the corrections (SPEC 4). */
 async function selfCorrect(f: TrainFlags): Promise<void> {
   if (!f.init) throw new UserError('--stage self-correct needs --init (the model whose drafts are corrected, e.g. ReDiff-Base)');
-  if (f.data || f.llava) throw new UserError('--stage self-correct drafts on generated benchmark scenes (--scenes, --data-seed); --data and --llava are not supported here');
   const init = await loadModelState(f.init);
-  const split = generateBenchmarkSplit('train', f.dataSeed, f.scenes, init.config.imageSize);
-  const stage1Records = split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, init.tokenizer));
+  const { images, stage1Records } = await selfCorrectionData(f, init.tokenizer, init.config.imageSize);
+  if (images.length === 0) throw new UserError('no images to draft on');
   const expert = makeExpert(f);
   const reports = await runSelfCorrection({
     outDir: f.out,
     init: f.init,
-    split,
+    images,
     stage1Records,
     expert,
     progress: f.progress,

@@ -1,0 +1,91 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import sharp from 'sharp';
+import { generateBenchmarkSplit } from '../src/data/training-data.js';
+import { renderScenePng } from '../src/benchmark/render.js';
+import { type Received, startServer } from './helpers/chat-server.js';
+import { TINY_STAGE1_DIR } from './fixtures/tiny-stage1.js';
+
+const run = promisify(execFile);
+const MAIN = path.resolve('src/cli/main.ts');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-stage2-llava-'));
+
+/** The user's own data: three JPEGs (128 px) and a LLaVA-style conversations file. */
+async function userData(): Promise<{ file: string; images: string[]; prompt: string }> {
+  const split = generateBenchmarkSplit('val', 3, 3, 128);
+  const prompt = 'describe the image in detail .';
+  const images: string[] = [];
+  const lines: string[] = [];
+  for (const [i, r] of split.records.entries()) {
+    const image = path.join(tmp, `photo-${i}.jpg`);
+    fs.writeFileSync(image, await sharp(renderScenePng(r.scene, 128).png).jpeg().toBuffer());
+    images.push(image);
+    lines.push(JSON.stringify({ id: `u${i}`, image: path.basename(image), conversations: [{ from: 'human', value: `<image>\n${prompt}` }, { from: 'gpt', value: r.captions[0] }] }));
+  }
+  const file = path.join(tmp, 'mine.jsonl');
+  fs.writeFileSync(file, lines.join('\n') + '\n');
+  return { file, images, prompt };
+}
+
+/** Swaps the draft's first two words when both are plain words (a same-length, unique-enough edit). */
+function swapFirstWords(r: Received): string {
+  const words = r.draft.split(' ');
+  const [a, b] = [words[0]?.toLowerCase(), words[1]?.toLowerCase()];
+  if (!a || !b || a === b || !/^[a-z]+$/.test(a) || !/^[a-z]+$/.test(b)) return 'right';
+  return JSON.stringify([{ org: `${a} ${b}`, target: `${b} ${a}` }]);
+}
+
+test('Stage II on your own LLaVA-style data: drafts of your images, reviewed by an LLM expert that sees them, then training', async () => {
+  const { file, images, prompt } = await userData();
+  const server = await startServer((r) => ({ content: swapFirstWords(r) }));
+  const out = path.join(tmp, 'stage2');
+  try {
+    const args = ['train', '--stage', 'self-correct', '--init', TINY_STAGE1_DIR, '--llava', file, '--expert', 'llm', '--expert-url', server.baseUrl, '--expert-model', 'test-model',
+      '--rounds', '1', '--draft-images', '3', '--draft-tokens-per-step', '8', '--steps', '10', '--warmup', '2', '--batch-size', '4', '--checkpoint-every', '10', '--out', out, '--no-progress'];
+    const env = { ...process.env, NODE_NO_WARNINGS: '1', REDIFF_EXPERT_API_KEY: 'k-test' };
+    const res = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env });
+    assert.match(res.stdout, /round 1: 3 drafts/);
+
+    // One request per image, each with the user's image (as PNG, at its own 128 px), the question and the model name.
+    assert.equal(server.received.length, 3);
+    for (const r of server.received) {
+      assert.equal(r.body.model, 'test-model');
+      assert.equal(r.headers.authorization, 'Bearer k-test');
+      const parts = r.body.messages.find((m) => m.role === 'user')!.content as Array<{ type: string; text?: string; image_url?: { url: string } }>;
+      assert.match(parts.find((p) => p.type === 'text')!.text!, new RegExp(`Question: ${prompt.replace('.', '\\.')}`));
+      const url = parts.find((p) => p.type === 'image_url')!.image_url!.url;
+      assert.match(url, /^data:image\/png;base64,/);
+      const meta = await sharp(Buffer.from(url.split(',')[1]!, 'base64')).metadata();
+      assert.deepEqual([meta.format, meta.width, meta.height], ['png', 128, 128]);
+    }
+    // The drafts name the user's images; the kept pairs were trained on.
+    const drafts = fs.readFileSync(path.join(out, 'round-1', 'drafts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { imageId: string });
+    assert.deepEqual(drafts.map((d) => d.imageId).sort(), [...images].sort());
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'round-1', 'report.json'), 'utf8')) as { reviews: { answers: number }; trainingPairs: number };
+    assert.equal(report.reviews.answers, 3);
+    assert.ok(report.trainingPairs >= 1, JSON.stringify(report));
+    assert.ok(fs.existsSync(path.join(out, 'checkpoint.json')));
+
+    // A rerun asks the expert nothing again.
+    await run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env });
+    assert.equal(server.received.length, 3);
+  } finally {
+    await server.close();
+  }
+});
+
+test('Stage II on your own data refuses the grounded expert, which needs scene graphs', async () => {
+  const { file } = await userData();
+  const r = await run(process.execPath, ['--import', 'tsx', MAIN, 'train', '--stage', 'self-correct', '--init', TINY_STAGE1_DIR, '--llava', file, '--out', path.join(tmp, 'x')], { env: { ...process.env, NODE_NO_WARNINGS: '1' } }).then(
+    () => assert.fail('should fail'),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^rediff: the grounded expert checks drafts against benchmark scene graphs; with --llava use --expert llm/);
+  assert.ok(!fs.existsSync(path.join(tmp, 'x')), 'nothing written');
+});
