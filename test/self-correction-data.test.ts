@@ -89,3 +89,18 @@ test('Stage II on your own data refuses the grounded expert, which needs scene g
   assert.match(r.stderr, /^rediff: the grounded expert checks drafts against benchmark scene graphs; with --llava use --expert llm/);
   assert.ok(!fs.existsSync(path.join(tmp, 'x')), 'nothing written');
 });
+
+test('Stage II on a benchmark split on disk (--data), with the grounded expert', async () => {
+  const data = path.join(tmp, 'train');
+  const out = path.join(tmp, 'stage2-data');
+  const env = { ...process.env, NODE_NO_WARNINGS: '1' };
+  await run(process.execPath, ['--import', 'tsx', MAIN, 'data', 'make', '--split', 'train', '--n', '8', '--out', data, '--no-progress'], { env });
+  const res = await run(process.execPath, ['--import', 'tsx', MAIN, 'train', '--stage', 'self-correct', '--init', TINY_STAGE1_DIR, '--data', data, '--draft-images', '8', '--draft-tokens-per-step', '4',
+    '--steps', '5', '--warmup', '1', '--batch-size', '4', '--checkpoint-every', '5', '--out', out, '--no-progress'], { env });
+  assert.match(res.stdout, /round 1: 8 drafts/);
+  const scenes = fs.readFileSync(path.join(data, 'data.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id);
+  const drafts = fs.readFileSync(path.join(out, 'round-1', 'drafts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { imageId: string });
+  assert.equal(drafts.length, 8);
+  assert.deepEqual(drafts.map((d) => d.imageId).sort(), [...scenes].sort());
+  assert.ok(fs.existsSync(path.join(out, 'checkpoint.json')));
+});
