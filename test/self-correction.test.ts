@@ -56,13 +56,14 @@ test('Stage II: one round of drafts, grounded review and training; the corrected
   // The loss on the extracted spans goes down.
   const pairs = fs.readFileSync(path.join(out, 'round-1', 'pairs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; draft: string; corrected: string; spans: { start: number; length: number }[] });
   const recIndex = new Map(train.records.map((rec, i) => [rec.id, i]));
-  const config = (await loadModelState(TINY_STAGE1_DIR)).config;
+  const base = await loadModelState(TINY_STAGE1_DIR);
+  const config = base.config;
   const spanSamples: TrainingSample[] = pairs.slice(0, 32).map((p) => {
     const i = recIndex.get(p.id.split('@')[0]!)!;
     const c = spanCorrectionSample(padResponse(tokenizer.encode(p.draft), 96), padResponse(tokenizer.encode(p.corrected), 96), p.spans);
     return { patches: recordPatches(config, train.rgb[i]!), prompt: tokenizer.encode(BENCHMARK_PROMPT), corrupted: c, weights: lossWeights(c, 'revision') };
   });
-  const before = await new Trainer(config, (await loadModelState(TINY_STAGE1_DIR)).params).loss(spanSamples);
+  const before = await new Trainer(config, base.params).loss(spanSamples);
   const after = await new Trainer(config, (await loadModelState(out)).params).loss(spanSamples);
   assert.ok(after < 0.8 * before, `span loss ${before.toFixed(3)} -> ${after.toFixed(3)}`);
 

@@ -11,7 +11,7 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { SpanPair, TrainingRecord } from '../training/samples.js';
 import { UserError } from '../util/errors.js';
 import { denormaliseRgb, loadImage } from './image.js';
-import { type LoadOptions, loadLlavaJsonl, loadVicritJsonl } from './datasets.js';
+import { type LlavaRecord, type LoadOptions, loadLlavaJsonl, loadVicritJsonl } from './datasets.js';
 import type { DataIssue, OnError } from './jsonl.js';
 
 /** A hallucination pair as a same-length span correction over token ids. */
@@ -62,19 +62,33 @@ export async function readBenchmarkSplit(dir: string, imageSize: number, onError
   return { split: { records, rgb }, issues };
 }
 
+/** Users' own data as training records, with what Stage II drafts on (see draftImagesFromLlava). */
+export interface UserData {
+  /** One record per image. */
+  records: TrainingRecord[];
+  /** Skipped lines. */
+  issues: DataIssue[];
+  /** The LLaVA lines kept, one per (human, gpt) turn pair. */
+  llava: LlavaRecord[];
+  /** Each image's RGB bytes at the model's size, by resolved path. */
+  rgbByImage: ReadonlyMap<string, Uint8Array>;
+}
+
 /** LLaVA-style conversations JSONL (+ optional ViCrit pairs), for users' own data. */
 export async function readUserData(
   files: { llava?: string; vicrit?: string },
   tokenizer: Tokenizer,
   imageSize: number,
   opts: LoadOptions = {},
-): Promise<{ records: TrainingRecord[]; issues: DataIssue[] }> {
+): Promise<UserData> {
   const records: TrainingRecord[] = [];
   const issues: DataIssue[] = [];
   const byImage = new Map<string, TrainingRecord>();
+  let llava: LlavaRecord[] = [];
   if (files.llava) {
     const loaded = await loadLlavaJsonl(files.llava, opts);
     issues.push(...loaded.issues);
+    llava = loaded.records;
     for (const r of loaded.records) {
       let rec = byImage.get(r.image);
       if (!rec) {
@@ -103,5 +117,5 @@ export async function readUserData(
       if (pair) rec.corrections.push(pair);
     }
   }
-  return { records, issues };
+  return { records, issues, llava, rgbByImage: new Map([...byImage].map(([image, rec]) => [image, rec.rgb])) };
 }

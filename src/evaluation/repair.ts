@@ -98,8 +98,9 @@ export interface CorrectionRepairResult {
 /**
  * How much of a drafter's own mistakes a model corrects in one refining pass: each draft is
  * fed unmasked, and the argmax at every token the expert changes is compared with the
- * expert's target; tokens outside the flagged spans should be kept. Measured on held-out scenes, this says whether a Stage II round taught the model to
- * fix the kind of mistake it makes, rather than the particular drafts it was trained on.
+ * expert's target; tokens outside the flagged spans should be kept. Measured on held-out
+ * scenes, this says whether a Stage II round taught the model to fix the kind of mistake it
+ * makes, rather than the particular drafts it was trained on.
  */
 export async function measureCorrectionRepair(model: DiffusionVLM, cases: readonly { rgb: Uint8Array; correction: SpanPair }[]): Promise<CorrectionRepairResult> {
   const predicted = await onePassArgmax(model, cases.map((x) => ({ rgb: x.rgb, response: x.correction.wrong })));

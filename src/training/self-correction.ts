@@ -16,7 +16,7 @@ import type { Scene } from '../benchmark/scene.js';
 import type { LlavaRecord } from '../data/datasets.js';
 import { normaliseRgb } from '../data/image.js';
 import { JsonlWriter, IssueLog, readJsonl } from '../data/jsonl.js';
-import { type InMemorySplit, loadRgb } from '../data/training-data.js';
+import type { InMemorySplit } from '../data/training-data.js';
 import { reviewAll } from '../experts/cache.js';
 import type { Expert, ReviewAnswer, ReviewRequest } from '../experts/expert.js';
 import { filterPairs, pairsToSpans, ReviewStats } from '../experts/pairs.js';
@@ -68,14 +68,18 @@ export function draftImagesFromSplit(split: InMemorySplit): DraftImage[] {
   return split.records.map((r, i) => ({ id: r.id, rgb: split.rgb[i]!, question: BENCHMARK_PROMPT, reference: r.captions[0] ?? '', scene: r.scene }));
 }
 
-/** The images of a LLaVA-style JSONL file as draft images: one per image, its first conversation as question and reference. */
-export async function draftImagesFromLlava(records: readonly LlavaRecord[], imageSize: number): Promise<DraftImage[]> {
+/**
+ * The images of the user's LLaVA-style data (readUserData) as draft images: one per image, its
+ * first conversation as question and reference.
+ */
+export function draftImagesFromLlava(records: readonly LlavaRecord[], rgbByImage: ReadonlyMap<string, Uint8Array>): DraftImage[] {
   const out: DraftImage[] = [];
   const seen = new Set<string>();
   for (const r of records) {
-    if (seen.has(r.image)) continue;
+    const rgb = rgbByImage.get(r.image);
+    if (seen.has(r.image) || !rgb) continue;
     seen.add(r.image);
-    out.push({ id: r.image, rgb: await loadRgb(r.image, imageSize), question: r.prompt, reference: r.caption, imagePath: r.image });
+    out.push({ id: r.image, rgb, question: r.prompt, reference: r.caption, imagePath: r.image });
   }
   return out;
 }
@@ -136,7 +140,9 @@ export async function generateDrafts(modelDir: string, images: readonly DraftIma
     const byQuestion = new Map<string, number[]>();
     for (const i of indices) {
       const q = images[i]!.question;
-      byQuestion.set(q, [...(byQuestion.get(q) ?? []), i]);
+      const group = byQuestion.get(q);
+      if (group) group.push(i);
+      else byQuestion.set(q, [i]);
     }
     const drafts: Draft[] = [];
     const bar = createProgress('drafts', indices.length * s.draftTokensPerStep.length, { enabled: progress });
@@ -181,9 +187,9 @@ export interface CorrectedDraft {
 }
 
 /**
- * Drafts of the benchmark scenes of `split` by the model in `modelDir`, reviewed by `expert` without a cache, keeping
- * those with a usable correction: the model's own typical mistakes on those scenes, with fixes.
- * Used to measure on held-out scenes what a round of Stage II taught.
+ * Drafts of the benchmark scenes of `split` by the model in `modelDir`, reviewed by `expert`
+ * without a cache, keeping those with a usable correction: the model's own typical mistakes on
+ * those scenes, with fixes. Used to measure on held-out scenes what a round of Stage II taught.
  */
 export async function correctedDrafts(modelDir: string, split: InMemorySplit, expert: Expert, opts: DraftOptions, seed = 0): Promise<CorrectedDraft[]> {
   const images = draftImagesFromSplit(split);

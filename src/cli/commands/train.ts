@@ -1,8 +1,7 @@
 import { type Command, Option } from 'commander';
 import { benchmarkTokenizer, BENCHMARK_PROMPT } from '../../benchmark/captioner.js';
-import { loadLlavaJsonl } from '../../data/datasets.js';
-import { formatIssue } from '../../data/jsonl.js';
-import { benchmarkTrainingRecord, generateBenchmarkSplit, readBenchmarkSplit, readUserData } from '../../data/training-data.js';
+import { type DataIssue, formatIssue } from '../../data/jsonl.js';
+import { type InMemorySplit, type UserData, benchmarkTrainingRecord, generateBenchmarkSplit, readBenchmarkSplit, readUserData } from '../../data/training-data.js';
 import { PRESET_NAMES, presetConfig } from '../../model/config.js';
 import { loadModelState } from '../../model/io.js';
 import { countParams, initParams } from '../../model/params.js';
@@ -61,21 +60,31 @@ export function mixFromFlags(f: Pick<TrainFlags, 'stage' | 'syntaxNoise' | 'dyna
   return { objective: 'revision', syntaxNoise: f.syntaxNoise, dynamicSyntaxNoise: Boolean(f.dynamicNoise), correctionShare: f.hallucinationShare };
 }
 
-async function loadRecords(f: TrainFlags, tokenizer: Tokenizer, imageSize: number): Promise<TrainingRecord[]> {
+/** The data the flags name: the user's own (--llava, --vicrit), a benchmark split on disk (--data), or generated scenes. */
+async function loadData(f: TrainFlags, tokenizer: Tokenizer, imageSize: number): Promise<{ user: UserData } | { split: InMemorySplit }> {
   const sources = [f.data, f.llava].filter(Boolean).length;
   if (sources > 1) throw new UserError('give one of --data (a benchmark split) or --llava (your own captions), not both');
-  if (f.llava || f.vicrit) {
-    const { records, issues } = await readUserData({ llava: f.llava, vicrit: f.vicrit }, tokenizer, imageSize, { onError: f.onError, vocabulary: null });
+  const warnSkipped = (issues: readonly DataIssue[]): void => {
     for (const i of issues) process.stderr.write(`warning: ${formatIssue(i)} (skipped)\n`);
-    return records;
+  };
+  if (f.llava || f.vicrit) {
+    const user = await readUserData({ llava: f.llava, vicrit: f.vicrit }, tokenizer, imageSize, { onError: f.onError, vocabulary: null });
+    warnSkipped(user.issues);
+    return { user };
   }
   if (f.data) {
     const { split, issues } = await readBenchmarkSplit(f.data, imageSize, f.onError);
-    for (const i of issues) process.stderr.write(`warning: ${formatIssue(i)} (skipped)\n`);
-    return split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
+    warnSkipped(issues);
+    return { split };
   }
-  const split = generateBenchmarkSplit('train', f.dataSeed, f.scenes, imageSize);
-  return split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
+  return { split: generateBenchmarkSplit('train', f.dataSeed, f.scenes, imageSize) };
+}
+
+const splitRecords = (split: InMemorySplit, tokenizer: Tokenizer): TrainingRecord[] => split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
+
+async function loadRecords(f: TrainFlags, tokenizer: Tokenizer, imageSize: number): Promise<TrainingRecord[]> {
+  const data = await loadData(f, tokenizer, imageSize);
+  return 'user' in data ? data.user.records : splitRecords(data.split, tokenizer);
 }
 
 export function registerTrain(program: Command): void {
@@ -160,15 +169,10 @@ function makeExpert(f: TrainFlags): Expert {
  */
 async function selfCorrectionData(f: TrainFlags, tokenizer: Tokenizer, imageSize: number): Promise<{ images: DraftImage[]; stage1Records: TrainingRecord[] }> {
   if (f.vicrit && !f.llava) throw new UserError('--stage self-correct with your own data needs --llava (images with a prompt and a reference caption)');
-  if (f.llava) {
-    if (f.expert === 'grounded') throw new UserError('the grounded expert checks drafts against benchmark scene graphs; with --llava use --expert llm --expert-url URL');
-    const stage1Records = await loadRecords(f, tokenizer, imageSize);
-    // Bad lines were reported (or were fatal) above; here they are only skipped.
-    const { records } = await loadLlavaJsonl(f.llava, { onError: 'skip', vocabulary: null });
-    return { images: await draftImagesFromLlava(records, imageSize), stage1Records };
-  }
-  const split = f.data ? (await readBenchmarkSplit(f.data, imageSize, f.onError)).split : generateBenchmarkSplit('train', f.dataSeed, f.scenes, imageSize);
-  return { images: draftImagesFromSplit(split), stage1Records: split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer)) };
+  if (f.llava && f.expert === 'grounded') throw new UserError('the grounded expert checks drafts against benchmark scene graphs; with --llava use --expert llm --expert-url URL');
+  const data = await loadData(f, tokenizer, imageSize);
+  if ('user' in data) return { images: draftImagesFromLlava(data.user.llava, data.user.rgbByImage), stage1Records: data.user.records };
+  return { images: draftImagesFromSplit(data.split), stage1Records: splitRecords(data.split, tokenizer) };
 }
 
 /** Stage II: rounds of draft -> expert review -> training on the corrections (SPEC 4). */
