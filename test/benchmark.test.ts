@@ -154,7 +154,11 @@ test('captions: every caption parses completely, is true, fits 95 tokens, in voc
       assert.equal(score.factuality, 1, `${c.text}\n${JSON.stringify(score.errors)}`);
       // Coverage equals what the captioner says it mentions, fact for fact.
       assert.deepEqual([...score.coveredFacts].sort(), [...c.facts].sort(), c.text);
-      assert.equal(score.coverage, c.facts.length / sceneFacts(s).length);
+      assert.equal(score.factCoverage, c.facts.length / sceneFacts(s).length);
+      // Every reference caption describes every object fully and parses: it scores 1.0.
+      assert.equal(score.coverage, 1, c.text);
+      assert.equal(score.objectFactuality, 1, c.text);
+      assert.equal(score.parses, 1, c.text);
       for (const sent of c.text.split('. ')) openings.add(splitWords(sent).slice(0, 2).join(' '));
     }
   }
@@ -236,8 +240,9 @@ test('metrics: CAPTURE F1s and coverage of a partial caption', () => {
   // Objects: 2 predicted (star true, hexagon false) of 3; attributes: star size+colour+place
   // true, hexagon size+colour false -> 3 true of 5 units, 9 facts; no relation facts are
   // stated (star left of circle is an aligned fact) -> relation F1 0.
+  // "somewhere" cannot be read: one unreadable span, counted as a third, wrong, object.
   const sc = scoreCaption(s, 'A large blue star is on the left. A small red hexagon is somewhere.');
-  const pO = 1 / 2, rO = 1 / 3;
+  const pO = 1 / 3, rO = 1 / 3;
   const f1O = (2 * pO * rO) / (pO + rO);
   assert.ok(Math.abs(sc.f1Object - f1O) < 1e-9, String(sc.f1Object));
   const pA = 3 / 5, rA = 3 / 9;
@@ -246,6 +251,31 @@ test('metrics: CAPTURE F1s and coverage of a partial caption', () => {
   assert.ok(Math.abs(sc.capture - (0.5 * sc.f1Object + 0.5 * sc.f1Attribute) / 1.2) < 1e-12);
   assert.equal(sc.fluency, 0.5); // "is somewhere" is not a sentence form
   assert.deepEqual(sc.coveredFacts, ['object:o0', 'place:o0']);
+  // One of three objects fully described; claims: star (true), its place (true), hexagon
+  // (false), plus the unreadable span against them.
+  assert.equal(sc.coverage, 1 / 3);
+  assert.equal(sc.describedObjects, 1);
+  assert.equal(sc.objectFactuality, 2 / 4);
+  assert.equal(sc.parses, 0);
+});
+
+test('metrics: the always-true background is reported apart and an unreadable span never helps', () => {
+  const s = sceneOf(['large blue star@left']);
+  const plain = scoreCaption(s, 'There is a large blue star on the left.');
+  const withBackground = scoreCaption(s, 'There is a large blue star on the left. The background is black.');
+  assert.equal(withBackground.backgroundClaims, 1);
+  assert.equal(withBackground.claims, plain.claims);
+  assert.equal(withBackground.factuality, plain.factuality);
+  const wrong = scoreCaption(s, 'There is a large red star on the left.');
+  const wrongPlusBackground = scoreCaption(s, 'There is a large red star on the left. The background is black.');
+  assert.equal(wrongPlusBackground.factuality, wrong.factuality, 'a true background claim does not dilute a false claim');
+  // Breaking the wrong word into unreadable text does not raise any score.
+  const broken = scoreCaption(s, 'There is a large star star on the left.');
+  assert.ok(broken.hasUnreadable);
+  for (const m of ['factuality', 'objectFactuality', 'coverage', 'capture', 'parses'] as const) {
+    assert.ok(broken[m] <= plain[m], `${m}: broken ${broken[m]} > readable ${plain[m]}`);
+  }
+  assert.ok(broken.factuality < 1);
 });
 
 // ---------------------------------------------------------------- broken text
@@ -286,8 +316,10 @@ test('parser: broken text never throws and scores low on fluency', () => {
   assert.equal(st.fluency, 0);
   assert.ok(st.repeatRate > 0.1);
   assert.ok(st.hasUnreadable);
-  // ... but what it says is still read and still true.
-  assert.equal(st.factuality, 1);
+  // What it says is still read and still true, but each unreadable span counts against it.
+  assert.equal(st.errors.length, 0);
+  assert.ok(st.factuality < 1 && st.factuality > 0);
+  assert.equal(st.parses, 0);
   // Truncated: the cut-off sentence does not count as complete.
   const cut = good.tokens.slice(0, good.tokens.length - 3);
   const ct = scoreCaption(s, cut);

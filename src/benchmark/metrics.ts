@@ -18,7 +18,15 @@
  * word that matches no object, the place phrase, the relation phrase...), so a UI can highlight
  * them and an expert can correct exactly those tokens.
  *
- * Scene facts (the coverage denominator), for a scene with n objects:
+ * Scores that cannot be flattered (docs/diagnosis.md):
+ *  - the background claim is always true here, so it is left out of factuality and reported
+ *    apart (`backgroundClaims`);
+ *  - every unreadable span counts as one false claim, so broken text never scores above
+ *    readable text;
+ *  - coverage is the share of the scene's objects fully described: a true mention naming size,
+ *    colour and shape links the object AND a true place claim puts it at its place.
+ *
+ * Scene facts (stated facts are listed per caption; `factCoverage` is their share), for a scene with n objects:
  *  - `total`: the number of objects (1 fact);
  *  - `object:<id>`: each object's identity with all its attributes; stated iff a true mention
  *    that names size, colour and shape links that object (n facts);
@@ -294,7 +302,7 @@ export function evaluateParse(scene: Scene, parse: ParseResult): Evaluation {
     }
   });
 
-  return { parse, verdicts, covered, facts, capture: captureDetail(scene, claims, verdicts, mentionPlaces, facts) };
+  return { parse, verdicts, covered, facts, capture: captureDetail(scene, claims, verdicts, mentionPlaces, facts, parse.unreadable.length) };
 }
 
 function judgeMention(scene: Scene, c: ObjectClaim, consumed: Set<string>, places: Set<string> | undefined): Verdict {
@@ -332,7 +340,9 @@ function judgeMention(scene: Scene, c: ObjectClaim, consumed: Set<string>, place
  *  - attributes: (object, size|colour|place, value) units from mentions, place and attribute
  *    claims, deduplicated; recall over the 3n true units of the scene;
  *  - relations: (a, relation, b) units from relation claims, deduplicated; precision = true
- *    units / units, recall over the aligned relation facts.
+ *    units / units, recall over the aligned relation facts;
+ *  - an unreadable span counts as one wrongly predicted object, so broken text never raises
+ *    the score.
  */
 function captureDetail(
   scene: Scene,
@@ -340,6 +350,7 @@ function captureDetail(
   verdicts: readonly Verdict[],
   mentionPlaces: Map<number, Set<string>>,
   facts: readonly Fact[],
+  unreadableSpans: number,
 ): CaptureDetail {
   const byId = new Map(scene.objects.map((o) => [o.id, o]));
   const used = new Set<string>();
@@ -398,7 +409,7 @@ function captureDetail(
   const attrTrue = count(attrUnits);
   const relFacts = facts.filter((f) => f.kind === 'relation').map((f) => f.id);
   const relTrueFacts = relFacts.filter((id) => relUnits.get(id) === true).length;
-  const object = prf(objTrue, objPred, objTrue, n);
+  const object = prf(objTrue, objPred + unreadableSpans, objTrue, n);
   const attribute = prf(attrTrue, attrUnits.size + attrUnresolved, attrTrue, 3 * n);
   const relation = prf(count(relUnits), relUnits.size + relUnresolved, relTrueFacts, relFacts.length);
   return { object, attribute, relation, score: (0.5 * object.f1 + 0.5 * attribute.f1 + 0.2 * relation.f1) / 1.2 };
@@ -414,12 +425,23 @@ export interface CaptionScore {
   /** Token count (splitWords pieces) and words (tokens that are not punctuation). */
   tokens: number;
   words: number;
+  /** Claims other than the background (always true here), and how many of them hold. */
   claims: number;
   trueClaims: number;
-  /** True claims / readable claims; 0 when nothing is readable. */
+  /** Background claims, true or not: reported apart, never counted in factuality. */
+  backgroundClaims: number;
+  /** True claims / (claims + unreadable spans); 0 when there is neither. */
   factuality: number;
-  /** Scene facts stated correctly / scene facts. */
+  /** The same over claims about objects only (mentions, places, attributes, relations; no totals). */
+  objectFactuality: number;
+  objectClaims: number;
+  trueObjectClaims: number;
+  /** Objects fully described (size, colour, shape and place, all true) / objects. */
   coverage: number;
+  describedObjects: number;
+  objects: number;
+  /** Scene facts stated correctly / scene facts (count, identities, places, relations). */
+  factCoverage: number;
   coveredFacts: string[];
   totalFacts: number;
   /** CAPTURE-style combination of the F1s below. */
@@ -429,6 +451,8 @@ export interface CaptionScore {
   f1Relation: number;
   /** Share of sentences that parse completely (a cut-off last sentence does not). */
   fluency: number;
+  /** 1 when the whole caption parses: at least one sentence, every sentence complete, nothing unreadable. */
+  parses: number;
   sentences: number;
   completeSentences: number;
   /** Share of adjacent token pairs that are the same token ("the the"). */
@@ -462,7 +486,20 @@ export function scoreTokenIds(scene: Scene, ids: readonly number[], tokenizer: {
 export function scoreEvaluation(ev: Evaluation): CaptionScore {
   const { parse, verdicts } = ev;
   const t = parse.tokens;
-  const trueClaims = verdicts.filter((v) => v.holds).length;
+  const claimsOf = (keep: (c: Claim) => boolean): { all: number; held: number } => {
+    let all = 0;
+    let held = 0;
+    parse.claims.forEach((c, i) => {
+      if (!keep(c)) return;
+      all++;
+      if (verdicts[i]!.holds) held++;
+    });
+    return { all, held };
+  };
+  const judged = claimsOf((c) => c.kind !== 'background');
+  const aboutObjects = claimsOf((c) => c.kind !== 'background' && c.kind !== 'total');
+  const unreadableSpans = parse.unreadable.length;
+  const share = (held: number, all: number): number => (all + unreadableSpans === 0 ? 0 : held / (all + unreadableSpans));
   let repeats = 0;
   for (let i = 1; i < t.length; i++) if (t[i] === t[i - 1]) repeats++;
   const unreadableTokens = parse.unreadable.reduce((s, [a, b]) => s + b - a, 0);
@@ -484,13 +521,22 @@ export function scoreEvaluation(ev: Evaluation): CaptionScore {
     errors.push(e);
   });
   const coveredFacts = ev.facts.filter((f) => ev.covered.has(f.id)).map((f) => f.id);
+  const objectIds = ev.facts.filter((f) => f.kind === 'object').map((f) => f.objects[0]!);
+  const described = objectIds.filter((id) => ev.covered.has(`object:${id}`) && ev.covered.has(`place:${id}`)).length;
   return {
     tokens: t.length,
     words: t.filter((w) => /^[a-z0-9]/.test(w)).length,
-    claims: verdicts.length,
-    trueClaims,
-    factuality: verdicts.length === 0 ? 0 : trueClaims / verdicts.length,
-    coverage: coveredFacts.length / ev.facts.length,
+    claims: judged.all,
+    trueClaims: judged.held,
+    backgroundClaims: parse.claims.filter((c) => c.kind === 'background').length,
+    factuality: share(judged.held, judged.all),
+    objectFactuality: share(aboutObjects.held, aboutObjects.all),
+    objectClaims: aboutObjects.all,
+    trueObjectClaims: aboutObjects.held,
+    coverage: objectIds.length === 0 ? 1 : described / objectIds.length,
+    describedObjects: described,
+    objects: objectIds.length,
+    factCoverage: coveredFacts.length / ev.facts.length,
     coveredFacts,
     totalFacts: ev.facts.length,
     capture: ev.capture.score,
@@ -498,11 +544,12 @@ export function scoreEvaluation(ev: Evaluation): CaptionScore {
     f1Attribute: ev.capture.attribute.f1,
     f1Relation: ev.capture.relation.f1,
     fluency: parse.sentences.length === 0 ? 0 : completeSentences / parse.sentences.length,
+    parses: parse.sentences.length > 0 && completeSentences === parse.sentences.length && unreadableSpans === 0 ? 1 : 0,
     sentences: parse.sentences.length,
     completeSentences,
     repeatRate: t.length < 2 ? 0 : repeats / (t.length - 1),
     unreadableTokens,
-    hasUnreadable: parse.unreadable.length > 0,
+    hasUnreadable: unreadableSpans > 0,
     unreadable: parse.unreadable,
     errors,
   };
@@ -527,12 +574,15 @@ export interface Estimate {
 
 export const SUMMARY_METRICS = [
   'factuality',
+  'objectFactuality',
   'coverage',
+  'factCoverage',
   'capture',
   'f1Object',
   'f1Attribute',
   'f1Relation',
   'fluency',
+  'parses',
   'repeatRate',
   'unreadableShare',
   'tokens',

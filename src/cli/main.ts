@@ -15,6 +15,7 @@ import { registerServe } from './commands/serve.js';
 import { registerReproduce } from './commands/reproduce.js';
 import { registerExport } from './commands/export.js';
 import { registerRepair } from './commands/repair.js';
+import { registerPretrain } from './commands/pretrain.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerTrain(program);
+  registerPretrain(program);
   registerGenerate(program);
   registerEval(program);
   registerRepair(program);

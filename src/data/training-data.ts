@@ -7,6 +7,7 @@ import { BENCHMARK_PROMPT } from '../benchmark/captioner.js';
 import { type BenchmarkRecord, type RecordOptions, makeRecord, readSplit } from '../benchmark/dataset.js';
 import type { HallucinationRecord } from '../benchmark/hallucination.js';
 import { renderScene } from '../benchmark/render.js';
+import { sceneCells } from '../benchmark/cells.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import type { SpanPair, TrainingRecord } from '../training/samples.js';
 import { UserError } from '../util/errors.js';
@@ -23,9 +24,10 @@ export function hallucinationPair(h: Pick<HallucinationRecord, 'caption' | 'chan
   return { wrong, correct, spans: [{ start: h.token_start, length: h.token_count }] };
 }
 
-export function benchmarkTrainingRecord(r: Pick<BenchmarkRecord, 'captions' | 'hallucinations'>, rgb: Uint8Array, tokenizer: Tokenizer, prompt = BENCHMARK_PROMPT): TrainingRecord {
+export function benchmarkTrainingRecord(r: Pick<BenchmarkRecord, 'captions' | 'hallucinations' | 'scene'>, rgb: Uint8Array, tokenizer: Tokenizer, prompt = BENCHMARK_PROMPT): TrainingRecord {
   return {
     rgb,
+    cells: sceneCells(r.scene),
     prompt: tokenizer.encode(prompt),
     captions: r.captions.map((c) => tokenizer.encode(c)),
     corrections: r.hallucinations.map((h) => hallucinationPair(h, tokenizer)).filter((p): p is SpanPair => p !== null),

@@ -5,10 +5,11 @@ import type { EvalRow } from './evaluate.js';
 export const TABLE_COLUMNS: { metric: SummaryMetric; title: string; percent: boolean }[] = [
   { metric: 'capture', title: 'CAPTURE', percent: true },
   { metric: 'factuality', title: 'factuality', percent: true },
-  { metric: 'coverage', title: 'coverage', percent: true },
-  { metric: 'fluency', title: 'parsed sent.', percent: true },
+  { metric: 'objectFactuality', title: 'object claims', percent: true },
+  { metric: 'coverage', title: 'described', percent: true },
+  { metric: 'parses', title: 'parses', percent: true },
   { metric: 'repeatRate', title: 'repeats', percent: true },
-  { metric: 'unreadableShare', title: 'unreadable', percent: true },
+  { metric: 'tokens', title: 'length', percent: false },
 ];
 
 export function formatEstimate(mean: number, lo: number, hi: number, percent: boolean): string {

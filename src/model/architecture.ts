@@ -17,9 +17,11 @@ const get = (p: P, name: string): Value => {
   return v;
 };
 
-export function declareParams(g: Graph, c: ModelConfig, requiresGrad: boolean, filter: (name: string) => boolean): P {
+/** Declares the parameters `filter` selects as graph inputs; `requiresGrad` says which get gradients. */
+export function declareParams(g: Graph, c: ModelConfig, requiresGrad: boolean | ((name: string) => boolean), filter: (name: string) => boolean): P {
   const p: P = new Map();
-  for (const s of paramSpecs(c)) if (filter(s.name)) p.set(s.name, g.input(s.name, g.floatType, s.shape, requiresGrad));
+  const grad = typeof requiresGrad === 'function' ? requiresGrad : () => requiresGrad;
+  for (const s of paramSpecs(c)) if (filter(s.name)) p.set(s.name, g.input(s.name, g.floatType, s.shape, grad(s.name)));
   return p;
 }
 
@@ -44,11 +46,16 @@ export function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias
   return op.add(x1, op.linear(ff, get(p, `${prefix}.mlp.proj.w`), get(p, `${prefix}.mlp.proj.b`)));
 }
 
-/** patches [B, Np, patchDim] -> image embeddings in the language model's width [B, Np, D]. */
-function visionAndProjector(c: ModelConfig, p: P, patches: Value): Value {
+/** patches [B, Np, patchDim] -> vision features [B, Np, Dv] (the tower's output, before the projector). */
+function visionTower(c: ModelConfig, p: P, patches: Value): Value {
   let x = op.add(op.linear(patches, get(p, 'vision.patch.w'), get(p, 'vision.patch.b')), get(p, 'vision.pos'));
   for (let i = 0; i < c.vision.layers; i++) x = block(x, p, `vision.block${i}`, c.vision, null);
-  x = op.layerNorm(x, get(p, 'vision.ln.g'), get(p, 'vision.ln.b'));
+  return op.layerNorm(x, get(p, 'vision.ln.g'), get(p, 'vision.ln.b'));
+}
+
+/** patches [B, Np, patchDim] -> image embeddings in the language model's width [B, Np, D]. */
+function visionAndProjector(c: ModelConfig, p: P, patches: Value): Value {
+  const x = visionTower(c, p, patches);
   const h = op.gelu(op.linear(x, get(p, 'projector.fc1.w'), get(p, 'projector.fc1.b')));
   return op.linear(h, get(p, 'projector.fc2.w'), get(p, 'projector.fc2.b'));
 }
@@ -73,26 +80,63 @@ function declareSequenceInputs(g: Graph, c: ModelConfig, batch: number): { token
 }
 
 /**
- * Declares the training inputs on `g` (patches, tokens, attn_bias, targets [B*L], weights
- * [B*L] and every parameter) and returns the loss sum_i w_i CE_i with the parameters.
+ * What a training graph computes:
+ *  - `caption`: the captioning loss sum_i w_i CE_i over response positions. With `withImage`
+ *    false the language model is trained on text alone (our stand-in for LLaDA's pretraining):
+ *    the image slots hold zeros and `attn_bias` hides them.
+ *  - `cells`: the vision tower's per-cell probe loss sum_j w_j CE_j (the `vision` stage).
+ * Gradients are taken for the `trainable` parameters only; the rest are plain inputs.
  */
-export function trainingLoss(g: Graph, c: ModelConfig, batch: number): { loss: Value; params: Map<string, Value> } {
+export interface TrainingGraphOptions {
+  loss: 'caption' | 'cells';
+  withImage: boolean;
+  trainable: (name: string) => boolean;
+}
+
+export const FULL_TRAINING: TrainingGraphOptions = { loss: 'caption', withImage: true, trainable: () => true };
+
+/** Parameters the graph of `o` reads (the others are left out of it). */
+export function graphParams(c: ModelConfig, o: TrainingGraphOptions): (name: string) => boolean {
+  if (o.loss === 'cells') return (n) => n.startsWith('vision.') || n.startsWith('probe.');
+  if (!o.withImage) return (n) => n.startsWith('lm.');
+  return (n) => !n.startsWith('probe.');
+}
+
+/**
+ * Declares the training inputs on `g` and returns the loss with the parameters it reads.
+ * caption: patches (when withImage), tokens, attn_bias, targets [B*L], weights [B*L].
+ * cells: patches, cell_targets [B*Np], cell_weights [B*Np].
+ */
+export function trainingLoss(g: Graph, c: ModelConfig, batch: number, o: TrainingGraphOptions = FULL_TRAINING): { loss: Value; params: Map<string, Value> } {
   const dtype = g.floatType;
-  const patches = g.input('patches', dtype, [batch, numPatches(c), patchDim(c)]);
+  const np = numPatches(c);
+  const read = graphParams(c, o);
+  const p = declareParams(g, c, o.trainable, read);
+  if (o.loss === 'cells') {
+    const patches = g.input('patches', dtype, [batch, np, patchDim(c)]);
+    const targets = g.input('cell_targets', 'int64', [batch * np]);
+    const weights = g.input('cell_weights', dtype, [batch * np]);
+    const feats = visionTower(c, p, patches);
+    const logits = op.linear(feats, get(p, 'probe.cells.w'), get(p, 'probe.cells.b'));
+    const n = logits.shape[2]!;
+    return { loss: op.weightedCrossEntropy(op.reshape(logits, [batch * np, n]), targets, weights), params: p };
+  }
+  const image = o.withImage
+    ? visionAndProjector(c, p, g.input('patches', dtype, [batch, np, patchDim(c)]))
+    : op.zeros(g, [batch, np, c.lm.width]);
   const { tokens, bias } = declareSequenceInputs(g, c, batch);
   const targets = g.input('targets', 'int64', [batch * c.responseLength]);
   const weights = g.input('weights', dtype, [batch * c.responseLength]);
-  const p = declareParams(g, c, true, () => true);
-  const logits = languageModel(c, p, visionAndProjector(c, p, patches), tokens, bias);
+  const logits = languageModel(c, p, image, tokens, bias);
   const loss = op.weightedCrossEntropy(op.reshape(logits, [batch * c.responseLength, c.vocabSize]), targets, weights);
   return { loss, params: p };
 }
 
-/** Training graph: outputs `loss` and `grad_<param>` for each parameter in paramSpecs order. */
-export function buildTrainingGraph(c: ModelConfig, batch: number, dtype: FloatDType = 'float32'): Graph {
+/** Training graph: outputs `loss` and `grad_<param>` for each trainable parameter it reads, in paramSpecs order. */
+export function buildTrainingGraph(c: ModelConfig, batch: number, dtype: FloatDType = 'float32', o: TrainingGraphOptions = FULL_TRAINING): Graph {
   const g = new Graph(dtype);
-  const { loss, params } = trainingLoss(g, c, batch);
-  const names = [...params.keys()];
+  const { loss, params } = trainingLoss(g, c, batch, o);
+  const names = [...params.keys()].filter((n) => o.trainable(n));
   const grads = gradients(loss, names.map((n) => params.get(n)!));
   g.output(loss, 'loss');
   grads.forEach((gv, i) => g.output(gv, `grad_${names[i]}`));
@@ -105,6 +149,15 @@ export function buildVisionGraph(c: ModelConfig, batch: number): Graph {
   const patches = g.input('patches', 'float32', [batch, numPatches(c), patchDim(c)]);
   const p = declareParams(g, c, false, (n) => n.startsWith('vision.') || n.startsWith('projector.'));
   g.output(visionAndProjector(c, p, patches), 'image_embeds');
+  return g;
+}
+
+/** Probe graph: patches -> per-cell class logits [B, Np, CELL_CLASSES] (is the tower still seeing?). */
+export function buildProbeGraph(c: ModelConfig, batch: number): Graph {
+  const g = new Graph('float32');
+  const patches = g.input('patches', 'float32', [batch, numPatches(c), patchDim(c)]);
+  const p = declareParams(g, c, false, (n) => n.startsWith('vision.') || n.startsWith('probe.'));
+  g.output(op.linear(visionTower(c, p, patches), get(p, 'probe.cells.w'), get(p, 'probe.cells.b')), 'cell_logits');
   return g;
 }
 

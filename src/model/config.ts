@@ -22,6 +22,12 @@ export interface ModelConfig {
   promptLength: number;
   /** Response (generation) length L; responses are padded with EOS to it. */
   responseLength: number;
+  /**
+   * The vision tower carries a per-cell probe head (`probe.cells.*`): what is in each cell of
+   * the scene's 3x3 grid. Trained by the `vision` stage (our stand-in for SigLIP's
+   * pretraining) and kept afterwards so any later checkpoint can be asked whether it still sees.
+   */
+  cellProbe?: boolean;
 }
 
 export const PRESETS = {
@@ -34,10 +40,15 @@ export const PRESETS = {
     promptLength: 8,
     responseLength: 96,
   },
-  /** The default for real runs on a 2-core CPU. */
+  /**
+   * The default for real runs on a 2-core CPU. 48 px cut into 16 px patches gives one image
+   * token per cell of the scene's 3x3 grid (docs/diagnosis.md: an unaligned 8x8 patch grid
+   * made binding words to image tokens much slower to learn), and 9 instead of 64 image tokens
+   * make every step cheaper.
+   */
   small: {
-    imageSize: 64,
-    patchSize: 8,
+    imageSize: 48,
+    patchSize: 16,
     vision: { width: 96, layers: 2, heads: 4, ff: 256 },
     lm: { width: 128, layers: 4, heads: 4, ff: 512 },
     promptLength: 8,

@@ -19,6 +19,7 @@ import { serializeGraph } from '../graph/onnx.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { buildLanguageGraph, buildVisionGraph } from './architecture.js';
+import { loadModelState, saveModel } from './io.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import type { Params } from './params.js';
 import { paramSpecs } from './params.js';
@@ -135,4 +136,17 @@ export async function writeOnnxExport(dir: string, exp: OnnxExport): Promise<voi
   await writeFileAtomic(path.join(dir, exp.manifest.files.vision), exp.vision);
   await writeFileAtomic(path.join(dir, exp.manifest.files.language), exp.language);
   await writeFileAtomic(path.join(dir, 'model.json'), JSON.stringify(exp.manifest, null, 2) + '\n');
+}
+
+/**
+ * A checkpoint in shipping form at `out`: weights without optimizer state or training
+ * settings, plus the standalone ONNX graphs in `out/onnx`.
+ */
+export async function shipCheckpoint(from: string, out: string, extraState: Record<string, unknown> = {}): Promise<void> {
+  const m = await loadModelState(from);
+  const { settings: _settings, ...state } = m.state;
+  await saveModel(out, { config: m.config, tokenizer: m.tokenizer, params: m.params, state: { ...state, ...extraState, exportedFrom: from } });
+  const prompt = typeof m.state.prompt === 'string' ? m.state.prompt : undefined;
+  const stage = typeof m.state.stage === 'string' ? m.state.stage : undefined;
+  await writeOnnxExport(path.join(out, 'onnx'), exportOnnx({ config: m.config, tokenizer: m.tokenizer, params: m.params, meta: { prompt, stage } }));
 }

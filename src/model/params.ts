@@ -1,5 +1,6 @@
 /** Parameter shapes and initialisation for the vision-language model. */
 import { Rng } from '../util/rng.js';
+import { CELL_CLASSES } from '../benchmark/cells.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength, type TransformerConfig } from './config.js';
 
 export type InitKind = 'normal' | 'zeros' | 'ones' | 'residual';
@@ -50,6 +51,7 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
     { name: 'lm.tok', shape: [c.vocabSize, d], init: 'normal' },
     { name: 'lm.pos', shape: [sequenceLength(c), d], init: 'normal' },
   );
+  if (c.cellProbe) specs.push(...probeSpecs(c));
   for (let i = 0; i < c.lm.layers; i++) specs.push(...blockSpecs(`lm.block${i}`, c.lm));
   specs.push(
     { name: 'lm.ln.g', shape: [d], init: 'ones' },
@@ -58,6 +60,14 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
     { name: 'lm.head.b', shape: [c.vocabSize], init: 'zeros' },
   );
   return specs;
+}
+
+/** The per-cell probe head on the vision tower (see ModelConfig.cellProbe). */
+export function probeSpecs(c: ModelConfig): ParamSpec[] {
+  return [
+    { name: 'probe.cells.w', shape: [c.vision.width, CELL_CLASSES], init: 'normal' },
+    { name: 'probe.cells.b', shape: [CELL_CLASSES], init: 'zeros' },
+  ];
 }
 
 export function countParams(c: ModelConfig): number {

@@ -9,7 +9,7 @@ import type { RoundReport } from '../training/self-correction.js';
 import { type EstimateJSON, type EvalRowJSON, type Study, STAGE2_RUNS, rowLabel, samplerName, systemName } from './study.js';
 
 export type Metric = 'capture' | 'factuality' | 'coverage';
-export const METRIC_TITLES: Record<Metric, string> = { capture: 'CAPTURE', factuality: 'factuality', coverage: 'coverage' };
+export const METRIC_TITLES: Record<Metric, string> = { capture: 'CAPTURE', factuality: 'factuality', coverage: 'objects described' };
 
 /** Cell text for a system that has no results at all. */
 export const NOT_RUN = 'not run';

@@ -23,16 +23,16 @@ export interface DenoisingModel {
 export type CommitPolicy = { kind: 'schedule' } | { kind: 'threshold'; threshold: number };
 
 export interface RefinePolicy {
-  /** Refine only from this fraction of the steps on (0 = from the first step). */
+  /** Refine only from this fraction of each block's steps on (0 = from the first step), as the authors' revise_start_step. */
   fromFraction: number;
-  /** Refine only the most confident fraction of the already-unmasked positions (1 = all). */
+  /** Refine only the most confident fraction of the already-unmasked positions (1 = all), int(n * f) of them as the authors' revise_topk. */
   topFraction: number;
 }
 
 export interface SamplerOptions {
   /** Total steps for the whole response (schedule policy); also the cap for threshold. */
   steps: number;
-  /** Block length for semi-autoregressive decoding; default the whole response. */
+  /** Block length for semi-autoregressive decoding; default DEFAULT_BLOCK_LENGTH where it fits (see defaultBlockLength). */
   blockLength?: number;
   /** 0 = argmax; > 0 = Gumbel-max sampling at this temperature. */
   temperature: number;
@@ -81,8 +81,21 @@ export function transferSchedule(masks: number, steps: number): number[] {
   return Array.from({ length: steps }, (_, i) => base + (i < rem ? 1 : 0));
 }
 
+/**
+ * Semi-autoregressive blocks of 32, as LLaDA's own evaluations decode: with the whole response
+ * as one block, low-confidence remasking commits the EOS tail first and captions come out about
+ * half as long as the references (docs/diagnosis.md).
+ */
+export const DEFAULT_BLOCK_LENGTH = 32;
+
+/** DEFAULT_BLOCK_LENGTH when it divides the length and the steps split evenly over its blocks, else one block. */
+export function defaultBlockLength(length: number, steps: number): number {
+  const b = DEFAULT_BLOCK_LENGTH;
+  return length % b === 0 && steps % (length / b) === 0 ? b : length;
+}
+
 export function validateSamplerOptions(o: SamplerOptions, length: number): { blockLength: number; stepsPerBlock: number } {
-  const blockLength = o.blockLength ?? length;
+  const blockLength = o.blockLength ?? defaultBlockLength(length, o.steps);
   if (!Number.isInteger(o.steps) || o.steps < 1) throw new UserError(`steps must be a positive integer, got ${o.steps}`);
   if (o.steps > length) throw new UserError(`steps (${o.steps}) cannot exceed the generation length (${length})`);
   if (!Number.isInteger(blockLength) || blockLength < 1 || length % blockLength !== 0) {
@@ -144,7 +157,6 @@ export async function sample(
   const embeds = await model.encodeImages(patches);
   const rows: Row[] = prompts.map((prompt) => ({ x: new Array<number>(length).fill(MASK_ID), prompt, eosAt: -1, steps: 0, trace: [], done: false }));
   let globalStep = 0;
-  const totalSteps = o.steps;
 
   for (let blockStart = 0; blockStart < length; blockStart += blockLength) {
     const blockEnd = blockStart + blockLength;
@@ -159,7 +171,8 @@ export async function sample(
       const active = rows.filter((r) => !r.done && maskedIn(r).length > 0);
       if (active.length === 0) break;
       const logits = await model.logits(embeds, rows.map((r) => ({ prompt: r.prompt, response: r.x })));
-      const refining = o.refine !== null && globalStep >= Math.floor(o.refine.fromFraction * totalSteps);
+      // Counted within each block, as the authors' revise_start_step.
+      const refining = o.refine !== null && s >= Math.floor(o.refine.fromFraction * stepsPerBlock);
       rows.forEach((r, b) => {
         const masked = maskedIn(r);
         if (r.done || masked.length === 0) return;
@@ -193,7 +206,7 @@ export async function sample(
         if (refining) {
           let targets = wasUnmasked;
           if (o.refine!.topFraction < 1) {
-            const n = Math.ceil(targets.length * o.refine!.topFraction);
+            const n = Math.floor(targets.length * o.refine!.topFraction);
             targets = [...targets].sort((a, c) => preds.get(c)!.conf - preds.get(a)!.conf).slice(0, n);
           }
           for (const i of targets) {

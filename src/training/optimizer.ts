@@ -49,6 +49,8 @@ export function adamWStep(
   state: AdamWState,
   lr: number,
   o: AdamWOptions = DEFAULT_ADAMW,
+  /** Per-parameter multiplier of `lr` (e.g. a pretrained vision tower fine-tuned at 0.1x). */
+  lrScale?: (name: string) => number,
 ): number {
   const norm = globalNorm(grads);
   if (!Number.isFinite(norm)) return norm;
@@ -56,13 +58,14 @@ export function adamWStep(
   state.step++;
   const bc1 = 1 - o.beta1 ** state.step;
   const bc2 = 1 - o.beta2 ** state.step;
-  const stepSize = lr / bc1;
   for (const [name, p] of params) {
     const g = grads.get(name);
     if (!g) throw new Error(`no gradient for ${name}`);
     const m = state.m.get(name)!;
     const v = state.v.get(name)!;
-    const decay = decays(name) ? 1 - lr * o.weightDecay : 1;
+    const plr = lrScale ? lr * lrScale(name) : lr;
+    const stepSize = plr / bc1;
+    const decay = decays(name) ? 1 - plr * o.weightDecay : 1;
     for (let i = 0; i < p.length; i++) {
       const gi = g[i]! * scale;
       const mi = (m[i] = o.beta1 * m[i]! + (1 - o.beta1) * gi);

@@ -14,9 +14,9 @@ import { UserError } from '../util/errors.js';
 import { createProgress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
 import { DEFAULT_ADAMW } from './optimizer.js';
-import { type MixOptions, type TrainingRecord, makeSample } from './samples.js';
+import { type MixOptions, type TrainingRecord, makeCellSample, makeSample } from './samples.js';
 import { learningRate } from './schedule.js';
-import { Trainer } from './trainer.js';
+import { Trainer, type TrainingPlan } from './trainer.js';
 
 export interface TrainSettings {
   /** A label stored with the checkpoint: mask-prediction, revision, self-correct... */
@@ -31,6 +31,8 @@ export interface TrainSettings {
   seed: number;
   checkpointEvery: number;
   mix: MixOptions;
+  /** Learning-rate multiplier of the vision tower (absent = 1). */
+  visionLrScale?: number;
 }
 
 export interface TrainJob {
@@ -46,6 +48,8 @@ export interface TrainJob {
   pick?: (rng: Rng) => TrainingRecord;
   /** Stored in the checkpoint's state (e.g. the prompt the model was trained with). */
   meta?: Record<string, unknown>;
+  /** What is optimised (default: every parameter on the captioning loss). */
+  plan?: TrainingPlan;
   /** Called after every step (tests, reports). */
   onStep?: (step: number, loss: number) => void;
 }
@@ -96,11 +100,12 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
     }
     ({ config, tokenizer, params } = saved);
     startStep = Number(saved.state.step ?? 0);
-    trainer = new Trainer(config, params, saved.optimizer, adamw);
+    trainer = new Trainer(config, params, saved.optimizer, adamw, job.plan);
   } else {
     params = new Map([...params].map(([k, v]) => [k, Float32Array.from(v)]));
-    trainer = new Trainer(config, params, undefined, adamw);
+    trainer = new Trainer(config, params, undefined, adamw, job.plan);
   }
+  const cells = job.plan?.graph.loss === 'cells';
 
   const save = async (step: number): Promise<void> =>
     saveModel(job.outDir, { config, tokenizer, params, optimizer: trainer.optimizer, state: { ...job.meta, step, stage: s.stage, settings: s } });
@@ -117,7 +122,7 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
     for (let step = startStep; step < s.steps; step++) {
       const rng = stepRng(s.seed, step);
       const pick = job.pick ?? ((r: Rng) => job.records[r.int(job.records.length)]!);
-      const batch = Array.from({ length: s.batchSize }, () => makeSample(config, pick(rng), rng, s.mix, vocab));
+      const batch = Array.from({ length: s.batchSize }, () => (cells ? makeCellSample(config, pick(rng)) : makeSample(config, pick(rng), rng, s.mix, vocab)));
       const lr = learningRate(step, schedule);
       const { loss, gradNorm } = await trainer.step(batch, lr);
       if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {

@@ -3,7 +3,9 @@
  * that turns a record into one corrupted training row for the chosen objective and mix.
  */
 import { normaliseRgb, patchify } from '../data/image.js';
-import type { ModelConfig } from '../model/config.js';
+import { patchCellTargets } from '../benchmark/cells.js';
+import { type ModelConfig, numPatches } from '../model/config.js';
+import { UserError } from '../util/errors.js';
 import type { Rng } from '../util/rng.js';
 import { type CorruptedResponse, corruptResponse, padResponse, spanCorrectionSample } from './corruption.js';
 import { type Objective, lossWeights } from './loss.js';
@@ -23,6 +25,8 @@ export interface TrainingRecord {
   captions: number[][];
   /** Hallucination pairs (Stage I) or expert corrections of drafts (Stage II). */
   corrections: SpanPair[];
+  /** Benchmark scenes only: the class of each 3x3 grid cell (benchmark/cells.ts), for the vision stage. */
+  cells?: Uint8Array;
 }
 
 export interface MixOptions {
@@ -42,10 +46,25 @@ export interface TrainingSample {
   prompt: number[];
   corrupted: CorruptedResponse;
   weights: Float32Array;
+  /** The vision stage: each patch's cell class. */
+  cells?: Uint8Array;
 }
 
 export function recordPatches(c: ModelConfig, rgb: Uint8Array): Float32Array {
   return patchify(normaliseRgb(rgb), c.imageSize, c.patchSize);
+}
+
+/** A vision-stage sample: the image and what each patch's grid cell holds (no caption). */
+export function makeCellSample(c: ModelConfig, record: TrainingRecord): TrainingSample {
+  if (!record.cells) throw new UserError('the vision stage needs benchmark scenes (their scene graphs say what each cell holds)');
+  const empty: CorruptedResponse = { input: [], target: [], types: [], p: 1, t: Number.NaN };
+  return {
+    patches: recordPatches(c, record.rgb),
+    prompt: record.prompt,
+    corrupted: empty,
+    weights: new Float32Array(0),
+    cells: patchCellTargets(record.cells, Math.sqrt(numPatches(c))),
+  };
 }
 
 export function makeSample(

@@ -206,8 +206,9 @@ export class Panel {
         tr.append(el('td', undefined, name), el('td', 'v', value), el('td', undefined, note));
         this.scoresBox.append(tr);
       };
-      row('Factuality', pct(score.factuality), `${score.trueClaims} of ${score.claims} claims true`);
-      row('Coverage', pct(score.coverage), `${score.coveredFacts.length} of ${score.totalFacts} scene facts stated`);
+      const unreadable = score.unreadable.length > 0 ? `, ${score.unreadable.length} unreadable span${score.unreadable.length === 1 ? '' : 's'} counted against it` : '';
+      row('Factuality', pct(score.factuality), `${score.trueClaims} of ${score.claims} claims true${unreadable} (the background left out)`);
+      row('Described', pct(score.coverage), `${score.describedObjects} of ${score.objects} objects: size, colour, shape and place all right`);
       row('CAPTURE', score.capture.toFixed(3), `F1 objects ${score.f1Object.toFixed(2)}, attributes ${score.f1Attribute.toFixed(2)}, relations ${score.f1Relation.toFixed(2)}`);
       for (const e of score.errors.slice(0, 8)) this.errorsBox.append(el('li', undefined, `“${e.text}”: ${e.message || e.reason}`));
       if (score.errors.length > 8) this.errorsBox.append(el('li', undefined, `… ${score.errors.length - 8} more`));

@@ -5,6 +5,7 @@ import { type EvalSetting, evaluate } from '../../evaluation/evaluate.js';
 import { evalTable, renderPlain } from '../../evaluation/table.js';
 import { loadModel } from '../../model/io.js';
 import { validateSamplerOptions } from '../../sampling/sampler.js';
+import { splitWords } from '../../tokenizer/word.js';
 import { UserError } from '../../util/errors.js';
 import { createProgress } from '../../util/progress.js';
 import { intListOption, intOption } from '../options.js';
@@ -59,7 +60,13 @@ export function registerEval(program: Command): void {
       const rows = await evaluate(model, split, settings, { batchSize: f.batchSize, onProgress: (d) => bar.update(d) });
       bar.stop();
       console.log(renderPlain(evalTable(rows)));
-      console.log(`(${split.records.length} scenes; each cell: mean ±95% interval half-width, in %)`);
+      const refLengths = split.records.flatMap((r) => r.captions.map((c) => splitWords(c).length));
+      const refMean = refLengths.reduce((a, b) => a + b, 0) / Math.max(1, refLengths.length);
+      console.log(`(${split.records.length} scenes; each cell: mean ±95% interval half-width, in % except length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`);
+      console.log(
+        'factuality: true claims / (claims + unreadable spans), the always-true background left out; object claims: the same over claims about objects; ' +
+          'described: objects whose size, colour, shape and place are all stated correctly; parses: captions that parse completely',
+      );
       if (f.out) {
         const w = new JsonlWriter(f.out);
         for (const r of rows) for (const rec of r.records) await w.write(rec);

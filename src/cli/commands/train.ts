@@ -6,6 +6,8 @@ import { PRESET_NAMES, presetConfig } from '../../model/config.js';
 import { loadModelState } from '../../model/io.js';
 import { countParams, initParams } from '../../model/params.js';
 import { type TrainSettings, runTraining } from '../../training/run.js';
+import { TRAIN_STAGES, type TrainStage, stagePlan } from '../../training/stages/plans.js';
+import { measureStage } from '../../training/stages/measure.js';
 import type { MixOptions, TrainingRecord } from '../../training/samples.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { UserError } from '../../util/errors.js';
@@ -15,11 +17,12 @@ import { LlmExpert } from '../../experts/llm.js';
 import type { Expert } from '../../experts/expert.js';
 import { type DraftImage, draftImagesFromLlava, draftImagesFromSplit, runSelfCorrection } from '../../training/self-correction.js';
 
-export const TRAIN_STAGES = ['mask-prediction', 'revision', 'self-correct'] as const;
 
 interface TrainFlags {
   preset: string;
-  stage: (typeof TRAIN_STAGES)[number];
+  stage: TrainStage;
+  visionLrScale: number;
+  measureScenes: number;
   out: string;
   data?: string;
   llava?: string;
@@ -56,7 +59,7 @@ interface TrainFlags {
 /** The Stage I mix flags (SPEC 3) as MixOptions; the paper's Table 5 ablations are flag settings. */
 export function mixFromFlags(f: Pick<TrainFlags, 'stage' | 'syntaxNoise' | 'dynamicNoise' | 'hallucinationShare'>): MixOptions {
   // Stage II mixes in Stage I samples, so self-correct uses the revision mix for those.
-  if (f.stage === 'mask-prediction') return { objective: 'mask-prediction', syntaxNoise: 0, dynamicSyntaxNoise: false, correctionShare: 0 };
+  if (f.stage !== 'revision' && f.stage !== 'self-correct') return { objective: 'mask-prediction', syntaxNoise: 0, dynamicSyntaxNoise: false, correctionShare: 0 };
   return { objective: 'revision', syntaxNoise: f.syntaxNoise, dynamicSyntaxNoise: Boolean(f.dynamicNoise), correctionShare: f.hallucinationShare };
 }
 
@@ -90,7 +93,7 @@ async function loadRecords(f: TrainFlags, tokenizer: Tokenizer, imageSize: numbe
 export function registerTrain(program: Command): void {
   program
     .command('train')
-    .description('train a model: mask prediction (the baseline) or ReDiff Stage I revision training')
+    .description('train a model: the base model\'s stages (vision, language, align, mask-prediction), ReDiff Stage I (revision) or Stage II (self-correct)')
     .requiredOption('--out <dir>', 'checkpoint directory to write')
     .addOption(new Option('--preset <name>', 'model size').default('small').argParser(choiceOption('--preset', PRESET_NAMES)))
     .addOption(new Option('--stage <name>', 'training objective').default('mask-prediction').argParser(choiceOption('--stage', TRAIN_STAGES)))
@@ -123,6 +126,8 @@ export function registerTrain(program: Command): void {
     .option('--expert-model <name>', 'llm expert: model name', 'o4-mini')
     .option('--expert-concurrency <n>', 'llm expert: requests in flight', intOption('--expert-concurrency'), 4)
     .option('--expert-timeout <s>', 'llm expert: seconds per request', intOption('--expert-timeout'), 120)
+    .option('--vision-lr-scale <x>', 'mask-prediction, revision: learning-rate multiplier of a pretrained vision tower', floatOption('--vision-lr-scale', 0, 1), 1)
+    .option('--measure-scenes <n>', 'validation scenes of the measurement printed after the stage (0 = none)', intOption('--measure-scenes', 0), 256)
     .option('--no-progress', 'no progress bar')
     .action(async (f: TrainFlags) => {
       if (f.warmup >= f.steps) throw new UserError(`--warmup (${f.warmup}) must be smaller than --steps (${f.steps})`);
@@ -133,9 +138,10 @@ export function registerTrain(program: Command): void {
         initial = { config: init.config, tokenizer: init.tokenizer, params: init.params };
       } else {
         const tokenizer = benchmarkTokenizer();
-        const config = presetConfig(f.preset, tokenizer.size);
+        const config = presetConfig(f.preset, tokenizer.size, f.stage === 'vision' ? { cellProbe: true } : {});
         initial = { config, tokenizer, params: initParams(config, f.seed) };
       }
+      if (f.stage === 'align' && !initial.config.cellProbe) process.stderr.write('warning: aligning a vision tower that was not pretrained (no --init from the vision stage)\n');
       const records = await loadRecords(f, initial.tokenizer, initial.config.imageSize);
       const settings: TrainSettings = {
         stage: f.stage,
@@ -149,10 +155,13 @@ export function registerTrain(program: Command): void {
         seed: f.seed,
         checkpointEvery: f.checkpointEvery,
         mix: mixFromFlags(f),
+        ...(f.visionLrScale !== 1 ? { visionLrScale: f.visionLrScale } : {}),
       };
       process.stderr.write(`training ${f.stage}: ${countParams(initial.config).toLocaleString('en-US')} parameters, ${records.length} images, ${f.steps} steps of ${f.batchSize}\n`);
-      const res = await runTraining({ outDir: f.out, records, initial, settings, resume: Boolean(f.resume), progress: f.progress, meta: { prompt: BENCHMARK_PROMPT, init: f.init ?? null } });
-      console.log(`done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s, ${Math.round(res.tokensPerSecond)} tokens/s; checkpoint in ${f.out}`);
+      const plan = stagePlan(f.stage, f.visionLrScale);
+      const res = await runTraining({ outDir: f.out, records, initial, settings, plan, resume: Boolean(f.resume), progress: f.progress, meta: { prompt: BENCHMARK_PROMPT, init: f.init ?? null } });
+      console.log(`done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s; checkpoint in ${f.out}`);
+      if (f.measureScenes > 0) console.log(await measureStage(f.stage, res.config, res.params, f.measureScenes));
     });
 }
 

@@ -1,0 +1,204 @@
+/**
+ * The base model, LLaDA-V's recipe at our scale, as one resumable pipeline:
+ *   1. vision:   the vision tower (with a per-cell probe head) learns what each grid cell holds;
+ *   2. language: the language model learns caption text alone (masked diffusion, image hidden);
+ *   3. align:    the projector alone learns to hand the image to the frozen language model;
+ *   4. base:     mask-prediction fine-tuning of everything, the pretrained tower at a lower rate.
+ * Each stage starts from the previous stage's weights, keeps its checkpoint in OUT/<n>-<name>,
+ * and is skipped on a rerun once finished; the measurements and wall times go to OUT/base.json.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../benchmark/captioner.js';
+import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../data/training-data.js';
+import { presetConfig } from '../model/config.js';
+import { type EvalSetting, evaluate } from '../evaluation/evaluate.js';
+import { shipCheckpoint } from '../model/export.js';
+import { loadModel, loadModelState } from '../model/io.js';
+import { countParams, initParams } from '../model/params.js';
+import { type ModelCardInput, modelCard } from '../report/model-card.js';
+import { stepsForTokensPerStep } from '../sampling/caption.js';
+import { samplerOptions } from '../sampling/sampler.js';
+import { splitWords } from '../tokenizer/word.js';
+import { writeFileAtomic } from '../util/atomic.js';
+import { UserError } from '../util/errors.js';
+import { type TrainSettings, runTraining } from './run.js';
+import { MASK_PREDICTION_MIX, type TrainingRecord } from './samples.js';
+import { measureStage } from './stages/measure.js';
+import { type TrainStage, stagePlan } from './stages/plans.js';
+
+type StageBudget = Omit<TrainSettings, 'stage' | 'mix' | 'seed' | 'minLrRatio' | 'weightDecay' | 'clipNorm'>;
+
+export interface BasePreset {
+  modelPreset: string;
+  trainScenes: number;
+  /** Validation scenes of each stage's measurement, and of the shipped base's evaluation. */
+  measureScenes: number;
+  evalScenes: number;
+  stages: { name: string; stage: TrainStage; budget: StageBudget }[];
+}
+
+const QUICK_STEP = { batchSize: 16, checkpointEvery: 100 };
+const FULL_STEP = { batchSize: 32, checkpointEvery: 500 };
+
+export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
+  /** Seconds, tiny model: proves the pipeline end to end (the test suite). */
+  quick: {
+    modelPreset: 'tiny',
+    trainScenes: 200,
+    measureScenes: 16,
+    evalScenes: 8,
+    stages: [
+      { name: 'vision', stage: 'vision', budget: { ...QUICK_STEP, steps: 40, lr: 3e-3, warmupSteps: 5 } },
+      { name: 'language', stage: 'language', budget: { ...QUICK_STEP, steps: 20, lr: 3e-3, warmupSteps: 5 } },
+      { name: 'align', stage: 'align', budget: { ...QUICK_STEP, steps: 10, lr: 1e-3, warmupSteps: 2 } },
+      { name: 'base', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 5, visionLrScale: 0.1 } },
+    ],
+  },
+  /** The shipped base: small model, within 90 minutes on 2 cores. */
+  full: {
+    modelPreset: 'small',
+    trainScenes: 40000,
+    measureScenes: 256,
+    evalScenes: 200,
+    stages: [
+      { name: 'vision', stage: 'vision', budget: { batchSize: 64, checkpointEvery: 200, steps: 600, lr: 2e-3, warmupSteps: 50 } },
+      { name: 'language', stage: 'language', budget: { ...FULL_STEP, steps: 2500, lr: 1e-3, warmupSteps: 100 } },
+      { name: 'align', stage: 'align', budget: { ...FULL_STEP, steps: 800, lr: 1e-3, warmupSteps: 50 } },
+      { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 } },
+    ],
+  },
+};
+
+export interface BaseRunOptions {
+  out: string;
+  /** Write the finished base here in shipping form, with its model card (MODEL.md). */
+  ship?: string;
+  preset: 'quick' | 'full';
+  seed?: number;
+  progress?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface BaseRunRecord {
+  preset: string;
+  startedAt: string;
+  finishedAt?: string;
+  /** Wall seconds per stage (added up over sessions). */
+  timings: Record<string, number>;
+  /** Each stage's measurement, as printed. */
+  measurements: Record<string, string>;
+  /** The finished base on the validation split (LLaDA sampler, 1/2/4/8 tokens per step), kept for the card. */
+  evaluation?: ModelCardInput['evaluation'];
+  settings: BasePreset;
+  machine: { cpus: number; node: string };
+}
+
+const stepOf = (dir: string): number => {
+  const f = path.join(dir, 'checkpoint.json');
+  if (!fs.existsSync(f)) return 0;
+  return Number((JSON.parse(fs.readFileSync(f, 'utf8')) as { state?: { step?: number } }).state?.step ?? 0);
+};
+
+/** The directory of the base model a pipeline in `out` ends with. */
+export function baseModelDir(out: string, preset: 'quick' | 'full' = 'full'): string {
+  const stages = BASE_PRESETS[preset].stages;
+  return path.join(out, `${stages.length}-${stages[stages.length - 1]!.name}`);
+}
+
+export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecord> {
+  const p = BASE_PRESETS[opts.preset];
+  if (!p) throw new UserError(`unknown base preset "${opts.preset}" (quick or full)`);
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const seed = opts.seed ?? 0;
+  const out = path.resolve(opts.out);
+  fs.mkdirSync(out, { recursive: true });
+  const recordFile = path.join(out, 'base.json');
+  const previous = fs.existsSync(recordFile) ? (JSON.parse(fs.readFileSync(recordFile, 'utf8')) as BaseRunRecord) : null;
+  if (previous && previous.preset !== opts.preset) throw new UserError(`${out} holds a "${previous.preset}" base run; use another --out for "${opts.preset}"`);
+  const record: BaseRunRecord = previous ?? {
+    preset: opts.preset,
+    startedAt: new Date().toISOString(),
+    timings: {},
+    measurements: {},
+    settings: p,
+    machine: { cpus: os.cpus().length, node: process.version },
+  };
+  const save = (): Promise<void> => writeFileAtomic(recordFile, `${JSON.stringify(record, null, 2)}\n`);
+
+  const tokenizer = benchmarkTokenizer();
+  const config = presetConfig(p.modelPreset, tokenizer.size, { cellProbe: true });
+  let records: TrainingRecord[] | null = null;
+  const trainRecords = (): TrainingRecord[] => {
+    if (!records) {
+      log(`[base] generating ${p.trainScenes} training scenes`);
+      const split = generateBenchmarkSplit('train', seed, p.trainScenes, config.imageSize);
+      records = split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
+    }
+    return records;
+  };
+
+  let prevDir: string | null = null;
+  for (const [i, s] of p.stages.entries()) {
+    const dir = path.join(out, `${i + 1}-${s.name}`);
+    const from = prevDir;
+    prevDir = dir;
+    if (stepOf(dir) >= s.budget.steps) {
+      log(`[base] ${s.name}: done earlier, reused`);
+      continue;
+    }
+    log(`[base] ${s.name} (${s.stage}, ${s.budget.steps} steps) ...`);
+    const initial = from
+      ? await loadModelState(from)
+      : { config, tokenizer, params: initParams(config, seed) };
+    const settings: TrainSettings = { stage: s.stage, seed, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, mix: MASK_PREDICTION_MIX, ...s.budget };
+    const t0 = performance.now();
+    const res = await runTraining({
+      outDir: dir,
+      records: trainRecords(),
+      initial: { config: initial.config, tokenizer: initial.tokenizer, params: initial.params },
+      settings,
+      plan: stagePlan(s.stage, s.budget.visionLrScale ?? 1),
+      resume: true,
+      progress: opts.progress,
+      meta: { prompt: BENCHMARK_PROMPT, init: from },
+    });
+    const m = await measureStage(s.stage, res.config, res.params, p.measureScenes);
+    record.timings[s.name] = (record.timings[s.name] ?? 0) + (performance.now() - t0) / 1000;
+    record.measurements[s.name] = m;
+    log(`[base] ${s.name}: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}\n${m}`);
+    await save();
+  }
+  record.finishedAt ??= new Date().toISOString();
+  await save();
+  if (opts.ship) {
+    const final = baseModelDir(out, opts.preset);
+    if (!record.evaluation) {
+      log('[base] evaluating on the validation split');
+      record.evaluation = await evaluateBase(final, p.evalScenes);
+      await save();
+    }
+    await shipCheckpoint(final, opts.ship, { stage: 'base' });
+    await writeFileAtomic(path.join(opts.ship, 'MODEL.md'), modelCard({ record, parameters: countParams(config), evaluation: record.evaluation }));
+    log(`[base] shipped ${final} -> ${opts.ship}`);
+  }
+  return record;
+}
+
+/** The base on validation scenes with the LLaDA sampler at 1, 2, 4 and 8 tokens per step (the default decoding). */
+async function evaluateBase(dir: string, scenes: number): Promise<ModelCardInput['evaluation']> {
+  const model = await loadModel(dir);
+  try {
+    const L = model.config.responseLength;
+    const split = generateBenchmarkSplit('val', 0, scenes, model.config.imageSize);
+    const settings: EvalSetting[] = [1, 2, 4, 8].map((k) => ({
+      label: `llada ${k} tok/step`, sampler: 'llada', tokensPerStep: k, options: samplerOptions('llada', { steps: stepsForTokensPerStep(L, k) }),
+    }));
+    const rows = (await evaluate(model, split, settings)).map((r) => ({ ...r, records: [] }));
+    const refs = split.records.flatMap((r) => r.captions.map((c) => splitWords(c).length));
+    return { split: 'val', scenes, referenceTokens: refs.reduce((a, b) => a + b, 0) / refs.length, rows };
+  } finally {
+    await model.dispose();
+  }
+}

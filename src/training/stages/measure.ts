@@ -1,0 +1,36 @@
+/**
+ * The measurement printed after each stage, on validation scenes generated in memory: the
+ * vision stage's per-cell probe accuracy, the language stage's text-only loss, and for every
+ * stage that captions with the image, the loss with the right image against a shuffled one.
+ */
+import { benchmarkTokenizer } from '../../benchmark/captioner.js';
+import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../../data/training-data.js';
+import { imageReliance, probeAccuracy, textOnlyLoss } from '../../evaluation/diagnosis.js';
+import type { ModelConfig } from '../../model/config.js';
+import type { Params } from '../../model/params.js';
+import type { TrainingRecord } from '../samples.js';
+import type { TrainStage } from './plans.js';
+
+const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
+
+export function validationRecords(c: ModelConfig, n: number, seed = 0): TrainingRecord[] {
+  const split = generateBenchmarkSplit('val', seed, n, c.imageSize);
+  const tokenizer = benchmarkTokenizer();
+  return split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
+}
+
+export async function measureStage(stage: TrainStage, c: ModelConfig, params: Params, scenes: number): Promise<string> {
+  const records = validationRecords(c, scenes);
+  const lines: string[] = [];
+  if (c.cellProbe) {
+    const a = await probeAccuracy(c, params, records);
+    lines.push(`vision probe on ${a.n} val scenes: cells ${pct(a.cells)}, objects ${pct(a.objects)}, whole images ${pct(a.images)}`);
+  }
+  if (stage === 'language') {
+    lines.push(`text-only caption loss on ${scenes} val scenes: ${(await textOnlyLoss(c, params, records)).toFixed(3)}`);
+  } else if (stage !== 'vision') {
+    const r = await imageReliance(c, params, records);
+    lines.push(`caption loss on ${r.n} val scenes: right image ${r.rightImage.toFixed(3)}, shuffled image ${r.shuffledImage.toFixed(3)} (the image is worth ${(r.shuffledImage - r.rightImage).toFixed(3)})`);
+  }
+  return lines.join('\n');
+}

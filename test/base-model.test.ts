@@ -1,0 +1,165 @@
+/**
+ * The base model: its stages train what they say and nothing else, and the checks of
+ * docs/diagnosis.md fail when the image stops mattering.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../src/benchmark/captioner.js';
+import { CELL_CLASSES, EMPTY_CELL, cellClass, cellObject, patchCellTargets, sceneCells } from '../src/benchmark/cells.js';
+import { scoreTokenIds } from '../src/benchmark/metrics.js';
+import { COLORS, SHAPES, SIZES } from '../src/benchmark/scene.js';
+import { normaliseRgb } from '../src/data/image.js';
+import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../src/data/training-data.js';
+import { imageReliance, probeAccuracy, textOnlyLoss } from '../src/evaluation/diagnosis.js';
+import { presetConfig } from '../src/model/config.js';
+import { loadModelState } from '../src/model/io.js';
+import { DiffusionVLM } from '../src/model/model.js';
+import { initParams } from '../src/model/params.js';
+import { captionImages } from '../src/sampling/caption.js';
+import { samplerOptions } from '../src/sampling/sampler.js';
+import { BASE_PRESETS, baseModelDir, trainBaseModel } from '../src/training/base-model.js';
+import { type TrainSettings, runTraining } from '../src/training/run.js';
+import { MASK_PREDICTION_MIX, type TrainingRecord } from '../src/training/samples.js';
+import { stagePlan } from '../src/training/stages/plans.js';
+import { Trainer } from '../src/training/trainer.js';
+import { makeSample } from '../src/training/samples.js';
+import { Rng } from '../src/util/rng.js';
+
+const tokenizer = benchmarkTokenizer();
+/** The tiny preset on the grid-aligned image (48 px, 16 px patches: one token per cell). */
+const GRID_TINY = presetConfig('tiny', tokenizer.size, { imageSize: 48, patchSize: 16, cellProbe: true });
+
+function records(split: string, n: number, opts: { minObjects?: number; maxObjects?: number } = {}): { recs: TrainingRecord[]; split: ReturnType<typeof generateBenchmarkSplit> } {
+  const s = generateBenchmarkSplit(split, 0, n, GRID_TINY.imageSize, opts);
+  return { recs: s.records.map((r, i) => benchmarkTrainingRecord(r, s.rgb[i]!, tokenizer)), split: s };
+}
+
+const settings = (stage: string, steps: number, lr: number, batchSize = 16): TrainSettings => ({
+  stage, steps, batchSize, lr, warmupSteps: Math.min(20, steps - 1), minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0,
+  checkpointEvery: steps, mix: MASK_PREDICTION_MIX,
+});
+
+const tmp = (name: string): string => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-base-')), name);
+
+test('cells: every (shape, colour, size) has its own class, read back exactly; patches map to the cell under their centre', () => {
+  const seen = new Set<number>();
+  for (const shape of SHAPES) for (const color of COLORS) for (const size of SIZES) {
+    const k = cellClass({ shape, color, size });
+    assert.ok(k > EMPTY_CELL && k < CELL_CLASSES);
+    assert.deepEqual(cellObject(k), { shape, color, size });
+    seen.add(k);
+  }
+  assert.equal(seen.size, CELL_CLASSES - 1);
+  const cells = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(patchCellTargets(cells, 3), cells);
+  // 4x4 patches: centres at 1/8, 3/8, 5/8, 7/8 fall in cells 0, 1, 1, 2.
+  assert.deepEqual([...patchCellTargets(cells, 4).subarray(0, 4)], [1, 2, 2, 3]);
+  const { split } = records('val', 5);
+  for (const r of split.records) {
+    const c = sceneCells(r.scene);
+    assert.equal([...c].filter((k) => k !== EMPTY_CELL).length, r.scene.objects.length);
+  }
+});
+
+test('stages: each trains only its own parameters', async () => {
+  const { recs } = records('train', 8);
+  const vocab = { firstOrdinaryId: 5, vocabSize: GRID_TINY.vocabSize };
+  const rng = new Rng(1);
+  const batch = recs.map((r) => makeSample(GRID_TINY, r, rng, MASK_PREDICTION_MIX, vocab));
+  const want: Record<string, (n: string) => boolean> = {
+    language: (n) => n.startsWith('lm.'),
+    align: (n) => n.startsWith('projector.'),
+    'mask-prediction': (n) => !n.startsWith('probe.'),
+  };
+  for (const [stage, trains] of Object.entries(want)) {
+    const params = initParams(GRID_TINY, 3);
+    const before = new Map([...params].map(([k, v]) => [k, Float32Array.from(v)]));
+    const trainer = new Trainer(GRID_TINY, params, undefined, undefined, stagePlan(stage as 'language'));
+    await trainer.step(batch, 1e-2);
+    await trainer.dispose();
+    for (const [name, v] of params) {
+      const changed = v.some((x, i) => x !== before.get(name)![i]);
+      assert.equal(changed, trains(name), `${stage}: ${name} ${changed ? 'changed' : 'did not change'}`);
+    }
+  }
+});
+
+test('vision stage: the per-cell probe learns to read unseen scenes', async () => {
+  const { recs } = records('train', 1000);
+  const out = tmp('vision');
+  const res = await runTraining({
+    outDir: out, records: recs, initial: { config: GRID_TINY, tokenizer, params: initParams(GRID_TINY, 0) },
+    settings: settings('vision', 600, 3e-3, 32), plan: stagePlan('vision'), resume: false, progress: false,
+  });
+  const val = records('val', 64).recs;
+  const acc = await probeAccuracy(res.config, res.params, val);
+  const untrained = await probeAccuracy(GRID_TINY, initParams(GRID_TINY, 0), val);
+  assert.ok(acc.cells >= 0.85, `cells read right: ${JSON.stringify(acc)}`);
+  assert.ok(acc.objects >= 0.5, `objects read right: ${acc.objects}`);
+  assert.ok(untrained.objects < 0.05, `an untrained probe reads ${untrained.objects}`);
+});
+
+test('overfit check: a model trained on a few dozen scenes names their objects, and only with their own images', async () => {
+  // One object per scene, one caption each: the caption must say its size, colour, shape and
+  // place. A 48-token response is enough for these captions and halves the cost.
+  const config = { ...GRID_TINY, responseLength: 48, cellProbe: false };
+  const { recs, split } = records('train', 24, { minObjects: 1, maxObjects: 1 });
+  const one = recs.map((r) => ({ ...r, captions: [r.captions[0]!] }));
+  const res = await runTraining({
+    outDir: tmp('overfit'), records: one, initial: { config, tokenizer, params: initParams(config, 0) },
+    settings: settings('mask-prediction', 1500, 3e-3), plan: stagePlan('mask-prediction'), resume: false, progress: false,
+  });
+  const model = new DiffusionVLM(res.config, tokenizer, res.params, { prompt: BENCHMARK_PROMPT });
+  const prompt = tokenizer.encode(BENCHMARK_PROMPT);
+  const images = split.rgb.map((rgb) => normaliseRgb(rgb));
+  const shifted = images.map((_, i) => images[(i + 12) % images.length]!);
+  const opts = samplerOptions('llada', { steps: config.responseLength });
+  const own = await captionImages(model, images, prompt, opts);
+  const wrong = await captionImages(model, shifted, prompt, opts);
+  await model.dispose();
+  const described = (caps: typeof own): number =>
+    caps.reduce((n, c, i) => n + scoreTokenIds(split.records[i]!.scene, c.tokens, tokenizer).coverage, 0) / caps.length;
+  const withOwn = described(own);
+  const withWrong = described(wrong);
+  assert.ok(withOwn >= 0.75, `objects fully described with their own images: ${withOwn}\n${own.slice(0, 3).map((c) => c.text).join('\n')}`);
+  assert.ok(withWrong <= withOwn - 0.5, `with another scene's image: ${withWrong} (own ${withOwn})`);
+});
+
+test('image reliance: text-only training ignores the image; the loss with a shuffled image is reported against the right one', async () => {
+  const { recs } = records('train', 64);
+  const lang = await runTraining({
+    outDir: tmp('language'), records: recs, initial: { config: GRID_TINY, tokenizer, params: initParams(GRID_TINY, 0) },
+    settings: settings('language', 30, 3e-3), plan: stagePlan('language'), resume: false, progress: false,
+  });
+  // The language stage hides the image, so swapping images cannot change its text-only loss...
+  const r = await imageReliance(lang.config, lang.params, recs.slice(0, 16));
+  assert.ok(Number.isFinite(r.rightImage) && Number.isFinite(r.shuffledImage));
+  assert.equal(await textOnlyLoss(lang.config, lang.params, recs.slice(0, 16)), await textOnlyLoss(lang.config, lang.params, recs.slice(0, 16).map((x, i, a) => ({ ...x, rgb: a[(i + 8) % 16]!.rgb }))));
+  // ...and a model that never saw the image does no better with the right one than with another.
+  assert.ok(Math.abs(r.shuffledImage - r.rightImage) < 0.05, JSON.stringify(r));
+});
+
+test('pretrain (quick): four stages in order, each measured, a rerun redoes nothing, and the shipped base has its card', async () => {
+  const out = tmp('pretrain');
+  const ship = tmp('shipped');
+  const lines: string[] = [];
+  const rec = await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => lines.push(l) });
+  assert.deepEqual(Object.keys(rec.measurements), BASE_PRESETS.quick.stages.map((s) => s.name));
+  assert.match(rec.measurements.vision!, /vision probe on \d+ val scenes: cells/);
+  assert.match(rec.measurements.language!, /text-only caption loss/);
+  assert.match(rec.measurements.base!, /right image .* shuffled image/);
+  const base = await loadModelState(baseModelDir(out, 'quick'));
+  assert.equal(base.state.step, BASE_PRESETS.quick.stages.at(-1)!.budget.steps);
+  assert.equal(base.config.cellProbe, true);
+  const card = fs.readFileSync(path.join(ship, 'MODEL.md'), 'utf8');
+  assert.match(card, /rediff pretrain --preset quick/);
+  assert.match(card, /llada 8 tok\/step/);
+  assert.ok(fs.existsSync(path.join(ship, 'onnx', 'language.onnx')));
+  const again: string[] = [];
+  await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => again.push(l) });
+  assert.equal(again.filter((l) => l.includes('done earlier, reused')).length, 4, again.join('\n'));
+  assert.ok(!again.some((l) => l.includes('evaluating')), 'the evaluation is reused too');
+});
