@@ -87,6 +87,14 @@ test('info describes a checkpoint', async () => {
   assert.match(r.stdout, /parameters\s+[\d,]+/);
 });
 
+test('diagnose reports the loss with the right and a shuffled image; a model without a probe reports no probe', async () => {
+  const r = await rediff('diagnose', '--checkpoint', ckpt, '--scenes', '4');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /caption loss on 4 val scenes: right image \d+\.\d+, shuffled image \d+\.\d+/);
+  assert.doesNotMatch(r.stdout, /vision probe/);
+  assertCleanFailure(await rediff('diagnose', '--checkpoint', ckpt, '--scenes', '1'), /--scenes/);
+});
+
 test('repair measures the fixture drafter and an untrained model on its own corrected drafts', async () => {
   const fixture = path.resolve('test/fixtures/tiny-stage1');
   const r = await rediff('repair', '--drafter', fixture, '--checkpoints', `${fixture},${ckpt}`, '--scenes', '8', '--tokens-per-step', '2');

@@ -9,7 +9,7 @@ import { evaluateTargets } from '../src/report/tables.js';
 import { traceMarkdown } from '../src/report/examples.js';
 import type { StepTrace } from '../src/sampling/sampler.js';
 
-const METRICS = ['factuality', 'coverage', 'capture', 'f1Object', 'f1Attribute', 'f1Relation', 'fluency', 'repeatRate', 'unreadableShare', 'tokens'];
+const METRICS = ['factuality', 'objectFactuality', 'coverage', 'factCoverage', 'capture', 'f1Object', 'f1Attribute', 'f1Relation', 'fluency', 'parses', 'repeatRate', 'unreadableShare', 'tokens'];
 
 /** A row whose CAPTURE is `capture` ±0.02, factuality capture + 0.1, coverage capture − 0.1. */
 function row(sampler: string, tokensPerStep: number, capture: number) {
@@ -111,7 +111,7 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   assert.equal(tableRow(readme, '### CAPTURE-style score', '| ReDiff-Base (Stage I)'), '| ReDiff-Base (Stage I) | refining sampler | 60.0 ±2.0 | — | 58.0 ±2.0 | 50.0 ±2.0 |');
   assert.equal(tableRow(readme, '### CAPTURE-style score', '| ReDiff (Stage I + II)'), '| ReDiff (Stage I + II) | refining sampler | 63.0 ±2.0 | 63.0 ±2.0 | 62.0 ±2.0 | 55.0 ±2.0 |');
   assert.equal(tableRow(readme, '### Factuality', '| ReDiff (Stage I + II)'), '| ReDiff (Stage I + II) | refining sampler | 73.0 ±1.0 | 73.0 ±1.0 | 72.0 ±1.0 | 65.0 ±1.0 |');
-  assert.equal(tableRow(readme, '### Coverage', '| ReDiff (Stage I + II)'), '| ReDiff (Stage I + II) | refining sampler | 53.0 ±3.0 | 53.0 ±3.0 | 52.0 ±3.0 | 45.0 ±3.0 |');
+  assert.equal(tableRow(readme, '### Objects described', '| ReDiff (Stage I + II)'), '| ReDiff (Stage I + II) | refining sampler | 53.0 ±3.0 | 53.0 ±3.0 | 52.0 ±3.0 | 45.0 ±3.0 |');
 
   // Tables 4-6: missing systems are "not run".
   assert.equal(

@@ -16,6 +16,7 @@ import { registerReproduce } from './commands/reproduce.js';
 import { registerExport } from './commands/export.js';
 import { registerRepair } from './commands/repair.js';
 import { registerPretrain } from './commands/pretrain.js';
+import { registerDiagnose } from './commands/diagnose.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerGenerate(program);
   registerEval(program);
   registerRepair(program);
+  registerDiagnose(program);
   registerData(program);
   registerInfo(program);
   registerDemo(program);
