@@ -191,6 +191,18 @@ describe('errors', () => {
     const nf = await fetch(`${fastUrl}/v1/nothing`);
     assert.equal(nf.status, 404);
   });
+
+  test('names of Object.prototype members are unknown files and fields, never a 500', async () => {
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf']) {
+      for (const url of [`/ort/${name}`, `/v1/models/${name}/tokenizer.json`, `/v1/models/${name}/onnx/model.json`, `/v1/models/rediff/onnx/${name}`]) {
+        const res = await fetch(`${fastUrl}${url}`);
+        assert.equal(res.status, 404, `${url}: ${await res.text()}`);
+      }
+      // @fastify/multipart itself refuses these field names.
+      await expectError(await postForm(fastUrl, png, { [name]: '1' }), 400, null, /not allowed as field name/);
+      if (name !== '__proto__') await expectError(await postJson(fastUrl, { image: b64, [name]: 1 }), 400, name, /unknown field/);
+    }
+  });
 });
 
 describe('streaming, queue and disconnects', () => {

@@ -173,7 +173,7 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
   app.get('/app.js', sendAsset('app.js'));
   app.get('/style.css', sendAsset('style.css'));
   app.get<{ Params: { file: string } }>('/ort/:file', async (req, reply) => {
-    const type = ORT_FILES[req.params.file];
+    const type = ORT_FILES.get(req.params.file);
     if (!type || !ortDir) return reply.code(404).send({ error: `not found: /ort/${req.params.file}` });
     const body = await fsp.readFile(path.join(ortDir, req.params.file));
     return reply.type(type).header('cache-control', 'public, max-age=86400').send(body);
