@@ -98,6 +98,19 @@ describe('captions', () => {
     assert.equal(body.limits.max_upload_bytes, MAX_UPLOAD);
   });
 
+  test('GET /v1/models gives model names and sizes, not where the checkpoints live', async () => {
+    const text = await (await fetch(`${fastUrl}/v1/models`)).text();
+    for (const m of models) {
+      assert.ok(!text.includes(m.dir), `${m.dir} in ${text.slice(0, 300)}`);
+      assert.ok(!text.includes(path.dirname(m.dir)), 'nor their folder');
+    }
+    const body = JSON.parse(text) as { models: { name: string; parameters: number; weights_bytes: number }[] };
+    for (const m of body.models) {
+      assert.ok(m.parameters > 0);
+      assert.equal(m.weights_bytes, 4 * m.parameters);
+    }
+  });
+
   test('JSON (base64) and multipart uploads give the same caption, with steps and time', async () => {
     const png = scenePng(7);
     const a = await postJson(fastUrl, { image: png.toString('base64'), tokens_per_step: 4 });

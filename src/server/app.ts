@@ -185,10 +185,11 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
       const c = m.config;
       const base = `/v1/models/${m.name}/onnx`;
       return {
+        // Names and sizes only: where the checkpoint lives on the server is nobody's business.
         name: m.name,
-        checkpoint: m.dir,
         stage: m.stage,
         parameters: m.parameters,
+        weights_bytes: m.parameters * 4, // float32
         prompt: m.prompt,
         default_sampler: defaultSamplerFor(m.name),
         image_size: c.imageSize,
