@@ -14,6 +14,7 @@
 import type { Expert, ReviewAnswer, ReviewRequest } from './expert.js';
 import { parseAnswer } from './pairs.js';
 import { UserError } from '../util/errors.js';
+import { Semaphore, abortReason } from '../util/semaphore.js';
 
 /** The review contract (SPEC 4 step 2), in our own words. */
 export const REVIEW_SYSTEM_PROMPT = `You check image captions written by another model and correct its mistakes with the smallest possible edits.
@@ -113,43 +114,6 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   if (/^\d+(\.\d+)?$/.test(v)) return Math.round(Number(v) * 1000);
   const t = Date.parse(v);
   return Number.isNaN(t) ? undefined : Math.max(0, t - now);
-}
-
-/** A small FIFO semaphore. */
-class Semaphore {
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
-  constructor(private readonly limit: number) {}
-
-  async acquire(signal?: AbortSignal): Promise<void> {
-    if (this.active < this.limit) {
-      this.active++;
-      return;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const go = (): void => {
-        signal?.removeEventListener('abort', onAbort);
-        this.active++;
-        resolve();
-      };
-      const onAbort = (): void => {
-        const i = this.waiting.indexOf(go);
-        if (i >= 0) this.waiting.splice(i, 1);
-        reject(abortReason(signal!));
-      };
-      this.waiting.push(go);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  release(): void {
-    this.active--;
-    this.waiting.shift()?.();
-  }
-}
-
-function abortReason(signal: AbortSignal): unknown {
-  return signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
