@@ -20,6 +20,7 @@ import { type ImageOptions, ImageTooLarge, decodeImageBuffer } from '../data/ima
 import { SAMPLER_NAMES, type StepTrace } from '../sampling/sampler.js';
 import { type Tokenizer, tokenizerFromJSON } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
+import { redactSecrets } from '../util/redact.js';
 import { Semaphore, abortReason } from '../util/semaphore.js';
 import { type Asset, ORT_FILES, loadWebAssets, ortWebDir } from './assets.js';
 import { InferencePool, type JobHandle, JobCancelled, JobFailed, type JobResult, type Reservation } from './pool.js';
@@ -190,7 +191,16 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
 
   const bodyLimit = Math.ceil((maxUploadBytes * 4) / 3) + 64 * 1024;
   const app = Fastify({
-    logger: opts.logger ?? false,
+    // Logged request lines and errors go through redactSecrets: a query string or an error
+    // message may carry a key.
+    logger: opts.logger
+      ? {
+          serializers: {
+            req: (r: FastifyRequest) => ({ method: r.method, url: redactSecrets(r.url), remoteAddress: r.ip }),
+            err: (e: Error) => ({ type: e.name, message: redactSecrets(e.message), stack: redactSecrets(e.stack ?? '') }),
+          },
+        }
+      : false,
     // JSON bodies carry the image as base64 (4/3 the size) plus a few fields.
     bodyLimit,
     // A client that never finishes sending (slowloris) is cut off, as is a silent connection
@@ -211,7 +221,7 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof HttpError) {
       for (const [k, v] of Object.entries(err.headers)) reply.header(k, v);
-      return reply.code(err.status).send({ error: err.message, ...(err.field ? { field: err.field } : {}) });
+      return reply.code(err.status).send({ error: redactSecrets(err.message), ...(err.field ? { field: err.field } : {}) });
     }
     if (err.statusCode === 413 || err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       return reply.code(413).send({ error: `upload too large: the image may be at most ${maxUploadBytes} bytes`, field: 'image' });
@@ -220,7 +230,8 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
       return reply.code(415).send({ error: 'send multipart/form-data or application/json' });
     }
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
-      return reply.code(err.statusCode).send({ error: err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || /JSON/.test(err.message) ? `body is not valid JSON: ${err.message}` : err.message });
+      const message = redactSecrets(err.message);
+      return reply.code(err.statusCode).send({ error: err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || /JSON/.test(message) ? `body is not valid JSON: ${message}` : message });
     }
     req.log.error(err);
     return reply.code(500).send({ error: 'internal error' });
