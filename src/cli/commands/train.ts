@@ -51,6 +51,7 @@ interface TrainFlags {
   expertModel?: string;
   expertConcurrency: number;
   expertTimeout: number;
+  maxExpertFailures: number;
 }
 
 /** The Stage I mix flags (SPEC 3) as MixOptions; the paper's Table 5 ablations are flag settings. */
@@ -123,6 +124,7 @@ export function registerTrain(program: Command): void {
     .option('--expert-model <name>', 'llm expert: model name', 'o4-mini')
     .option('--expert-concurrency <n>', 'llm expert: requests in flight', intOption('--expert-concurrency'), 4)
     .option('--expert-timeout <s>', 'llm expert: seconds per request', intOption('--expert-timeout'), 120)
+    .option('--max-expert-failures <share>', 'self-correct: stop when the expert fails on more than this share of a round\'s drafts (on all of them, always)', floatOption('--max-expert-failures', 0, 1), 0.5)
     .option('--no-progress', 'no progress bar')
     .action(async (f: TrainFlags) => {
       if (f.warmup >= f.steps) throw new UserError(`--warmup (${f.warmup}) must be smaller than --steps (${f.steps})`);
@@ -196,6 +198,7 @@ async function selfCorrect(f: TrainFlags): Promise<void> {
       draftSampler: 'rediff',
       stage1Share: f.stage1Share,
       sendImages: f.expert === 'llm',
+      maxExpertFailures: f.maxExpertFailures,
       train: {
         stage: 'self-correct', steps: f.steps, batchSize: f.batchSize, lr: f.lr, warmupSteps: f.warmup, minLrRatio: f.minLrRatio,
         weightDecay: f.weightDecay, clipNorm: f.clip, seed: f.seed, checkpointEvery: f.checkpointEvery,
