@@ -125,7 +125,7 @@ export async function readUserData(
     records.push(rec);
     return rec;
   };
-  let llava: LlavaRecord[] = [];
+  const llava: LlavaRecord[] = [];
   if (files.llava) {
     const loaded = await loadLlavaJsonl(files.llava, opts);
     issues.push(...loaded.issues);

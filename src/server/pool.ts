@@ -61,8 +61,8 @@ export interface JobHandle {
 
 /**
  * A place in the queue taken before the job exists (while its image is still being decoded),
- * so that decoding counts against the same limit as inference. `submit` turns it into the job;
- * `release` gives it back. Either may be called once; later calls do nothing.
+ * so that decoding counts against the same limit as inference. `submit` (once) turns it into
+ * the job; `release` gives it back, and does nothing after `submit`.
  */
 export interface Reservation {
   submit(spec: JobSpec, events?: JobEvents): JobHandle;
