@@ -61,6 +61,9 @@ const failures: [string, string[], RegExp][] = [
   ['an unknown flag', ['eval', '--bogus'], /unknown option '--bogus'/],
   ['repair without a drafter', ['repair'], /required option '--drafter <dir>'/],
   ['repair with a missing drafter', ['repair', '--drafter', path.join(tmp, 'nope')], /checkpoint not found: .*nope/],
+  ['a negative request timeout', ['serve', '--request-timeout', '-1'], /--request-timeout takes a number >= 0/],
+  ['a zero pixel limit', ['serve', '--max-pixels', '0'], /--max-pixels takes a whole number >= 1/],
+  ['a zero line limit', ['train', '--max-line-bytes', '0', '--out', path.join(tmp, 'x')], /--max-line-bytes takes a whole number >= 1/],
   ['repair on one scene', ['repair', '--drafter', ckpt, '--scenes', '1'], /--scenes takes a whole number >= 2/],
 ];
 

@@ -5,10 +5,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { UserError } from '../src/util/errors.js';
 import { checkSplitsDisjoint, makeRecord, makeSplit, readSplit, sceneSeed, splitBlock } from '../src/benchmark/dataset.js';
-import { renderScene } from '../src/benchmark/render.js';
+import { renderScene, renderScenePng } from '../src/benchmark/render.js';
 import { scoreCaption } from '../src/benchmark/metrics.js';
 import { loadLlavaJsonl, loadVicritJsonl } from '../src/data/datasets.js';
-import { IssueLog, readJsonl } from '../src/data/jsonl.js';
+import { IssueLog, formatIssue, readJsonl } from '../src/data/jsonl.js';
+import { readBenchmarkSplit, readUserData } from '../src/data/training-data.js';
+import { benchmarkTokenizer } from '../src/benchmark/captioner.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-datasets-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -193,4 +195,51 @@ test('jsonl: IssueLog validates onError; readJsonl skips blank lines and a BOM',
     { line: 4, value: { a: 2 } },
   ]);
   assert.equal(log.issues[0]!.line, 5);
+});
+
+test('jsonl: a line over the limit is a clear issue naming file:line (skipped or fatal); control characters in messages are escaped', async () => {
+  const f = path.join(tmp, 'long.jsonl');
+  const binary = '\u0001\u0002\u001b[31mred\u0000\u007f\u202e';
+  fs.writeFileSync(f, [JSON.stringify({ a: 1 }), JSON.stringify({ a: 'x'.repeat(5000) }), binary, JSON.stringify({ a: 4 }), '{"a":5}\r'].join('\n'));
+  const log = new IssueLog('skip');
+  const rows = await readJsonl(f, log, { maxLineBytes: 1024 });
+  assert.deepEqual(rows.map((r) => r.line), [1, 4, 5], 'the lines around them are read; CRLF and a missing final newline are fine');
+  assert.deepEqual(log.issues.map((i) => i.line), [2, 3]);
+  assert.match(formatIssue(log.issues[0]!), /long\.jsonl:2: line is longer than 1024 bytes \(5008 bytes/);
+  const bad = formatIssue(log.issues[1]!);
+  assert.match(bad, /long\.jsonl:3: not valid JSON/);
+  assert.doesNotMatch(bad, /[\u0000-\u001f\u007f-\u009f\u202e]/, `raw control characters in ${JSON.stringify(bad)}`);
+  assert.match(bad, /\\u001b/);
+  await assert.rejects(readJsonl(f, new IssueLog('fail'), { maxLineBytes: 1024 }), (e: Error) => e instanceof UserError && /long\.jsonl:2: line is longer than 1024 bytes/.test(e.message));
+  // The default limit is 64 MiB.
+  assert.equal((await readJsonl(f, new IssueLog('skip'))).length, 4);
+});
+
+test('an unreadable image named by a data file is an issue at file:line, skipped under onError skip', async () => {
+  const tokenizer = benchmarkTokenizer();
+  const dir = path.join(tmp, 'unreadable');
+  fs.mkdirSync(dir, { recursive: true });
+  const good = renderScenePng(makeRecord('train', 0, 0).record.scene, 64).png;
+  fs.writeFileSync(path.join(dir, 'good.png'), good);
+  fs.writeFileSync(path.join(dir, 'broken.png'), 'not a png at all');
+  const conv = [{ from: 'human', value: '<image>\ndescribe the image in detail .' }, { from: 'gpt', value: 'There are two shapes.' }];
+  const file = path.join(dir, 'mine.jsonl');
+  fs.writeFileSync(file, [{ id: 'a', image: 'good.png' }, { id: 'b', image: 'broken.png' }, { id: 'c', image: 'broken.png' }].map((r) => JSON.stringify({ ...r, conversations: conv })).join('\n') + '\n');
+  const data = await readUserData({ llava: file }, tokenizer, 64, { onError: 'skip', vocabulary: null });
+  assert.equal(data.records.length, 1);
+  assert.deepEqual(data.llava.map((r) => r.id), ['a']);
+  assert.deepEqual(data.issues.map((i) => i.line), [2, 3]);
+  assert.match(formatIssue(data.issues[0]!), /mine\.jsonl:2: not a readable image: .*broken\.png/);
+  await assert.rejects(readUserData({ llava: file }, tokenizer, 64, { onError: 'fail', vocabulary: null }), (e: Error) => e instanceof UserError && /mine\.jsonl:2: not a readable image: .*broken\.png/.test(e.message));
+
+  // The same in a benchmark split: the broken image's line is named and skipped.
+  const split = path.join(tmp, 'split-unreadable');
+  await makeSplit({ split: 'val', n: 3, seed: 0, out: split, checkSiblings: false });
+  const victim = fs.readFileSync(path.join(split, 'data.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { image: string })[1]!;
+  fs.writeFileSync(path.join(split, victim.image), 'garbage');
+  const read = await readBenchmarkSplit(split, 64, 'skip');
+  assert.equal(read.split.records.length, 2);
+  assert.equal(read.issues.length, 1);
+  assert.match(formatIssue(read.issues[0]!), /data\.jsonl:2: not a readable image/);
+  await assert.rejects(readBenchmarkSplit(split, 64, 'fail'), /data\.jsonl:2: not a readable image/);
 });

@@ -182,6 +182,43 @@ test('llm expert: 429 then success honours Retry-After; 5xx retried; 400 not ret
   );
 });
 
+test('llm expert: a key echoed by the endpoint, and URL credentials, never reach the answer cache', async () => {
+  const key = 'sk-live-0123456789abcdefKEY';
+  const dir = tmpDir();
+  const cacheFile = path.join(dir, 'reviews.jsonl');
+  // An endpoint that echoes the Authorization value in its 401, as some do.
+  await withServer(
+    (r) => ({ status: 401, rawBody: JSON.stringify({ error: { message: `Incorrect API key provided: ${String(r.headers.authorization)}` } }) }),
+    async (s) => {
+      const expert = fastExpert(s.baseUrl, { apiKey: key });
+      const res = await reviewAll(expert, [request('a', 'x'), request('b', 'y')], { cacheFile, warn: () => undefined });
+      assert.equal(s.received[0]!.headers.authorization, `Bearer ${key}`, 'the key is sent');
+      const a = res.answers.get('a') as { kind: string; status: number; reason: string; raw?: string };
+      assert.equal(a.kind, 'error');
+      assert.equal(a.status, 401);
+      assert.match(a.reason, /HTTP 401: Incorrect API key provided: Bearer \[REDACTED\]/);
+      assert.ok(!JSON.stringify(a).includes('0123456789abcdef'));
+    },
+  );
+  // A base URL with user:password@: sent as Basic authorization, never written.
+  await withServer(
+    () => ({ status: 403, rawBody: '{"error":{"message":"forbidden"}}' }),
+    async (s) => {
+      const withCreds = s.baseUrl.replace('http://', 'http://alice:pw-s3cr3t-99@');
+      const expert = fastExpert(withCreds, { apiKey: undefined, env: {}, model: 'test-vlm' });
+      await reviewAll(expert, [request('c', 'z')], { cacheFile: path.join(dir, 'other.jsonl'), warn: () => undefined });
+      assert.equal(s.received.length, 1, 'the request was sent');
+      assert.equal(s.received[0]!.headers.authorization, `Basic ${Buffer.from('alice:pw-s3cr3t-99').toString('base64')}`);
+      assert.ok(!fs.readFileSync(path.join(dir, 'other.jsonl'), 'utf8').includes('pw-s3cr3t-99'));
+    },
+  );
+  const text = fs.readFileSync(cacheFile, 'utf8');
+  assert.equal(text.trim().split('\n').length, 2);
+  assert.ok(!text.includes('0123456789abcdef'), text);
+  assert.match(text, /\[REDACTED\]/);
+  assert.match(text, /"status":401/);
+});
+
 test('llm expert: a timeout is retried; a server that is always too slow ends as an error', async () => {
   await withServer(
     (_r, n) => (n === 1 ? { delayMs: 1500, content: 'right' } : { content: 'right' }),

@@ -5,7 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { UserError } from '../src/util/errors.js';
-import { decodeImageBuffer, denormaliseRgb, imageFromRgb, loadImage, patchify } from '../src/data/image.js';
+import { ImageTooLarge, decodeImageBuffer, denormaliseRgb, imageFromRgb, loadImage, patchify } from '../src/data/image.js';
+import { pngDeclaring } from './helpers/hostile.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-img-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -81,6 +82,19 @@ test('loadImage: missing, empty, non-image, directory, truncated, unsupported ->
   await sharp({ create: { width: 4, height: 4, channels: 3, background: 'blue' } }).gif().toFile(gif);
   await rejectsUser(loadImage(gif, 8), /^not a readable image: .*anim\.gif \(unsupported format gif/);
   await rejectsUser(decodeImageBuffer(Buffer.from('xx'), 8, 'upload.bin'), /^not a readable image: upload\.bin \(/);
+});
+
+test('decodeImageBuffer: more pixels than maxPixels is refused from the header, before decoding', async () => {
+  const huge = pngDeclaring(16383, 16383);
+  await assert.rejects(decodeImageBuffer(huge, 8, 'huge.png', { maxPixels: 25_000_000 }), (err: unknown) => {
+    assert.ok(err instanceof ImageTooLarge && err instanceof UserError);
+    assert.deepEqual([err.width, err.height], [16383, 16383]);
+    assert.match(err.message, /^image too large: huge\.png is 16383 x 16383 pixels; at most 25000000 pixels/);
+    return true;
+  });
+  const jpeg = await sharp({ create: { width: 300, height: 200, channels: 3, background: '#204060' } }).jpeg().toBuffer();
+  await assert.rejects(decodeImageBuffer(jpeg, 8, 'wide.jpg', { maxPixels: 300 * 200 - 1 }), /image too large: wide\.jpg is 300 x 200 pixels/);
+  assert.equal((await decodeImageBuffer(jpeg, 8, 'wide.jpg', { maxPixels: 300 * 200 })).length, 8 * 8 * 3);
 });
 
 test('patchify: patch rows, then patch columns; within a patch row, column, channel', () => {

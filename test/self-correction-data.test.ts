@@ -104,3 +104,48 @@ test('Stage II on a benchmark split on disk (--data), with the grounded expert',
   assert.deepEqual(drafts.map((d) => d.imageId).sort(), [...scenes].sort());
   assert.ok(fs.existsSync(path.join(out, 'checkpoint.json')));
 });
+
+test('Stage II stops with one clear line, naming the cause, when the expert fails on every draft or on more than the allowed share', async () => {
+  const { file } = await userData();
+  const key = 'sk-wrong-0123456789abcdef';
+  const env = { ...process.env, NODE_NO_WARNINGS: '1', REDIFF_EXPERT_API_KEY: key };
+  const common = ['train', '--stage', 'self-correct', '--init', TINY_STAGE1_DIR, '--llava', file, '--expert', 'llm', '--expert-model', 'test-model',
+    '--rounds', '1', '--draft-images', '3', '--draft-tokens-per-step', '8', '--steps', '4', '--warmup', '1', '--batch-size', '4', '--checkpoint-every', '4', '--no-progress'];
+  const fails = (args: string[]): Promise<{ code: number; stderr: string }> =>
+    run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env }).then(
+      () => assert.fail('should fail'),
+      (e: { code: number; stderr: string }) => e,
+    );
+
+  // A wrong key: every request is a 401 that echoes it.
+  const wrongKey = await startServer((r) => ({ status: 401, rawBody: JSON.stringify({ error: { message: `Incorrect API key provided: ${String(r.headers.authorization)}` } }) }));
+  const out = path.join(tmp, 'stage2-401');
+  try {
+    const r = await fails([...common, '--expert-url', wrongKey.baseUrl, '--out', out]);
+    assert.equal(r.code, 1);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0]!, /^rediff: round 1: the expert llm:test-model failed on 3 of 3 drafts .*HTTP 401: Incorrect API key provided: Bearer \[REDACTED\].*rerun$/);
+    assert.ok(!r.stderr.includes('0123456789abcdef'));
+    assert.ok(!fs.existsSync(path.join(out, 'checkpoint.json')), 'no model written');
+    assert.ok(!fs.readFileSync(path.join(out, 'round-1', 'reviews.jsonl'), 'utf8').includes('0123456789abcdef'));
+  } finally {
+    await wrongKey.close();
+  }
+
+  // One failure in three: over a 20% allowance it stops; within the default 50% the rerun
+  // asks only the failed draft again and trains.
+  const flaky = await startServer((r, n) => (n === 1 ? { status: 400, rawBody: '{"error":{"message":"image could not be processed"}}' } : { content: swapFirstWords(r) }));
+  const out2 = path.join(tmp, 'stage2-flaky');
+  try {
+    const r = await fails([...common, '--expert-url', flaky.baseUrl, '--expert-concurrency', '1', '--max-expert-failures', '0.2', '--out', out2]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^rediff: round 1: the expert llm:test-model failed on 1 of 3 drafts \(33%; at most 20% allowed.*HTTP 400: image could not be processed/);
+    const ok = await run(process.execPath, ['--import', 'tsx', MAIN, ...common, '--expert-url', flaky.baseUrl, '--out', out2], { env });
+    assert.match(ok.stdout, /round 1: 3 drafts/);
+    assert.equal(flaky.received.length, 4, 'only the failed draft was asked again');
+    assert.ok(fs.existsSync(path.join(out2, 'checkpoint.json')));
+  } finally {
+    await flaky.close();
+  }
+});

@@ -13,7 +13,7 @@ import * as ort from 'onnxruntime-node';
 import { BENCHMARK_PROMPT, benchmarkTokenizer, writeCaption } from '../src/benchmark/captioner.js';
 import { renderScene } from '../src/benchmark/render.js';
 import { COLORS, generateScene } from '../src/benchmark/scene.js';
-import { modelsToServe } from '../src/cli/commands/serve.js';
+import { modelsToServe, serverLimits } from '../src/cli/commands/serve.js';
 import { shippedModelDir } from '../src/cli/models.js';
 import { normaliseRgb, patchify as nodePatchify } from '../src/data/image.js';
 import { presetConfig } from '../src/model/config.js';
@@ -113,6 +113,12 @@ test('serve uses the given checkpoints, or the shipped ones, and says which are 
   const shippedBaseline = fs.existsSync(path.join(shippedModelDir('baseline'), 'checkpoint.json'));
   assert.equal(one.models.length, shippedBaseline ? 2 : 1);
   assert.equal(one.missing.length, shippedBaseline ? 0 : 1);
+});
+
+test('serve\'s limits: timeouts in seconds become the server\'s milliseconds', () => {
+  assert.deepEqual(serverLimits({ maxUpload: 2048, maxPixels: 1000, queue: 3, concurrency: 1, decodeConcurrency: 1, requestTimeout: 2.5, idleTimeout: 0, keepAliveTimeout: 5 }), {
+    maxUploadBytes: 2048, maxPixels: 1000, queueLimit: 3, concurrency: 1, decodeConcurrency: 1, requestTimeoutMs: 2500, idleTimeoutMs: 0, keepAliveTimeoutMs: 5000,
+  });
 });
 
 test('the page marks the words of false claims in a caption of a generated scene', () => {

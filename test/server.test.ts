@@ -14,7 +14,9 @@ import { generateScene } from '../src/benchmark/scene.js';
 import { presetConfig } from '../src/model/config.js';
 import { saveModel } from '../src/model/io.js';
 import { initParams } from '../src/model/params.js';
-import { type RediffServer, createServer } from '../src/server/app.js';
+import { decodeImageBuffer } from '../src/data/image.js';
+import { type ImageDecoder, type RediffServer, createServer } from '../src/server/app.js';
+import { connect, pngDeclaring, trickle, whenClosed } from './helpers/hostile.js';
 import { makeTinyModels } from './helpers/models.js';
 import { traceFrames } from '../src/sampling/trace.js';
 import { MASK_ID } from '../src/tokenizer/tokenizer.js';
@@ -34,18 +36,47 @@ let fastUrl: string;
 let slow: RediffServer;
 let slowUrl: string;
 
+/**
+ * Small limits, to meet hostile clients in seconds: one decoder, a queue of 3 places, short
+ * timeouts, and a decoder the tests can hold open (`held`).
+ */
+let guarded: RediffServer;
+let guardedUrl: string;
+let held: { promise: Promise<void>; open: () => void } | null = null;
+let decodesStarted = 0;
+const heldDecoder: ImageDecoder = async (...args) => {
+  decodesStarted++;
+  if (held) await held.promise;
+  return decodeImageBuffer(...args);
+};
+function holdDecodes(): void {
+  let open!: () => void;
+  const promise = new Promise<void>((r) => (open = r));
+  held = { promise, open };
+}
+function releaseDecodes(): void {
+  held?.open();
+  held = null;
+}
+
 before(async () => {
   models = await makeModels();
-  [fast, slow] = await Promise.all([
+  [fast, slow, guarded] = await Promise.all([
     createServer({ models, maxUploadBytes: MAX_UPLOAD, queueLimit: 16, concurrency: 2 }),
     createServer({ models, maxUploadBytes: MAX_UPLOAD, queueLimit: 1, concurrency: 1, stepDelayMs: 25, web: 'none' }),
+    createServer({
+      models, maxUploadBytes: MAX_UPLOAD, queueLimit: 2, concurrency: 1, decodeConcurrency: 1, web: 'none', decoder: heldDecoder,
+      requestTimeoutMs: 800, idleTimeoutMs: 2000, keepAliveTimeoutMs: 300,
+    }),
   ]);
   fastUrl = await fast.listen(0);
   slowUrl = await slow.listen(0);
+  guardedUrl = await guarded.listen(0);
 });
 
 after(async () => {
-  await Promise.all([fast?.close(), slow?.close()]);
+  releaseDecodes();
+  await Promise.all([fast?.close(), slow?.close(), guarded?.close()]);
 });
 
 function postJson(base: string, body: unknown, init: RequestInit = {}): Promise<Response> {
@@ -70,7 +101,7 @@ interface Caption {
   ms: number;
 }
 
-async function queue(base: string): Promise<{ running: number; waiting: number; completed: number; cancelled: number; refused: number }> {
+async function queue(base: string): Promise<{ running: number; waiting: number; decoding: number; decode_waiting: number; completed: number; cancelled: number; refused: number }> {
   return ((await (await fetch(`${base}/v1/models`)).json()) as { queue: never }).queue;
 }
 
@@ -96,6 +127,19 @@ describe('captions', () => {
     assert.ok(body.models[0]!.tokens_per_step.includes(8));
     assert.deepEqual(body.samplers, ['llada', 'rediff', 'threshold', 'threshold-rediff']);
     assert.equal(body.limits.max_upload_bytes, MAX_UPLOAD);
+  });
+
+  test('GET /v1/models gives model names and sizes, not where the checkpoints live', async () => {
+    const text = await (await fetch(`${fastUrl}/v1/models`)).text();
+    for (const m of models) {
+      assert.ok(!text.includes(m.dir), `${m.dir} in ${text.slice(0, 300)}`);
+      assert.ok(!text.includes(path.dirname(m.dir)), 'nor their folder');
+    }
+    const body = JSON.parse(text) as { models: { name: string; parameters: number; weights_bytes: number }[] };
+    for (const m of body.models) {
+      assert.ok(m.parameters > 0);
+      assert.equal(m.weights_bytes, 4 * m.parameters);
+    }
   });
 
   test('JSON (base64) and multipart uploads give the same caption, with steps and time', async () => {
@@ -191,6 +235,18 @@ describe('errors', () => {
     const nf = await fetch(`${fastUrl}/v1/nothing`);
     assert.equal(nf.status, 404);
   });
+
+  test('names of Object.prototype members are unknown files and fields, never a 500', async () => {
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf']) {
+      for (const url of [`/ort/${name}`, `/v1/models/${name}/tokenizer.json`, `/v1/models/${name}/onnx/model.json`, `/v1/models/rediff/onnx/${name}`]) {
+        const res = await fetch(`${fastUrl}${url}`);
+        assert.equal(res.status, 404, `${url}: ${await res.text()}`);
+      }
+      // @fastify/multipart itself refuses these field names.
+      await expectError(await postForm(fastUrl, png, { [name]: '1' }), 400, null, /not allowed as field name/);
+      if (name !== '__proto__') await expectError(await postJson(fastUrl, { image: b64, [name]: 1 }), 400, name, /unknown field/);
+    }
+  });
 });
 
 describe('streaming, queue and disconnects', () => {
@@ -264,6 +320,10 @@ describe('streaming, queue and disconnects', () => {
     const retry = Number(refused.headers.get('retry-after'));
     assert.ok(Number.isInteger(retry) && retry >= 1, `Retry-After ${refused.headers.get('retry-after')}`);
     assert.match(((await refused.json()) as { error: string }).error, /queue is full/);
+    // The place in the queue is taken before the image is decoded: an image that would not
+    // even decode is refused for the full queue, not decoded first.
+    const undecodable = await postJson(slowUrl, { image: png.subarray(0, 100).toString('base64') });
+    assert.equal(undecodable.status, 503, await undecodable.text());
     const refusedStream = await postForm(slowUrl, png, { stream: 'true' });
     assert.equal(refusedStream.status, 503);
     await refusedStream.body?.cancel();
@@ -361,5 +421,99 @@ describe('files for the page and the in-browser mode', () => {
     assert.equal((await fetch(`${fastUrl}/v1/models/nope/onnx/vision.onnx`)).status, 404);
     const tok = (await (await fetch(`${fastUrl}/v1/models/baseline/tokenizer.json`)).json()) as { kind: string };
     assert.equal(tok.kind, 'word');
+  });
+});
+
+describe('hostile uploads and slow clients', () => {
+  const png = scenePng(31);
+
+  test('an image whose header declares too many pixels is refused (413) before it is decoded', async () => {
+    // 2 rows of a 16383 x 16383 16-bit RGBA PNG: a few kB that claim 268 M pixels (2 GB decoded).
+    const huge = pngDeclaring(16383, 16383);
+    assert.ok(huge.length < MAX_UPLOAD);
+    const t0 = performance.now();
+    const res = await postForm(fastUrl, huge, {});
+    const body = (await res.json()) as { error: string; field: string };
+    assert.equal(res.status, 413, JSON.stringify(body));
+    assert.equal(body.field, 'image');
+    assert.match(body.error, /image too large: scene\.png is 16383 x 16383 pixels; at most 25000000/);
+    assert.ok(performance.now() - t0 < 2000);
+    const limits = ((await (await fetch(`${fastUrl}/v1/models`)).json()) as { limits: { max_pixels: number } }).limits;
+    assert.equal(limits.max_pixels, 25_000_000);
+  });
+
+  test('decodes run one at a time and hold their place in the queue; a client gone while its image is decoded, or waits for a decoder, starts no job', async () => {
+    const before = await queue(guardedUrl);
+    const started = decodesStarted;
+    holdDecodes();
+    const a = new AbortController();
+    const b = new AbortController();
+    const ra = postForm(guardedUrl, png, {}, { signal: a.signal }).catch((e: Error) => e);
+    await waitFor('A in the decoder', async () => (await queue(guardedUrl)).decoding === 1);
+    const rb = postForm(guardedUrl, png, {}, { signal: b.signal }).catch((e: Error) => e);
+    const rc = postForm(guardedUrl, png, { tokens_per_step: '8' });
+    await waitFor('B and C waiting for the decoder', async () => (await queue(guardedUrl)).decode_waiting === 2);
+    assert.equal(decodesStarted - started, 1, 'one decode at a time');
+    // Three places (2 waiting + 1 running), all taken by requests still decoding: the next is 503.
+    const d = await postForm(guardedUrl, png, {});
+    assert.equal(d.status, 503, await d.text());
+    assert.ok(Number(d.headers.get('retry-after')) >= 1);
+
+    a.abort(); // while its image is being decoded
+    b.abort(); // while it waits for the decoder
+    await waitFor('A and B cancelled', async () => (await queue(guardedUrl)).cancelled === before.cancelled + 2);
+    releaseDecodes();
+    const c = await rc;
+    assert.equal(c.status, 200, await c.text());
+    assert.ok((await ra) instanceof Error);
+    assert.ok((await rb) instanceof Error);
+    const q = await queue(guardedUrl);
+    assert.equal(q.completed, before.completed + 1, 'only C ran');
+    assert.deepEqual([q.running, q.waiting, q.decoding, q.decode_waiting], [0, 0, 0, 0], 'every place given back');
+    assert.equal(decodesStarted - started, 2, 'B was never decoded');
+    assert.equal((await postJson(guardedUrl, { image: png.toString('base64'), tokens_per_step: 8 })).status, 200);
+  });
+
+  test('a client that never finishes sending its request is cut off (408) after the request timeout', async () => {
+    const clients = await Promise.all(
+      Array.from({ length: 24 }, async (_, i) => {
+        const sock = await connect(guardedUrl);
+        if (i % 2 === 0) {
+          sock.write(`POST /v1/captions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"image": "`);
+        } else {
+          const boundary = 'xyz';
+          sock.write(`POST /v1/captions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${boundary}\r\nContent-Length: 100000\r\n\r\n`);
+          sock.write(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`);
+          sock.write(png.subarray(0, 200));
+        }
+        // One byte every 100 ms: never idle, never done.
+        trickle(sock, 100);
+        return whenClosed(sock, 4000);
+      }),
+    );
+    // Meanwhile an ordinary request is answered.
+    assert.equal((await postJson(guardedUrl, { image: png.toString('base64'), tokens_per_step: 8 })).status, 200);
+    const closed = await Promise.all(clients);
+    for (const c of closed) {
+      assert.ok(c, 'closed by the server');
+      assert.ok(c.ms >= 600 && c.ms < 3000, `closed after ${Math.round(c.ms)} ms`);
+    }
+    assert.ok(closed.some((c) => /^HTTP\/1\.1 408/.test(c!.data)), closed.map((c) => c!.data.slice(0, 20)).join(' | '));
+    const q = await queue(guardedUrl);
+    assert.deepEqual([q.running, q.waiting, q.decoding, q.decode_waiting], [0, 0, 0, 0]);
+  });
+
+  test('a silent connection and an idle keep-alive one are closed', async () => {
+    const silent = whenClosed(await connect(guardedUrl), 5000);
+    const ka = await connect(guardedUrl);
+    const kaClosed = whenClosed(ka, 5000);
+    ka.write('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n');
+    const k = await kaClosed;
+    assert.ok(k, 'keep-alive connection closed');
+    assert.match(k.data, /^HTTP\/1\.1 200/);
+    assert.ok(k.ms < 1500, `keep-alive connection closed after ${Math.round(k.ms)} ms`);
+    const s = await silent;
+    assert.ok(s, 'silent connection closed');
+    assert.ok(s.ms < 3000, `silent connection closed after ${Math.round(s.ms)} ms`);
   });
 });

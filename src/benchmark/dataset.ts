@@ -270,6 +270,8 @@ export interface ReadSplitOptions {
   checkImages?: boolean;
   /** Default the benchmark tokenizer; null skips the vocabulary check. */
   vocabulary?: WordTokenizer | null;
+  /** Longest data.jsonl line, in bytes (jsonl.ts). */
+  maxLineBytes?: number;
 }
 
 export interface LoadedRecord extends BenchmarkRecord {
@@ -311,7 +313,7 @@ export async function readSplit(dir: string, opts: ReadSplitOptions = {}): Promi
     info = null;
   }
   const records: LoadedRecord[] = [];
-  for await (const { line, value } of readJsonlLines(file, log)) {
+  for await (const { line, value } of readJsonlLines(file, log, opts.maxLineBytes !== undefined ? { maxLineBytes: opts.maxLineBytes } : {})) {
     const v = value as Record<string, unknown>;
     const fail = (m: string): void => log.report(file, line, m);
     if (typeof v.id !== 'string' || typeof v.image !== 'string' || !Array.isArray(v.captions) || !v.captions.every((c) => typeof c === 'string') || !Array.isArray(v.hallucinations)) {

@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../util/errors.js';
+import { redactSecrets } from '../util/redact.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerInfo } from './commands/info.js';
 import { registerTrain } from './commands/train.js';
@@ -47,7 +48,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
     if (e instanceof UserError) {
-      process.stderr.write(`rediff: ${e.message}\n`);
+      process.stderr.write(`rediff: ${redactSecrets(e.message)}\n`);
       return 1;
     }
     throw e;
@@ -59,7 +60,7 @@ main(process.argv).then(
     process.exitCode = code;
   },
   (e: unknown) => {
-    process.stderr.write(`rediff: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    process.stderr.write(`rediff: internal error: ${redactSecrets((e as Error)?.stack ?? String(e))}\n`);
     process.exitCode = 70;
   },
 );

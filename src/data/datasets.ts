@@ -24,7 +24,11 @@ export interface LoadOptions {
   vocabulary?: WordTokenizer | null;
   /** Check that every image file exists; default true. */
   checkImages?: boolean;
+  /** Longest line, in bytes (jsonl.ts). */
+  maxLineBytes?: number;
 }
+
+const lineLimit = (opts: LoadOptions): { maxLineBytes?: number } => (opts.maxLineBytes !== undefined ? { maxLineBytes: opts.maxLineBytes } : {});
 
 export interface Loaded<T> {
   records: T[];
@@ -72,7 +76,7 @@ export async function loadLlavaJsonl(file: string, opts: LoadOptions = {}): Prom
   const root = opts.imageRoot ?? path.dirname(file);
   const vocab = vocabularyOf(opts);
   const records: LlavaRecord[] = [];
-  for await (const { line, value } of readJsonlLines(file, log)) {
+  for await (const { line, value } of readJsonlLines(file, log, lineLimit(opts))) {
     const v = value as Record<string, unknown>;
     const fail = (m: string): void => log.report(file, line, m);
     if (typeof v.image !== 'string' || v.image === '') {
@@ -184,7 +188,7 @@ export async function loadVicritJsonl(file: string, opts: LoadOptions = {}): Pro
   const root = opts.imageRoot ?? path.dirname(file);
   const vocab = vocabularyOf(opts);
   const records: VicritPair[] = [];
-  for await (const { line, value } of readJsonlLines(file, log)) {
+  for await (const { line, value } of readJsonlLines(file, log, lineLimit(opts))) {
     const v = value as Record<string, unknown>;
     const r = checkVicritPair(v);
     if ('error' in r) {

@@ -17,7 +17,7 @@
  * images; with [-1, 1] the model had not started to use the image at all (equal losses).
  */
 import * as fsp from 'node:fs/promises';
-import sharp, { type Sharp } from 'sharp';
+import sharp, { type Metadata, type Sharp } from 'sharp';
 import { UserError } from '../util/errors.js';
 import { describeFsError } from '../util/atomic.js';
 
@@ -26,6 +26,24 @@ export type ImageFit = 'fill' | 'cover';
 export interface ImageOptions {
   /** How a non-square image becomes square. Default 'fill'. */
   fit?: ImageFit;
+  /**
+   * Largest width x height accepted, checked against the file's header before anything is
+   * decoded (and passed to sharp as limitInputPixels). Default: sharp's own limit (16383^2).
+   */
+  maxPixels?: number;
+}
+
+/** An image whose header declares more pixels than allowed (a UserError; the server answers 413). */
+export class ImageTooLarge extends UserError {
+  constructor(
+    name: string,
+    readonly width: number,
+    readonly height: number,
+    readonly maxPixels: number,
+  ) {
+    super(`image too large: ${name} is ${width} x ${height} pixels; at most ${maxPixels} pixels (width x height) are accepted`);
+    this.name = 'ImageTooLarge';
+  }
 }
 
 /** The formats accepted (sharp's names). */
@@ -83,17 +101,26 @@ async function toRgbBytes(pipeline: Sharp, size: number, fit: ImageFit): Promise
 export async function decodeImageBuffer(buf: Uint8Array, size: number, name: string, opts: ImageOptions = {}): Promise<Float32Array> {
   checkSize(size);
   if (buf.byteLength === 0) throw new UserError(`not a readable image: ${name} (empty file)`);
-  let format: string | undefined;
+  const maxPixels = opts.maxPixels;
+  if (maxPixels !== undefined && (!Number.isSafeInteger(maxPixels) || maxPixels < 1)) throw new RangeError(`maxPixels must be a positive integer, got ${maxPixels}`);
+  // metadata() reads the header only: a small file that declares a huge image is refused
+  // before a single row is decoded.
+  let meta: Metadata;
   try {
-    format = (await sharp(buf).metadata()).format;
+    meta = await sharp(buf).metadata();
   } catch (err) {
     throw new UserError(`not a readable image: ${name} (${shortReason(err)})`);
   }
+  const format = meta.format;
   if (!format || !IMAGE_FORMATS.includes(format)) {
     throw new UserError(`not a readable image: ${name} (unsupported format ${format ?? 'unknown'}; use PNG, JPEG or WebP)`);
   }
+  if (maxPixels !== undefined && meta.width !== undefined && meta.height !== undefined && meta.width * meta.height > maxPixels) {
+    throw new ImageTooLarge(name, meta.width, meta.height, maxPixels);
+  }
   try {
-    const bytes = await toRgbBytes(sharp(buf, { failOn: 'error' }).autoOrient(), size, opts.fit ?? 'fill');
+    const input = sharp(buf, { failOn: 'error', ...(maxPixels !== undefined ? { limitInputPixels: maxPixels } : {}) });
+    const bytes = await toRgbBytes(input.autoOrient(), size, opts.fit ?? 'fill');
     return normaliseRgb(bytes);
   } catch (err) {
     throw new UserError(`not a readable image: ${name} (${shortReason(err)})`);

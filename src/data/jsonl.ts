@@ -10,11 +10,23 @@
  */
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import * as readline from 'node:readline';
 import { tempPathFor } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
+import { redactSecrets } from '../util/redact.js';
 
 export type OnError = 'skip' | 'fail';
+
+/** Longest JSONL line read by default, in bytes (a longer one is an issue of its own). */
+export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * `text` with control characters (C0, DEL, C1, line/paragraph separators, bidi overrides)
+ * written as \uXXXX escapes: a binary or hostile line quoted in a message must not move the
+ * cursor, recolour or reorder the terminal it is printed on.
+ */
+export function escapeControl(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
 
 export interface DataIssue {
   file: string;
@@ -24,7 +36,8 @@ export interface DataIssue {
 }
 
 export function formatIssue(i: DataIssue): string {
-  return i.line > 0 ? `${i.file}:${i.line}: ${i.message}` : `${i.file}: ${i.message}`;
+  const where = escapeControl(i.file);
+  return i.line > 0 ? `${where}:${i.line}: ${i.message}` : `${where}: ${i.message}`;
 }
 
 /** Collects issues, or throws on the first one when onError is 'fail'. */
@@ -34,7 +47,7 @@ export class IssueLog {
     if (onError !== 'skip' && onError !== 'fail') throw new UserError(`onError must be "skip" or "fail", got ${JSON.stringify(onError)}`);
   }
   report(file: string, line: number, message: string): void {
-    const issue = { file, line, message };
+    const issue = { file, line, message: escapeControl(redactSecrets(message)) };
     if (this.onError === 'fail') throw new UserError(formatIssue(issue));
     this.issues.push(issue);
   }
@@ -45,28 +58,76 @@ export interface JsonlLine {
   value: unknown;
 }
 
+/** One line of a file: its text, or its length when it is over the limit (its text is not kept). */
+type RawLine = { text: string } | { tooLong: number };
+
 /**
- * Parsed non-blank lines of a JSONL file, in order. Lines that are not JSON are reported to
- * `log`. A missing or unreadable file is always a UserError; so is a file that is one JSON
- * array (a common mix-up with .json datasets).
+ * The lines of `stream`, split on \n (a \r before it is dropped). A line over `maxBytes` is
+ * not accumulated: its bytes are counted and dropped, so a huge line costs no memory (readline
+ * would build it as one string and die with an uncaught RangeError past 512 MB).
  */
-export async function* readJsonlLines(file: string, log: IssueLog): AsyncGenerator<JsonlLine> {
+async function* splitLines(stream: AsyncIterable<Buffer>, maxBytes: number): AsyncGenerator<RawLine> {
+  let parts: Buffer[] = [];
+  let bytes = 0;
+  let tooLong = false;
+  const finish = (): RawLine => {
+    const out: RawLine = tooLong ? { tooLong: bytes } : { text: Buffer.concat(parts).toString('utf8').replace(/\r$/, '') };
+    parts = [];
+    bytes = 0;
+    tooLong = false;
+    return out;
+  };
+  for await (const chunk of stream) {
+    let pos = 0;
+    while (pos < chunk.length) {
+      const nl = chunk.indexOf(0x0a, pos);
+      const end = nl < 0 ? chunk.length : nl;
+      bytes += end - pos;
+      if (!tooLong && bytes > maxBytes) {
+        tooLong = true;
+        parts = [];
+      }
+      if (!tooLong && end > pos) parts.push(chunk.subarray(pos, end));
+      if (nl < 0) break;
+      yield finish();
+      pos = nl + 1;
+    }
+  }
+  if (bytes > 0 || tooLong) yield finish();
+}
+
+export interface ReadJsonlOptions {
+  /** Longest line accepted, in bytes; a longer one is reported as an issue. Default DEFAULT_MAX_LINE_BYTES. */
+  maxLineBytes?: number;
+}
+
+/**
+ * Parsed non-blank lines of a JSONL file, in order. Lines that are not JSON, or longer than
+ * `maxLineBytes`, are reported to `log`. A missing or unreadable file is always a UserError;
+ * so is a file that is one JSON array (a common mix-up with .json datasets).
+ */
+export async function* readJsonlLines(file: string, log: IssueLog, opts: ReadJsonlOptions = {}): AsyncGenerator<JsonlLine> {
+  const maxBytes = opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) throw new UserError(`the line limit must be a whole number of bytes >= 1, got ${maxBytes}`);
   let stream: fs.ReadStream;
   try {
     await fsp.access(file, fs.constants.R_OK);
-    stream = fs.createReadStream(file, { encoding: 'utf8' });
+    stream = fs.createReadStream(file);
   } catch (err) {
-    throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    throw new UserError(`${escapeControl(file)}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
   }
-  const rl = readline.createInterface({ input: stream, crlfDelay: Infinity });
   let line = 0;
   try {
-    for await (const raw of rl) {
+    for await (const raw of splitLines(stream as AsyncIterable<Buffer>, maxBytes)) {
       line++;
-      const text = line === 1 ? raw.replace(/^\uFEFF/, '') : raw;
+      if ('tooLong' in raw) {
+        log.report(file, line, `line is longer than ${maxBytes} bytes (${raw.tooLong} bytes; the limit is --max-line-bytes)`);
+        continue;
+      }
+      const text = line === 1 ? raw.text.replace(/^\uFEFF/, '') : raw.text;
       if (text.trim() === '') continue;
       if (line === 1 && text.trimStart().startsWith('[')) {
-        throw new UserError(`${file}: looks like a JSON array, not JSON Lines (convert with: jq -c '.[]' ${file})`);
+        throw new UserError(`${escapeControl(file)}: looks like a JSON array, not JSON Lines (convert with: jq -c '.[]' ${escapeControl(file)})`);
       }
       let value: unknown;
       try {
@@ -81,8 +142,10 @@ export async function* readJsonlLines(file: string, log: IssueLog): AsyncGenerat
       }
       yield { line, value };
     }
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    throw new UserError(`${escapeControl(file)}:${line + 1}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   } finally {
-    rl.close();
     stream.destroy();
   }
 }
@@ -93,9 +156,9 @@ function shortJsonError(err: unknown): string {
 }
 
 /** All records of a JSONL file (see readJsonlLines). */
-export async function readJsonl(file: string, log: IssueLog): Promise<JsonlLine[]> {
+export async function readJsonl(file: string, log: IssueLog, opts: ReadJsonlOptions = {}): Promise<JsonlLine[]> {
   const out: JsonlLine[] = [];
-  for await (const l of readJsonlLines(file, log)) out.push(l);
+  for await (const l of readJsonlLines(file, log, opts)) out.push(l);
   return out;
 }
 

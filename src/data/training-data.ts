@@ -3,6 +3,7 @@
  * scenes generated in memory (no disk round trip, for quick runs), and user data in
  * LLaVA-style and ViCrit-style JSONL.
  */
+import * as path from 'node:path';
 import { BENCHMARK_PROMPT } from '../benchmark/captioner.js';
 import { type BenchmarkRecord, type RecordOptions, makeRecord, readSplit } from '../benchmark/dataset.js';
 import type { HallucinationRecord } from '../benchmark/hallucination.js';
@@ -13,7 +14,7 @@ import type { SpanPair, TrainingRecord } from '../training/samples.js';
 import { UserError } from '../util/errors.js';
 import { denormaliseRgb, loadImage } from './image.js';
 import { type LlavaRecord, type LoadOptions, loadLlavaJsonl, loadVicritJsonl } from './datasets.js';
-import type { DataIssue, OnError } from './jsonl.js';
+import { type DataIssue, IssueLog, type OnError } from './jsonl.js';
 
 /** A hallucination pair as a same-length span correction over token ids. */
 export function hallucinationPair(h: Pick<HallucinationRecord, 'caption' | 'changed_caption' | 'token_start' | 'token_count'>, tokenizer: Tokenizer): SpanPair | null {
@@ -55,13 +56,35 @@ export async function loadRgb(file: string, size: number): Promise<Uint8Array> {
   return denormaliseRgb(await loadImage(file, size));
 }
 
+/**
+ * An image named on line `line` of `file`, as RGB bytes; null when it cannot be read and `log`
+ * skips (the issue then names file:line), a UserError naming file:line when `log` fails.
+ */
+async function loadRgbOf(image: string, size: number, file: string, line: number, log: IssueLog): Promise<Uint8Array | null> {
+  try {
+    return await loadRgb(image, size);
+  } catch (e) {
+    if (!(e instanceof UserError)) throw e;
+    log.report(file, line, e.message);
+    return null;
+  }
+}
+
 /** A benchmark split directory written by `rediff data make`. */
-export async function readBenchmarkSplit(dir: string, imageSize: number, onError: OnError = 'fail'): Promise<{ split: InMemorySplit; issues: DataIssue[] }> {
-  const { records, issues } = await readSplit(dir, { onError });
-  if (records.length === 0) throw new UserError(`${dir}: the split has no usable records`);
+export async function readBenchmarkSplit(dir: string, imageSize: number, onError: OnError = 'fail', maxLineBytes?: number): Promise<{ split: InMemorySplit; issues: DataIssue[] }> {
+  const { records: listed, issues } = await readSplit(dir, { onError, ...(maxLineBytes !== undefined ? { maxLineBytes } : {}) });
+  const log = new IssueLog(onError);
+  const file = path.join(path.resolve(dir), 'data.jsonl');
+  const records: typeof listed = [];
   const rgb: Uint8Array[] = [];
-  for (const r of records) rgb.push(await loadRgb(r.imagePath, imageSize));
-  return { split: { records, rgb }, issues };
+  for (const r of listed) {
+    const bytes = await loadRgbOf(r.imagePath, imageSize, file, r.line, log);
+    if (!bytes) continue;
+    records.push(r);
+    rgb.push(bytes);
+  }
+  if (records.length === 0) throw new UserError(`${dir}: the split has no usable records`);
+  return { split: { records, rgb }, issues: [...issues, ...log.issues] };
 }
 
 /** Users' own data as training records, with what Stage II drafts on (see draftImagesFromLlava). */
@@ -86,18 +109,32 @@ export async function readUserData(
   const records: TrainingRecord[] = [];
   const issues: DataIssue[] = [];
   const byImage = new Map<string, TrainingRecord>();
-  let llava: LlavaRecord[] = [];
+  // An image that cannot be read is an issue of every line naming it (file:line), skipped or
+  // fatal like any other; it is read only once.
+  const log = new IssueLog(opts.onError ?? 'fail');
+  const unreadable = new Set<string>();
+  const recordFor = async (image: string, prompt: string, file: string, line: number): Promise<TrainingRecord | null> => {
+    let rec = byImage.get(image);
+    if (rec) return rec;
+    const rgb = unreadable.has(image) ? null : await loadRgbOf(image, imageSize, file, line, log);
+    if (!rgb) {
+      if (unreadable.has(image)) log.report(file, line, `not a readable image: ${image} (see above)`);
+      unreadable.add(image);
+      return null;
+    }
+    rec = { rgb, prompt: tokenizer.encode(prompt), captions: [], corrections: [] };
+    byImage.set(image, rec);
+    records.push(rec);
+    return rec;
+  };
+  const llava: LlavaRecord[] = [];
   if (files.llava) {
     const loaded = await loadLlavaJsonl(files.llava, opts);
     issues.push(...loaded.issues);
-    llava = loaded.records;
     for (const r of loaded.records) {
-      let rec = byImage.get(r.image);
-      if (!rec) {
-        rec = { rgb: await loadRgb(r.image, imageSize), prompt: tokenizer.encode(r.prompt), captions: [], corrections: [] };
-        byImage.set(r.image, rec);
-        records.push(rec);
-      }
+      const rec = await recordFor(r.image, r.prompt, files.llava, r.line);
+      if (!rec) continue;
+      llava.push(r);
       rec.captions.push(tokenizer.encode(r.caption));
     }
   }
@@ -109,15 +146,12 @@ export async function readUserData(
         issues.push({ file: files.vicrit, line: p.line ?? 0, message: 'hallucination pair names no image; skipped' });
         continue;
       }
-      let rec = byImage.get(p.image);
-      if (!rec) {
-        rec = { rgb: await loadRgb(p.image, imageSize), prompt: tokenizer.encode(BENCHMARK_PROMPT), captions: [], corrections: [] };
-        byImage.set(p.image, rec);
-        records.push(rec);
-      }
+      const rec = await recordFor(p.image, BENCHMARK_PROMPT, files.vicrit, p.line ?? 0);
+      if (!rec) continue;
       const pair = hallucinationPair(p, tokenizer);
       if (pair) rec.corrections.push(pair);
     }
   }
+  issues.push(...log.issues);
   return { records, issues, llava, rgbByImage: new Map([...byImage].map(([image, rec]) => [image, rec.rgb])) };
 }

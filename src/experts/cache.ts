@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { describeFsError } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
+import { redactDeep, redactSecrets } from '../util/redact.js';
 import { isSettled, withoutRaw, type Expert, type ReviewAnswer, type ReviewRequest } from './expert.js';
 import { filterPairs, ReviewStats } from './pairs.js';
 
@@ -143,7 +144,9 @@ export class AnswerCacheWriter {
   /** Appends one entry; resolves once it is on disk. Calls are serialised. */
   append(entry: CachedAnswer): Promise<void> {
     if (this.closed) return Promise.reject(new Error('answer cache is closed'));
-    const line = JSON.stringify({ id: entry.id, expert: entry.expert, at: entry.at, draft: entry.draft, raw: entry.raw, answer: withoutRaw(entry.answer) }) + '\n';
+    // What the expert said is redacted (an error may echo the key, whatever the expert); the
+    // draft is ours and is kept exact, since a rerun compares it.
+    const line = JSON.stringify({ id: entry.id, expert: entry.expert, at: entry.at, draft: entry.draft, raw: entry.raw === null ? null : redactSecrets(entry.raw), answer: redactDeep(withoutRaw(entry.answer)) }) + '\n';
     const p = this.tail.then(() => this.writeRaw(line));
     this.tail = p.catch(() => undefined);
     return p.catch((err: unknown) => {
@@ -206,7 +209,7 @@ function isAbort(err: unknown, signal?: AbortSignal): boolean {
  * soon as it arrives. See the file comment for the cache's rules.
  */
 export async function reviewAll(expert: Expert, requests: readonly ReviewRequest[], options: ReviewAllOptions = {}): Promise<ReviewAllResult> {
-  const warn = options.warn ?? ((m: string) => console.warn(`warning: ${m}`));
+  const warn = options.warn ?? ((m: string) => console.warn(`warning: ${redactSecrets(m)}`));
   const concurrency = options.concurrency ?? expert.concurrency ?? 4;
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new UserError(`review concurrency must be an integer >= 1, got ${concurrency}`);
   const maxConsecutiveErrors = options.maxConsecutiveErrors ?? 10;
@@ -276,7 +279,7 @@ export async function reviewAll(expert: Expert, requests: readonly ReviewRequest
         answer = await expert.review(req, signal);
       } catch (err) {
         if (isAbort(err, signal)) return;
-        answer = { kind: 'error', reason: `expert failed: ${String((err as Error)?.message ?? err).split('\n')[0]}` };
+        answer = { kind: 'error', reason: redactSecrets(`expert failed: ${String((err as Error)?.message ?? err).split('\n')[0]}`) };
       }
       try {
         await writer?.append({ id: req.id, expert: expert.name, at: new Date().toISOString(), draft: req.draft, raw: answer.raw ?? null, answer });
@@ -309,7 +312,7 @@ export async function reviewAll(expert: Expert, requests: readonly ReviewRequest
   if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
   if (stopped) {
     const where = options.cacheFile ? `; answers so far are in ${options.cacheFile}, rerun to resume` : '';
-    throw new UserError(`expert ${expert.name} failed ${consecutiveErrors} times in a row (last: ${lastError})${where}`);
+    throw new UserError(redactSecrets(`expert ${expert.name} failed ${consecutiveErrors} times in a row (last: ${lastError})${where}`));
   }
   return { answers, stats, asked, fromCache };
 }

@@ -14,6 +14,8 @@
 import type { Expert, ReviewAnswer, ReviewRequest } from './expert.js';
 import { parseAnswer } from './pairs.js';
 import { UserError } from '../util/errors.js';
+import { redactSecrets, registerSecret, urlWithoutCredentials } from '../util/redact.js';
+import { Semaphore, abortReason } from '../util/semaphore.js';
 
 /** The review contract (SPEC 4 step 2), in our own words. */
 export const REVIEW_SYSTEM_PROMPT = `You check image captions written by another model and correct its mistakes with the smallest possible edits.
@@ -99,11 +101,24 @@ export function chatCompletionsUrl(baseUrl: string): string {
   try {
     u = new URL(baseUrl);
   } catch {
-    throw new UserError(`expert base URL is not a URL: ${JSON.stringify(baseUrl)}`);
+    throw new UserError(`expert base URL is not a URL: ${JSON.stringify(redactSecrets(baseUrl))}`);
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UserError(`expert base URL must be http(s): ${baseUrl}`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UserError(`expert base URL must be http(s): ${urlWithoutCredentials(baseUrl)}`);
   const trimmed = baseUrl.replace(/\/+$/, '');
   return /\/chat\/completions$/.test(trimmed) ? trimmed : `${trimmed}/chat/completions`;
+}
+
+/**
+ * A URL's credentials (`user:password@`) as a Basic Authorization value, and the URL without
+ * them: fetch refuses URLs with credentials, and they must not end up in any message.
+ */
+export function splitUrlCredentials(url: string): { url: string; basic?: string } {
+  const u = new URL(url);
+  if (!u.username && !u.password) return { url };
+  const basic = Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64');
+  u.username = '';
+  u.password = '';
+  return { url: u.toString(), basic };
 }
 
 /** Retry-After (seconds or an HTTP date) in ms, or undefined. */
@@ -113,43 +128,6 @@ export function parseRetryAfter(value: string | null, now = Date.now()): number 
   if (/^\d+(\.\d+)?$/.test(v)) return Math.round(Number(v) * 1000);
   const t = Date.parse(v);
   return Number.isNaN(t) ? undefined : Math.max(0, t - now);
-}
-
-/** A small FIFO semaphore. */
-class Semaphore {
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
-  constructor(private readonly limit: number) {}
-
-  async acquire(signal?: AbortSignal): Promise<void> {
-    if (this.active < this.limit) {
-      this.active++;
-      return;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const go = (): void => {
-        signal?.removeEventListener('abort', onAbort);
-        this.active++;
-        resolve();
-      };
-      const onAbort = (): void => {
-        const i = this.waiting.indexOf(go);
-        if (i >= 0) this.waiting.splice(i, 1);
-        reject(abortReason(signal!));
-      };
-      this.waiting.push(go);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  release(): void {
-    this.active--;
-    this.waiting.shift()?.();
-  }
-}
-
-function abortReason(signal: AbortSignal): unknown {
-  return signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -202,6 +180,7 @@ export class LlmExpert implements Expert {
   readonly concurrency: number;
   readonly url: string;
   private readonly apiKey: string | undefined;
+  private readonly authorization: string | undefined;
   private readonly timeoutMs: number;
   private readonly maxRetries: number;
   private readonly backoffMs: number;
@@ -211,10 +190,16 @@ export class LlmExpert implements Expert {
 
   constructor(private readonly options: LlmExpertOptions) {
     if (!options.model) throw new UserError('expert model name is empty');
-    this.url = chatCompletionsUrl(options.baseUrl);
+    const { url, basic } = splitUrlCredentials(chatCompletionsUrl(options.baseUrl));
+    this.url = url;
     this.name = `llm:${options.model}`;
     const env = options.env ?? process.env;
     this.apiKey = options.apiKey ?? (env.REDIFF_EXPERT_API_KEY || env.OPENAI_API_KEY || undefined);
+    // The key (else the URL's credentials) is what we send; it is redacted wherever it shows up.
+    this.authorization = this.apiKey ? `Bearer ${this.apiKey}` : basic ? `Basic ${basic}` : undefined;
+    registerSecret(this.apiKey);
+    registerSecret(basic);
+    if (basic) registerSecret(new URL(chatCompletionsUrl(options.baseUrl)).password || undefined);
     const positiveInt = (v: number | undefined, dflt: number, what: string, min: number): number => {
       const x = v ?? dflt;
       if (!Number.isInteger(x) || x < min) throw new UserError(`expert ${what} must be an integer >= ${min}, got ${x}`);
@@ -243,7 +228,7 @@ export class LlmExpert implements Expert {
       try {
         req = { ...req, imagePng: await req.loadImagePng() };
       } catch (e) {
-        return { kind: 'error', reason: `could not read the image: ${(e as Error).message}` };
+        return { kind: 'error', reason: redactSecrets(`could not read the image: ${(e as Error).message}`) };
       }
     }
     const body = JSON.stringify(this.requestBody(req));
@@ -263,9 +248,10 @@ export class LlmExpert implements Expert {
       }
       const f = last as Extract<Attempt, { ok: false }>;
       const tries = f.retry ? ` (gave up after ${this.maxRetries + 1} attempts)` : '';
-      const answer: ReviewAnswer = { kind: 'error', reason: `${f.reason}${tries}` };
+      // Error bodies echo keys ("Incorrect API key provided: Bearer sk-..."): never keep them.
+      const answer: ReviewAnswer = { kind: 'error', reason: redactSecrets(`${f.reason}${tries}`) };
       if (f.status !== undefined) answer.status = f.status;
-      if (f.raw !== undefined) answer.raw = f.raw.slice(0, 2000);
+      if (f.raw !== undefined) answer.raw = redactSecrets(f.raw.slice(0, 2000));
       return answer;
     } finally {
       this.semaphore.release();
@@ -284,7 +270,7 @@ export class LlmExpert implements Expert {
     const onAbort = (): void => ctrl.abort();
     signal?.addEventListener('abort', onAbort, { once: true });
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
-    if (this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
+    if (this.authorization) headers.authorization = this.authorization;
     try {
       const res = await fetch(this.url, { method: 'POST', headers, body, signal: ctrl.signal });
       const text = await res.text();

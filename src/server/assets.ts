@@ -25,10 +25,10 @@ export interface Asset {
   type: string;
 }
 
-const STATIC_FILES: Record<string, string> = {
-  'index.html': 'text/html; charset=utf-8',
-  'style.css': 'text/css; charset=utf-8',
-};
+const STATIC_FILES: ReadonlyMap<string, string> = new Map([
+  ['index.html', 'text/html; charset=utf-8'],
+  ['style.css', 'text/css; charset=utf-8'],
+]);
 
 /** Bundles the page script with esbuild (a build-time dependency, imported only here). */
 export async function buildWebAssets(opts: { minify?: boolean } = {}): Promise<Map<string, Asset>> {
@@ -66,7 +66,7 @@ export async function buildWebAssets(opts: { minify?: boolean } = {}): Promise<M
   for (const f of result.outputFiles) {
     if (f.path.endsWith('.js')) assets.set('app.js', { body: Buffer.from(f.contents), type: 'text/javascript; charset=utf-8' });
   }
-  for (const [name, type] of Object.entries(STATIC_FILES)) {
+  for (const [name, type] of STATIC_FILES) {
     assets.set(name, { body: await fsp.readFile(path.join(WEB_SOURCE_DIR, name)), type });
   }
   return assets;
@@ -82,7 +82,7 @@ export async function writeWebAssets(dir = WEB_BUILD_DIR): Promise<string[]> {
 
 async function readBuilt(dir: string): Promise<Map<string, Asset>> {
   const assets = new Map<string, Asset>();
-  for (const [name, type] of Object.entries({ ...STATIC_FILES, 'app.js': 'text/javascript; charset=utf-8' })) {
+  for (const [name, type] of [...STATIC_FILES, ['app.js', 'text/javascript; charset=utf-8'] as const]) {
     assets.set(name, { body: await fsp.readFile(path.join(dir, name)), type });
   }
   return assets;
@@ -99,12 +99,16 @@ export async function loadWebAssets(source: 'auto' | 'build' | 'prebuilt' = 'aut
   return buildWebAssets();
 }
 
-/** onnxruntime-web's browser files the page loads for in-browser mode. */
-export const ORT_FILES: Record<string, string> = {
-  'ort.wasm.min.mjs': 'text/javascript; charset=utf-8',
-  'ort-wasm-simd-threaded.mjs': 'text/javascript; charset=utf-8',
-  'ort-wasm-simd-threaded.wasm': 'application/wasm',
-};
+/**
+ * onnxruntime-web's browser files the page loads for in-browser mode, by name. A Map, not an
+ * object: the name comes from the URL, and a plain object would also "have" `constructor`,
+ * `toString`, `__proto__` and the like.
+ */
+export const ORT_FILES: ReadonlyMap<string, string> = new Map([
+  ['ort.wasm.min.mjs', 'text/javascript; charset=utf-8'],
+  ['ort-wasm-simd-threaded.mjs', 'text/javascript; charset=utf-8'],
+  ['ort-wasm-simd-threaded.wasm', 'application/wasm'],
+]);
 
 /** Directory holding onnxruntime-web's dist files, or null when the package is missing. */
 export function ortWebDir(): string | null {

@@ -59,6 +59,16 @@ export interface JobHandle {
   cancel(): void;
 }
 
+/**
+ * A place in the queue taken before the job exists (while its image is still being decoded),
+ * so that decoding counts against the same limit as inference. `submit` (once) turns it into
+ * the job; `release` gives it back, and does nothing after `submit`.
+ */
+export interface Reservation {
+  submit(spec: JobSpec, events?: JobEvents): JobHandle;
+  release(): void;
+}
+
 interface Job {
   id: number;
   spec: JobSpec;
@@ -101,6 +111,8 @@ export class InferencePool {
   private readonly waiting: Job[] = [];
   private readonly running = new Map<number, Job>();
   private readonly exports = new Map<number, PendingExport>();
+  /** Places reserved for jobs whose image is being decoded. */
+  private reserved = 0;
   private nextId = 1;
   private closed = false;
   /** Mean compute time of recent jobs, for Retry-After. */
@@ -223,23 +235,51 @@ export class InferencePool {
 
   /** Whether a new job would be admitted now. */
   get full(): boolean {
-    return this.waiting.length + this.running.size >= this.queueLimit + this.concurrency;
+    return this.reserved + this.waiting.length + this.running.size >= this.queueLimit + this.concurrency;
   }
 
   /** Seconds a refused client should wait: roughly the time to drain what is queued. */
   retryAfterSeconds(): number {
-    const ahead = this.waiting.length + this.running.size;
+    const ahead = this.reserved + this.waiting.length + this.running.size;
     return Math.max(1, Math.ceil((this.meanJobMs * ahead) / this.concurrency / 1000));
   }
 
-  stats(): { running: number; waiting: number; queueLimit: number; concurrency: number } {
-    return { running: this.running.size, waiting: this.waiting.length, queueLimit: this.queueLimit, concurrency: this.concurrency };
+  stats(): { running: number; waiting: number; reserved: number; queueLimit: number; concurrency: number } {
+    return { running: this.running.size, waiting: this.waiting.length, reserved: this.reserved, queueLimit: this.queueLimit, concurrency: this.concurrency };
+  }
+
+  /** Takes a place in the queue for a job still to be built; null when the queue is full. */
+  reserve(): Reservation | null {
+    if (this.closed) throw new Error('inference pool is closed');
+    if (this.full) return null;
+    this.reserved++;
+    let open = true;
+    const give = (): boolean => {
+      if (!open) return false;
+      open = false;
+      this.reserved--;
+      return true;
+    };
+    return {
+      submit: (spec, events = {}) => {
+        if (!give()) throw new Error('reservation already used');
+        return this.enqueue(spec, events);
+      },
+      release: () => {
+        give();
+      },
+    };
   }
 
   /** Queues a job; null when the queue is full. The image buffer is transferred to the worker. */
   submit(spec: JobSpec, events: JobEvents = {}): JobHandle | null {
     if (this.closed) throw new Error('inference pool is closed');
     if (this.full) return null;
+    return this.enqueue(spec, events);
+  }
+
+  private enqueue(spec: JobSpec, events: JobEvents): JobHandle {
+    if (this.closed) throw new Error('inference pool is closed');
     const id = this.nextId++;
     let job!: Job;
     const result = new Promise<JobResult>((resolve, reject) => {

@@ -56,7 +56,8 @@ export function decodeBase64Image(value: unknown, limit: number): Buffer {
 /** Reads the request body (JSON or multipart) without validating the fields yet. */
 export async function readCaptionRequest(req: FastifyRequest, limit: number): Promise<RawCaptionRequest> {
   if (req.isMultipart()) {
-    const fields: Record<string, unknown> = {};
+    // No prototype: a field named like an Object.prototype member is just an unknown field.
+    const fields: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
     let image: Buffer | null = null;
     let imageName = 'image';
     try {

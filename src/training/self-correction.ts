@@ -25,6 +25,8 @@ import { captionImages, stepsForTokensPerStep } from '../sampling/caption.js';
 import { samplerOptions } from '../sampling/sampler.js';
 import { EOS_ID, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { writeFileAtomic } from '../util/atomic.js';
+import { UserError } from '../util/errors.js';
+import { redactSecrets } from '../util/redact.js';
 import { createProgress } from '../util/progress.js';
 import type { Rng } from '../util/rng.js';
 import { type TrainSettings, runTraining } from './run.js';
@@ -43,6 +45,34 @@ export interface SelfCorrectionSettings {
   train: TrainSettings;
   /** Send each image to the expert (LLM experts need it; the grounded one reads the scene graph). */
   sendImages: boolean;
+  /**
+   * Largest share of a round's drafts the expert may fail on (an `error` answer: HTTP 401, a dead
+   * server, ...) before the run stops with an error; failing on every draft always stops it.
+   * Default 0.5.
+   */
+  maxExpertFailures?: number;
+}
+
+/**
+ * The one-line error for a round whose expert failed on too many drafts, naming the most common
+ * cause; null when the failures are within the allowed share.
+ */
+export function expertFailure(round: number, expertName: string, answers: readonly (ReviewAnswer | undefined)[], maxShare: number, cacheFile: string): string | null {
+  const reasons = new Map<string, number>();
+  let failed = 0;
+  for (const a of answers) {
+    if (a?.kind !== 'error') continue;
+    failed++;
+    reasons.set(a.reason, (reasons.get(a.reason) ?? 0) + 1);
+  }
+  const total = answers.length;
+  if (failed === 0 || (failed < total && failed <= maxShare * total)) return null;
+  const [cause, times] = [...reasons].sort((a, b) => b[1] - a[1])[0]!;
+  const share = `${Math.round((100 * failed) / total)}%`;
+  return (
+    `round ${round}: the expert ${expertName} failed on ${failed} of ${total} drafts (${share}; at most ${Math.round(maxShare * 100)}% allowed, --max-expert-failures): ` +
+    `${cause}${times < failed ? ` (${times} of them)` : ''}; nothing was trained, the answers are in ${cacheFile}; fix the cause and rerun`
+  );
 }
 
 /**
@@ -254,12 +284,20 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     const model = await loadModelState(current);
     const tokenizer = model.tokenizer;
     const bar = createProgress(`review (${job.expert.name})`, drafts.length, { enabled: progress });
+    const cacheFile = path.join(dir, 'reviews.jsonl');
     const reviewed = await reviewAll(job.expert, drafts.map((d) => reviewRequest(d, job.images[d.record]!, s.sendImages)), {
-      cacheFile: path.join(dir, 'reviews.jsonl'),
+      cacheFile,
       tokenizer,
       onProgress: (p) => bar.update(p.done),
     });
     bar.stop();
+    // A run whose expert failed (a wrong key, a dead endpoint) must not look like a run whose
+    // expert found nothing to correct: too many failures stop it, fewer are a warning.
+    const answers = drafts.map((d) => reviewed.answers.get(d.id));
+    const tooMany = expertFailure(round, job.expert.name, answers, s.maxExpertFailures ?? 0.5, cacheFile);
+    if (tooMany) throw new UserError(redactSecrets(tooMany));
+    const failedReviews = answers.filter((a) => a?.kind === 'error').length;
+    if (failedReviews > 0) process.stderr.write(`warning: round ${round}: the expert failed on ${failedReviews} of ${drafts.length} drafts; they are left out (a rerun asks again)\n`);
     // 3. Pairs -> span corrections over the draft's own tokens.
     const draftRecords: TrainingRecord[] = [];
     const pairsOut: object[] = [];

@@ -1,10 +1,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { createServer } from '../../server/app.js';
+import { SERVER_DEFAULTS, type ServerOptions, createServer } from '../../server/app.js';
 import { UserError } from '../../util/errors.js';
 import { shippedModelDir } from '../models.js';
-import { choiceOption, intOption } from '../options.js';
+import { choiceOption, floatOption, intOption } from '../options.js';
 
 interface ServeFlags {
   port: number;
@@ -16,8 +16,29 @@ interface ServeFlags {
   concurrency: number;
   threads?: number;
   stepDelay: number;
+  maxPixels: number;
+  decodeConcurrency: number;
+  requestTimeout: number;
+  idleTimeout: number;
+  keepAliveTimeout: number;
   web: 'auto' | 'build' | 'prebuilt';
   log?: boolean;
+}
+
+const seconds = (s: number): number => Math.round(s * 1000);
+
+/** The server's limits from the flags (times are given in seconds, the server takes ms). */
+export function serverLimits(f: Pick<ServeFlags, 'maxUpload' | 'maxPixels' | 'queue' | 'concurrency' | 'decodeConcurrency' | 'requestTimeout' | 'idleTimeout' | 'keepAliveTimeout'>): Omit<ServerOptions, 'models'> {
+  return {
+    maxUploadBytes: f.maxUpload,
+    maxPixels: f.maxPixels,
+    queueLimit: f.queue,
+    concurrency: f.concurrency,
+    decodeConcurrency: f.decodeConcurrency,
+    requestTimeoutMs: seconds(f.requestTimeout),
+    idleTimeoutMs: seconds(f.idleTimeout),
+    keepAliveTimeoutMs: seconds(f.keepAliveTimeout),
+  };
 }
 
 const hasCheckpoint = (dir: string): boolean => fs.existsSync(path.join(dir, 'checkpoint.json'));
@@ -51,9 +72,14 @@ export function registerServe(program: Command): void {
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--baseline <dir>', 'baseline (mask-prediction) checkpoint (default: the shipped one)')
     .option('--rediff <dir>', 'ReDiff checkpoint (default: the shipped one)')
-    .option('--max-upload <bytes>', 'largest accepted image upload', intOption('--max-upload', 1024), 5 * 1024 * 1024)
-    .option('--queue <n>', 'generation jobs that may wait; more get 503', intOption('--queue', 0), 8)
+    .option('--max-upload <bytes>', 'largest accepted image upload', intOption('--max-upload', 1024), SERVER_DEFAULTS.maxUploadBytes)
+    .option('--max-pixels <n>', 'largest accepted image, width x height (read from its header before decoding)', intOption('--max-pixels', 1), SERVER_DEFAULTS.maxPixels)
+    .option('--queue <n>', 'generation jobs that may wait (their images being decoded included); more get 503', intOption('--queue', 0), 8)
     .option('--concurrency <n>', 'generation jobs run at once', intOption('--concurrency', 1, 64), 2)
+    .option('--decode-concurrency <n>', 'images decoded at once', intOption('--decode-concurrency', 1, 64), SERVER_DEFAULTS.decodeConcurrency)
+    .option('--request-timeout <s>', 'seconds a client has to send a whole request (then 408); 0 = no limit', floatOption('--request-timeout', 0, 86400), SERVER_DEFAULTS.requestTimeoutMs / 1000)
+    .option('--idle-timeout <s>', 'seconds of silence after which a connection is closed; 0 = never', floatOption('--idle-timeout', 0, 86400), SERVER_DEFAULTS.idleTimeoutMs / 1000)
+    .option('--keep-alive-timeout <s>', 'seconds an idle keep-alive connection stays open', floatOption('--keep-alive-timeout', 0, 3600), SERVER_DEFAULTS.keepAliveTimeoutMs / 1000)
     .option('--threads <n>', 'onnxruntime threads for inference', intOption('--threads', 1, 256))
     .option('--step-delay <ms>', 'pause before every sampling step (slow motion, to watch the refinement)', intOption('--step-delay', 0, 10000), 0)
     .option('--web <source>', 'the page: auto, build (bundle now) or prebuilt (dist/public)', choiceOption('--web', ['auto', 'build', 'prebuilt'] as const), 'auto')
@@ -64,9 +90,7 @@ export function registerServe(program: Command): void {
       process.stderr.write(`loading ${models.map((m) => `${m.name} from ${m.dir}`).join(', ')} ...\n`);
       const server = await createServer({
         models,
-        maxUploadBytes: f.maxUpload,
-        queueLimit: f.queue,
-        concurrency: f.concurrency,
+        ...serverLimits(f),
         web: f.web,
         stepDelayMs: f.stepDelay,
         logger: Boolean(f.log),

@@ -1,6 +1,6 @@
 import { type Command, Option } from 'commander';
 import { benchmarkTokenizer, BENCHMARK_PROMPT } from '../../benchmark/captioner.js';
-import { type DataIssue, formatIssue } from '../../data/jsonl.js';
+import { DEFAULT_MAX_LINE_BYTES, type DataIssue, formatIssue } from '../../data/jsonl.js';
 import { type InMemorySplit, type UserData, benchmarkTrainingRecord, generateBenchmarkSplit, readBenchmarkSplit, readUserData } from '../../data/training-data.js';
 import { PRESET_NAMES, presetConfig } from '../../model/config.js';
 import { loadModelState } from '../../model/io.js';
@@ -44,6 +44,7 @@ interface TrainFlags {
   dynamicNoise?: boolean;
   hallucinationShare: number;
   onError: 'skip' | 'fail';
+  maxLineBytes: number;
   progress: boolean;
   rounds: number;
   draftImages: number;
@@ -54,6 +55,7 @@ interface TrainFlags {
   expertModel?: string;
   expertConcurrency: number;
   expertTimeout: number;
+  maxExpertFailures: number;
 }
 
 /** The Stage I mix flags (SPEC 3) as MixOptions; the paper's Table 5 ablations are flag settings. */
@@ -71,12 +73,12 @@ async function loadData(f: TrainFlags, tokenizer: Tokenizer, imageSize: number):
     for (const i of issues) process.stderr.write(`warning: ${formatIssue(i)} (skipped)\n`);
   };
   if (f.llava || f.vicrit) {
-    const user = await readUserData({ llava: f.llava, vicrit: f.vicrit }, tokenizer, imageSize, { onError: f.onError, vocabulary: null });
+    const user = await readUserData({ llava: f.llava, vicrit: f.vicrit }, tokenizer, imageSize, { onError: f.onError, vocabulary: null, maxLineBytes: f.maxLineBytes });
     warnSkipped(user.issues);
     return { user };
   }
   if (f.data) {
-    const { split, issues } = await readBenchmarkSplit(f.data, imageSize, f.onError);
+    const { split, issues } = await readBenchmarkSplit(f.data, imageSize, f.onError, f.maxLineBytes);
     warnSkipped(issues);
     return { split };
   }
@@ -116,7 +118,8 @@ export function registerTrain(program: Command): void {
     .option('--syntax-noise <q>', 'revision: share of unmasked tokens replaced by random tokens (paper 0.1, authors\' code 0.05)', floatOption('--syntax-noise', 0, 1), 0.05)
     .option('--dynamic-noise', 'revision: the "dynamic revise ratio" ablation, q = t while t < 0.1')
     .option('--hallucination-share <x>', 'revision: share of samples that are hallucination pairs (0 = syntax only)', floatOption('--hallucination-share', 0, 1), 0.25)
-    .addOption(new Option('--on-error <mode>', 'a bad data line: skip it with a warning, or stop').choices(['skip', 'fail']).default('fail'))
+    .addOption(new Option('--on-error <mode>', 'a bad data line (or an unreadable image it names): skip it with a warning, or stop').choices(['skip', 'fail']).default('fail'))
+    .option('--max-line-bytes <n>', 'longest data line read; a longer one is a bad line', intOption('--max-line-bytes', 1), DEFAULT_MAX_LINE_BYTES)
     .option('--rounds <n>', 'self-correct: rounds of draft, review, train', intOption('--rounds', 1, 20), 1)
     .option('--draft-images <n>', 'self-correct: training images drafted per round', intOption('--draft-images'), 1000)
     .option('--draft-tokens-per-step <list>', 'self-correct: step budgets of the drafts, as tokens per step', intListOption('--draft-tokens-per-step'), [1, 4, 8])
@@ -128,6 +131,7 @@ export function registerTrain(program: Command): void {
     .option('--expert-timeout <s>', 'llm expert: seconds per request', intOption('--expert-timeout'), 120)
     .option('--vision-lr-scale <x>', 'mask-prediction, revision: learning-rate multiplier of a pretrained vision tower', floatOption('--vision-lr-scale', 0, 1), 1)
     .option('--measure-scenes <n>', 'validation scenes of the measurement printed after the stage (0 = none)', intOption('--measure-scenes', 0), 256)
+    .option('--max-expert-failures <share>', 'self-correct: stop when the expert fails on more than this share of a round\'s drafts (on all of them, always)', floatOption('--max-expert-failures', 0, 1), 0.5)
     .option('--no-progress', 'no progress bar')
     .action(async (f: TrainFlags) => {
       if (f.warmup >= f.steps) throw new UserError(`--warmup (${f.warmup}) must be smaller than --steps (${f.steps})`);
@@ -205,6 +209,7 @@ async function selfCorrect(f: TrainFlags): Promise<void> {
       draftSampler: 'rediff',
       stage1Share: f.stage1Share,
       sendImages: f.expert === 'llm',
+      maxExpertFailures: f.maxExpertFailures,
       train: {
         stage: 'self-correct', steps: f.steps, batchSize: f.batchSize, lr: f.lr, warmupSteps: f.warmup, minLrRatio: f.minLrRatio,
         weightDecay: f.weightDecay, clipNorm: f.clip, seed: f.seed, checkpointEvery: f.checkpointEvery,
