@@ -5,6 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { reproduce } from '../src/evaluation/reproduce.js';
 import { writeReport } from '../src/report/report.js';
+import { reproducePaths } from '../src/cli/commands/reproduce.js';
 
 test('rediff reproduce --preset quick runs the whole study, writes the report, and a rerun redoes nothing', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-reproduce-'));
@@ -32,4 +33,9 @@ test('rediff reproduce --preset quick runs the whole study, writes the report, a
   assert.ok(again.filter((l) => l.includes('reused')).length >= 15, again.join('\n'));
   assert.ok(!again.some((l) => l.endsWith(' ...')), `nothing redone:\n${again.join('\n')}`);
   assert.ok(performance.now() - t0 < 30_000);
+});
+
+test('rediff reproduce writes its report into its own output folder unless --report says otherwise', () => {
+  assert.deepEqual(reproducePaths({ out: 'runs/study' }), { out: 'runs/study', report: path.join('runs/study', 'report') });
+  assert.deepEqual(reproducePaths({ out: '/tmp/s', report: 'reports' }), { out: '/tmp/s', report: 'reports' });
 });
