@@ -13,8 +13,9 @@ test('Stage I revision training keeps clean tokens and repairs injected errors i
   const { revision: r, maskOnly: m } = await revisionVersusMaskPrediction(300, 30);
   const msg = `revision: ${showRepair(r)}; mask prediction: ${showRepair(m)}`;
   t.diagnostic(msg);
-  // Measured when written (64 held-out captions, 328 injected errors): revision kept 84.8% of
-  // clean tokens and repaired 7.0%, 743 errors after; mask prediction kept 8.0%, 2,942 errors after.
+  // Measured in two runs (64 held-out captions, 328 injected errors; onnxruntime's float
+  // rounding varies with thread schedules): revision kept 84.8% / 81.8% of clean tokens and
+  // repaired 7.0% / 8.2%, 743 / 825 errors after; mask prediction kept 8.0% / 10.4%, 2,942 / 2,873 errors after.
   assert.ok(r.cleanKept >= 0.7, msg);
   assert.ok(r.repaired >= 0.03, msg);
   assert.ok(m.cleanKept <= 0.4, msg);
