@@ -9,8 +9,9 @@
  * step (hundreds of refinements per caption); with a fixed model seed and scene seed the run is
  * deterministic, so "at least one refinement" is guaranteed, not likely.
  *
- * Skipped, with a message, where /usr/bin/chromium (or $REDIFF_CHROMIUM) is missing
- * (`apt-get install chromium`).
+ * Needs Chromium: $REDIFF_CHROMIUM, else the first of /usr/bin/chromium, chromium-browser,
+ * google-chrome that exists (the README's set-up installs Debian's: `apt-get install chromium`).
+ * Without one the test fails saying so; REDIFF_SKIP_BROWSER=1 skips it on purpose.
  * The screenshot goes to $REDIFF_SCREENSHOT, default <tmpdir>/rediff-page-mid-refinement.png.
  * For the README's screenshot, run it on trained models: REDIFF_SCREENSHOT_MODELS=models (a
  * folder with baseline/ and rediff/ checkpoints) REDIFF_SCREENSHOT=docs/page.png.
@@ -27,13 +28,15 @@ import { initParams } from '../src/model/params.js';
 import { makeTinyModels } from './helpers/models.js';
 import { createServer } from '../src/server/app.js';
 
-const CHROMIUM = process.env.REDIFF_CHROMIUM ?? '/usr/bin/chromium';
-const skip = fs.existsSync(CHROMIUM) ? false : `Chromium is not installed at ${CHROMIUM} (apt-get install chromium): browser test skipped`;
+const CANDIDATES = process.env.REDIFF_CHROMIUM ? [process.env.REDIFF_CHROMIUM] : ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome', '/usr/bin/google-chrome-stable'];
+const CHROMIUM = CANDIDATES.find((p) => fs.existsSync(p));
+const skip = process.env.REDIFF_SKIP_BROWSER === '1' ? 'REDIFF_SKIP_BROWSER=1: browser test skipped on purpose' : false;
 const SCREENSHOT = process.env.REDIFF_SCREENSHOT ?? path.join(os.tmpdir(), 'rediff-page-mid-refinement.png');
 
 const makeModels = (): ReturnType<typeof makeTinyModels> => makeTinyModels('rediff-browser-');
 
 test('the page captions a generated scene with both models and marks refined tokens', { skip, timeout: 180_000 }, async (t) => {
+  assert.ok(CHROMIUM, `no Chromium at ${CANDIDATES.join(', ')}: install it (Debian/Ubuntu: apt-get install chromium), point REDIFF_CHROMIUM at one, or set REDIFF_SKIP_BROWSER=1 to skip this test`);
   const { chromium } = await import('playwright-core');
   const real = process.env.REDIFF_SCREENSHOT_MODELS;
   const models = real ? ['baseline', 'rediff'].map((name) => ({ name, dir: path.join(real, name) })) : await makeModels();
@@ -63,11 +66,33 @@ test('the page captions a generated scene with both models and marks refined tok
     const runBoth = async (mode: 'server' | 'browser'): Promise<Record<string, { refinements: number; steps: number; final: string }>> => {
       await page.check('input[name="tps"][value="4"]');
       await page.check(`input[name="mode"][value="${mode}"]`);
+      // Records what the panels show at the moment the header first says "done".
+      await page.evaluate(() => {
+        const w = window as unknown as { atDone: string[] | null };
+        w.atDone = null;
+        const status = document.getElementById('status')!;
+        const seen = new MutationObserver(() => {
+          if (w.atDone === null && status.textContent!.startsWith('done')) {
+            w.atDone = Array.from(document.querySelectorAll<HTMLElement>('.panel')).map((p) => `${p.dataset.state} ${p.querySelector('.step-label')!.textContent} final ${p.querySelector<HTMLElement>('.final')!.hidden ? 'hidden' : 'shown'}`);
+            seen.disconnect();
+          }
+        });
+        seen.observe(status, { childList: true, characterData: true, subtree: true });
+      });
       await page.click('#run');
+      await page.waitForSelector('body[data-run="done"]', { timeout: 120_000 });
       for (const m of ['baseline', 'rediff']) {
-        await page.waitForSelector(`#panel-${m}[data-state="done"]`, { timeout: 90_000 });
-        await page.waitForSelector(`#panel-${m} .final:not([hidden])`, { timeout: 30_000 });
+        await page.waitForSelector(`#panel-${m}[data-state="done"]`, { timeout: 1000 });
+        await page.waitForSelector(`#panel-${m} .final:not([hidden])`, { timeout: 1000 });
       }
+      // "done" only once both panels show their last step and final caption, with one step count
+      // everywhere: each panel's label and the slider count the steps taken.
+      const atDone = await page.evaluate(() => (window as unknown as { atDone: string[] | null }).atDone);
+      const steps = await page.evaluate(() => Array.from(document.querySelectorAll<HTMLElement>('.panel')).map((p) => Number(p.dataset.steps)));
+      assert.deepEqual(atDone, steps.map((n) => `done step ${n} / ${n} (final) final shown`), `${mode}: what the panels showed when the header said done`);
+      const most = Math.max(...steps);
+      assert.equal(await page.textContent('#scrub-label'), `step ${most} / ${most}`);
+      assert.equal(await page.getAttribute('#scrubber', 'max'), String(most));
       return page.evaluate(() =>
         Object.fromEntries(
           Array.from(document.querySelectorAll<HTMLElement>('.panel')).map((p) => [
@@ -117,6 +142,30 @@ test('the page captions a generated scene with both models and marks refined tok
     assert.equal(inBrowser.baseline!.final, onServer.baseline!.final);
     assert.equal(inBrowser.rediff!.final, onServer.rediff!.final);
     assert.equal(inBrowser.rediff!.refinements, onServer.rediff!.refinements);
+    assert.deepEqual(errors, []);
+
+    // A file that is not an image: the old image is cleared, captioning is off and the error
+    // stays until a good image is chosen.
+    const litPixels = (): Promise<number> =>
+      page.$eval('#view', (c) => {
+        const d = (c as HTMLCanvasElement).getContext('2d')!.getImageData(0, 0, (c as HTMLCanvasElement).width, (c as HTMLCanvasElement).height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i]! + d[i + 1]! + d[i + 2]! > 0) n++;
+        return n;
+      });
+    assert.ok((await litPixels()) > 0, 'the scene is drawn');
+    await page.setInputFiles('#upload', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image, just text\n') });
+    await page.waitForSelector('#status.error', { timeout: 10_000 });
+    assert.match((await page.textContent('#status')) ?? '', /cannot read notes\.png as an image/);
+    assert.equal(await page.isDisabled('#run'), true, 'captioning is off without an image');
+    assert.match((await page.textContent('#image-label')) ?? '', /^no image/);
+    assert.equal(await litPixels(), 0, 'the old image is cleared');
+    assert.equal(await page.isHidden('#scene-box'), true);
+    await page.check('input[name="tps"][value="8"]');
+    assert.match((await page.textContent('#status')) ?? '', /cannot read notes\.png/, 'the error stays');
+    await page.click('#new-scene');
+    assert.equal(await page.isDisabled('#run'), false, 'a good image turns captioning back on');
+    assert.equal(await page.locator('#status.error').count(), 0, 'and clears the error');
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();

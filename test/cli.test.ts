@@ -114,3 +114,28 @@ test('repair measures the fixture drafter and an untrained model on its own corr
   // The fixture keeps most of its own text; an untrained model rewrites it.
   assert.ok(Number(rows[0]![4]) > Number(rows[1]![4]), r.stdout);
 });
+
+test('train --llava: words outside the vocabulary are reported as file:line (prompts too) unless --allow-unk; the revision loss is explained', async () => {
+  const dir = path.join(tmp, 'llava');
+  fs.mkdirSync(dir, { recursive: true });
+  const img = path.join(dir, 'a.png');
+  fs.copyFileSync(image(), img);
+  const turn = (prompt: string, caption: string) => JSON.stringify({ image: 'a.png', conversations: [{ from: 'human', value: `<image>\n${prompt}` }, { from: 'gpt', value: caption }] });
+  const file = path.join(dir, 'mine.jsonl');
+  fs.writeFileSync(file, [
+    turn('Describe the image in detail.', 'There is one shape. A small red circle is in the center.'),
+    turn('Describe the image in detail.', 'There is one zebra. A small red circle is in the center.'),
+    turn('Describe this photo in detail.', 'There is one shape. A small red circle is in the center.'),
+  ].join('\n') + '\n');
+  let runs = 0;
+  const train = (...extra: string[]) => rediff('train', '--preset', 'tiny', '--stage', 'revision', '--llava', file, '--steps', '2', '--warmup', '1', '--batch-size', '2', '--out', path.join(tmp, `unk-run-${++runs}`), '--no-progress', ...extra);
+  assertCleanFailure(await train(), new RegExp(`${file.replace(/[.]/g, '\\.')}:2: caption has 1 word\\(s\\) outside the vocabulary: "zebra"`));
+  const skipped = await train('--on-error', 'skip');
+  assert.equal(skipped.code, 0, skipped.stderr);
+  assert.match(skipped.stderr, /mine\.jsonl:2: caption .*"zebra" \(skipped\)/);
+  assert.match(skipped.stderr, /mine\.jsonl:3: prompt has 2 word\(s\) outside the vocabulary: "this", "photo" \(skipped\)/);
+  const allowed = await train('--allow-unk');
+  assert.equal(allowed.code, 0, allowed.stderr);
+  assert.doesNotMatch(allowed.stderr, /outside the vocabulary/);
+  assert.match(allowed.stderr, /note: the revision loss is, per sample, 1\/p .* follow its trend, not its size/);
+});

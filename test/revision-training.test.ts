@@ -1,46 +1,24 @@
+/**
+ * Stage I in the default suite, at a quarter of the budget of the long form
+ * (test/slow/revision-training.test.ts, run by npm run test:slow and CI): after 300 steps per
+ * model, the revision-trained model already keeps most clean tokens and fixes some injected
+ * errors, while the mask-prediction model rewrites nearly everything. A revision objective that
+ * did not train on unmasked positions would look like mask prediction here and fail.
+ */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../src/benchmark/captioner.js';
-import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../src/data/training-data.js';
-import { measureRepair } from '../src/evaluation/repair.js';
-import { presetConfig } from '../src/model/config.js';
-import { DiffusionVLM } from '../src/model/model.js';
-import { initParams } from '../src/model/params.js';
-import { runTraining } from '../src/training/run.js';
-import { MASK_PREDICTION_MIX, type MixOptions } from '../src/training/samples.js';
+import { revisionVersusMaskPrediction, showRepair } from './helpers/stage1.js';
 
-// Both models: the tiny preset, the same scenes, seed and budget; only the objective differs.
-const STEPS = 1200;
-const tokenizer = benchmarkTokenizer();
-const config = presetConfig('tiny', tokenizer.size);
-const train = generateBenchmarkSplit('train', 0, 2000, config.imageSize);
-const records = train.records.map((r, i) => benchmarkTrainingRecord(r, train.rgb[i]!, tokenizer));
-const heldOut = generateBenchmarkSplit('val', 0, 64, config.imageSize);
-
-async function trained(mix: MixOptions): Promise<DiffusionVLM> {
-  const res = await runTraining({
-    outDir: fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-stage1-')), records, resume: false, progress: false,
-    initial: { config, tokenizer, params: initParams(config, 0) },
-    settings: { stage: mix.objective, steps: STEPS, batchSize: 32, lr: 3e-3, warmupSteps: 50, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0, checkpointEvery: STEPS, mix },
-  });
-  return new DiffusionVLM(config, tokenizer, res.params, { prompt: BENCHMARK_PROMPT });
-}
-
-test('Stage I revision training repairs injected errors in held-out captions; mask prediction alone does not', async () => {
-  const revision = await trained({ objective: 'revision', syntaxNoise: 0.05, dynamicSyntaxNoise: false, correctionShare: 0.25 });
-  const maskOnly = await trained(MASK_PREDICTION_MIX);
-  const r = await measureRepair(revision, heldOut, 0.1, 1);
-  const m = await measureRepair(maskOnly, heldOut, 0.1, 1);
-  await revision.dispose();
-  await maskOnly.dispose();
-  const show = (x: typeof r): string => `repaired ${(100 * x.repaired).toFixed(1)}% of ${x.injected}, kept ${(100 * x.cleanKept).toFixed(1)}% of clean, errors ${x.errorsBefore} -> ${x.errorsAfter}`;
-  // Measured when written (64 held-out captions, ~370 injected errors): revision repaired
-  // ~9% and kept ~98% of clean tokens; mask prediction kept only ~58% (it rewrites everything).
-  assert.ok(r.repaired >= 0.04, `revision: ${show(r)}`);
-  assert.ok(r.cleanKept >= 0.95, `revision: ${show(r)}`);
-  assert.ok(m.cleanKept < 0.85, `mask prediction: ${show(m)}`);
-  assert.ok(m.errorsAfter > m.errorsBefore, `mask prediction should not repair on net: ${show(m)}`);
+test('Stage I revision training keeps clean tokens and repairs injected errors in held-out captions; mask prediction alone does not', async (t) => {
+  const { revision: r, maskOnly: m } = await revisionVersusMaskPrediction(300, 30);
+  const msg = `revision: ${showRepair(r)}; mask prediction: ${showRepair(m)}`;
+  t.diagnostic(msg);
+  // Measured in two runs (64 held-out captions, 328 injected errors; onnxruntime's float
+  // rounding varies with thread schedules): revision kept 84.8% / 81.8% of clean tokens and
+  // repaired 7.0% / 8.2%, 743 / 825 errors after; mask prediction kept 8.0% / 10.4%, 2,942 / 2,873 errors after.
+  assert.ok(r.cleanKept >= 0.7, msg);
+  assert.ok(r.repaired >= 0.03, msg);
+  assert.ok(m.cleanKept <= 0.4, msg);
+  assert.ok(2 * r.errorsAfter < m.errorsAfter, msg);
+  assert.ok(m.errorsAfter > m.errorsBefore, `mask prediction should not repair on net: ${msg}`);
 });

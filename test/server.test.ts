@@ -222,7 +222,15 @@ describe('errors', () => {
     await expectError(await postJson(fastUrl, { image: b64, temperature: -1 }), 400, 'temperature', /temperature/);
     await expectError(await postJson(fastUrl, { image: b64, model: 'gpt' }), 400, 'model', /unknown model "gpt".*baseline, rediff/);
     await expectError(await postJson(fastUrl, { image: b64, stream: 'maybe' }), 400, 'stream', /stream must be true or false/);
-    await expectError(await postJson(fastUrl, { image: b64, prompt: 'describe the image in great great detail please .' }), 400, 'prompt', /takes at most 8/);
+    await expectError(await postJson(fastUrl, { image: b64, prompt: 'describe the image in detail . describe the image .' }), 400, 'prompt', /prompt has 10 tokens; model rediff takes at most 8/);
+    // Words outside the vocabulary are named, not silently read as [UNK], unless allow_unk.
+    await expectError(await postJson(fastUrl, { image: b64, prompt: 'Describe the photo in great detail.' }), 400, 'prompt', /prompt has 2 word\(s\) outside model rediff's vocabulary: "photo", "great" \(rephrase it, or send allow_unk=true/);
+    await expectError(await postForm(fastUrl, png, { prompt: 'describe the llama' }), 400, 'prompt', /"llama"/);
+    await expectError(await postJson(fastUrl, { image: b64, prompt: 'describe the llama', allow_unk: 'perhaps' }), 400, 'allow_unk', /allow_unk must be true or false/);
+    const unk = await postJson(fastUrl, { image: b64, prompt: 'Describe the photo in great detail.', allow_unk: true, tokens_per_step: 8 });
+    assert.equal(unk.status, 200, 'allow_unk reads them as [UNK]');
+    assert.equal(((await unk.json()) as Caption).tokens.length, 96);
+    assert.equal((await postForm(fastUrl, png, { prompt: 'describe the llama', allow_unk: 'true', tokens_per_step: '8' })).status, 200);
     await expectError(await postJson(fastUrl, { image: b64, 'tokens-per-step': 4 }), 400, 'tokens-per-step', /unknown field "tokens-per-step"/);
   });
 

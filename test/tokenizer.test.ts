@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { UserError } from '../src/util/errors.js';
 import { WordTokenizer } from '../src/tokenizer/word.js';
 import { HuggingFaceTokenizer } from '../src/tokenizer/huggingface.js';
-import { EOS_ID, MASK_ID, PAD_ID, UNK_ID, tokenizerFromJSON, type Tokenizer } from '../src/tokenizer/tokenizer.js';
+import { EOS_ID, MASK_ID, PAD_ID, UNK_ID, tokenizerFromJSON, type Tokenizer, wordsOutsideVocabulary } from '../src/tokenizer/tokenizer.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-tok-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -154,4 +154,13 @@ test('HuggingFaceTokenizer: special tokens from options and tokenizer_config.jso
   fs.mkdirSync(bad);
   fs.writeFileSync(path.join(bad, 'tokenizer.json'), '{"model": ');
   await assert.rejects(HuggingFaceTokenizer.load(bad), userError(/^tokenizer is not valid JSON: .*tokenizer\.json/));
+});
+
+test('wordsOutsideVocabulary: the words that would become UNK, for word and Hugging Face tokenizers', () => {
+  const w = new WordTokenizer(['a', 'red', 'circle', '.']);
+  assert.deepEqual(wordsOutsideVocabulary(w, 'A red zebra, a red zebra and a circle.'), ['zebra', ',', 'and']);
+  assert.deepEqual(wordsOutsideVocabulary(w, 'a red circle.'), []);
+  const hf = new HuggingFaceTokenizer(wordLevelJson());
+  assert.deepEqual(wordsOutsideVocabulary(hf, 'a GREEN circle and a green square.'), ['GREEN', 'and', 'green']);
+  assert.deepEqual(wordsOutsideVocabulary(hf, 'a red circle left of a blue square.'), []);
 });

@@ -6,12 +6,13 @@
  *    "span_changed", "type"?, "image"?}; the field names of the published ViCrit-Train set
  *    (original_caption, solution_original, solution_target, image_path) are accepted too.
  * Problems are reported per line (file:line) and skipped or fatal by `onError` (jsonl.ts). A
- * caption with words outside the vocabulary (default: the benchmark's) is such a problem: it
- * would otherwise become [UNK] tokens silently.
+ * caption or prompt with words outside the vocabulary (default: the benchmark's) is such a
+ * problem: it would otherwise become [UNK] tokens silently (`vocabulary: null` accepts them).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type WordTokenizer, splitWords } from '../tokenizer/word.js';
+import { type Tokenizer, wordsOutsideVocabulary } from '../tokenizer/tokenizer.js';
+import { splitWords } from '../tokenizer/word.js';
 import { benchmarkTokenizer } from '../benchmark/captioner.js';
 import { type DataIssue, IssueLog, type OnError, readJsonlLines } from './jsonl.js';
 
@@ -20,8 +21,8 @@ export interface LoadOptions {
   onError?: OnError;
   /** Image paths are relative to this directory; default the JSONL file's directory. */
   imageRoot?: string;
-  /** Captions must only use this vocabulary; default the benchmark's; null to skip the check. */
-  vocabulary?: WordTokenizer | null;
+  /** Captions (and LLaVA prompts) must only use this tokenizer's vocabulary; default the benchmark's; null to skip the check. */
+  vocabulary?: Tokenizer | null;
   /** Check that every image file exists; default true. */
   checkImages?: boolean;
   /** Longest line, in bytes (jsonl.ts). */
@@ -36,19 +37,19 @@ export interface Loaded<T> {
   issues: DataIssue[];
 }
 
-let defaultVocabulary: WordTokenizer | null = null;
-function vocabularyOf(opts: LoadOptions): WordTokenizer | null {
+let defaultVocabulary: Tokenizer | null = null;
+function vocabularyOf(opts: LoadOptions): Tokenizer | null {
   if (opts.vocabulary === null) return null;
   return opts.vocabulary ?? (defaultVocabulary ??= benchmarkTokenizer());
 }
 
 /** The words of `text` outside the vocabulary (distinct, in order of appearance). */
-export function unknownWords(vocabulary: WordTokenizer, text: string): string[] {
-  return [...new Set(vocabulary.encodeWithUnknown(text).unknown)];
+export function unknownWords(vocabulary: Tokenizer, text: string): string[] {
+  return wordsOutsideVocabulary(vocabulary, text);
 }
 
 /** A message for words outside the vocabulary, or null. */
-export function vocabularyProblem(vocabulary: WordTokenizer | null, text: string, what: string): string | null {
+export function vocabularyProblem(vocabulary: Tokenizer | null, text: string, what: string): string | null {
   if (!vocabulary) return null;
   const unknown = unknownWords(vocabulary, text);
   if (unknown.length === 0) return null;
@@ -109,7 +110,9 @@ export async function loadLlavaJsonl(file: string, opts: LoadOptions = {}): Prom
       fail(`image not found: ${image}`);
       continue;
     }
-    const problem = pairs.map((p, k) => vocabularyProblem(vocab, p.caption, pairs.length > 1 ? `caption ${k + 1}` : 'caption')).find((p) => p !== null);
+    const problem = pairs
+      .flatMap((p, k) => [vocabularyProblem(vocab, p.prompt, pairs.length > 1 ? `prompt ${k + 1}` : 'prompt'), vocabularyProblem(vocab, p.caption, pairs.length > 1 ? `caption ${k + 1}` : 'caption')])
+      .find((p) => p !== null);
     if (problem) {
       fail(problem);
       continue;

@@ -18,9 +18,12 @@ export function formatEstimate(mean: number, lo: number, hi: number, percent: bo
 }
 
 export function evalTable(rows: readonly EvalRow[]): string[][] {
-  const header = ['setting', 'tok/step', ...TABLE_COLUMNS.map((c) => c.title), 's'];
+  // Requested: the setting's schedule (none for threshold samplers). Achieved: L / mean steps
+  // taken, higher when decoding stops early at EOS.
+  const header = ['setting', 'requested tok/step', 'achieved tok/step', ...TABLE_COLUMNS.map((c) => c.title), 's'];
   const body = rows.map((r) => [
     r.setting.label,
+    r.setting.tokensPerStep === null ? '-' : String(r.setting.tokensPerStep),
     r.achievedTokensPerStep.toFixed(2),
     ...TABLE_COLUMNS.map((c) => {
       const e = r.summary[c.metric];

@@ -6,7 +6,7 @@
 import type { FastifyRequest } from 'fastify';
 import { stepsForTokensPerStep } from '../sampling/caption.js';
 import { SAMPLER_NAMES } from '../sampling/sampler.js';
-import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { type Tokenizer, wordsOutsideVocabulary } from '../tokenizer/tokenizer.js';
 import type { ModelConfig } from '../model/config.js';
 
 export class HttpError extends Error {
@@ -21,7 +21,7 @@ export class HttpError extends Error {
 }
 
 /** The fields POST /v1/captions accepts besides `image`. */
-export const CAPTION_FIELDS = ['model', 'sampler', 'tokens_per_step', 'steps', 'temperature', 'seed', 'threshold', 'prompt', 'stream'] as const;
+export const CAPTION_FIELDS = ['model', 'sampler', 'tokens_per_step', 'steps', 'temperature', 'seed', 'threshold', 'prompt', 'allow_unk', 'stream'] as const;
 
 export interface RawCaptionRequest {
   image: Buffer | null;
@@ -173,6 +173,7 @@ export function validateCaptionRequest(raw: RawCaptionRequest, models: ReadonlyM
   const seed = intField(f, 'seed', 0, 2 ** 32 - 1) ?? 0;
   const threshold = numberField(f, 'threshold', (n) => n > 0 && n <= 1, 'in (0, 1]') ?? 0.9;
   const stream = boolField(f, 'stream') ?? false;
+  const allowUnk = boolField(f, 'allow_unk') ?? false;
 
   let promptText: string;
   if (f.prompt === undefined || f.prompt === '') {
@@ -181,6 +182,11 @@ export function validateCaptionRequest(raw: RawCaptionRequest, models: ReadonlyM
   } else if (typeof f.prompt !== 'string' || f.prompt.length > 1000) {
     throw bad('prompt', 'prompt must be a string of at most 1000 characters');
   } else promptText = f.prompt;
+  const outside = allowUnk ? [] : wordsOutsideVocabulary(model.tokenizer, promptText);
+  if (outside.length > 0) {
+    const shown = outside.slice(0, 8).map((w) => JSON.stringify(w)).join(', ') + (outside.length > 8 ? ', ...' : '');
+    throw bad('prompt', `prompt has ${outside.length} word(s) outside model ${model.name}'s vocabulary: ${shown} (rephrase it, or send allow_unk=true to read them as [UNK])`);
+  }
   const prompt = model.tokenizer.encode(promptText);
   if (prompt.length === 0) throw bad('prompt', 'prompt has no tokens');
   if (prompt.length > c.promptLength) throw bad('prompt', `prompt has ${prompt.length} tokens; model ${model.name} takes at most ${c.promptLength}`);

@@ -43,6 +43,17 @@ export interface Tokenizer {
   toJSON(): object;
 }
 
+/**
+ * The words of `text` the tokenizer would turn into UNK, distinct, in order of appearance.
+ * Word tokenizers list them exactly; for others, the whitespace-separated words whose
+ * encoding contains UNK (byte-level BPEs have none).
+ */
+export function wordsOutsideVocabulary(tokenizer: Tokenizer, text: string): string[] {
+  if (tokenizer instanceof WordTokenizer) return [...new Set(tokenizer.encodeWithUnknown(text).unknown)];
+  if (!tokenizer.encode(text).includes(UNK_ID)) return [];
+  return [...new Set(text.split(/\s+/).filter((w) => w !== '' && tokenizer.encode(w).includes(UNK_ID)))];
+}
+
 /** Restores a tokenizer saved with toJSON (dispatches on its `kind`: "word" or "huggingface"). */
 export function tokenizerFromJSON(json: unknown, where = 'tokenizer'): Tokenizer {
   const kind = (json as { kind?: unknown } | null)?.kind;

@@ -58,11 +58,17 @@ const panels = new Map<string, Panel>();
 const piecesByModel = new Map<string, Pieces>();
 const idPieces: Pieces = (ids) => ids.map((i) => `#${i}`);
 
+type Picture = { kind: 'scene'; scene: Scene } | { kind: 'upload'; file: File; bitmap: ImageBitmap };
 /** The current image: a generated scene (scorable) or an uploaded file. */
-let current: { kind: 'scene'; scene: Scene } | { kind: 'upload'; file: File; bitmap: ImageBitmap } | null = null;
+let current: Picture | null = null;
 let follow = true;
 let runId = 0;
+/** The last run whose models have all finished, and the last run announced as done in the header. */
+let completedRun = 0;
+let announcedRun = 0;
 let abort: AbortController | null = null;
+/** The header's text between runs (the loaded models). */
+let idleStatus = '';
 
 function setStatus(text: string, error = false): void {
   statusEl.textContent = text;
@@ -104,7 +110,28 @@ function newScene(seed?: number): void {
     }),
   );
   $('scene-box').hidden = false;
+  imageChosen();
+}
+
+/** A usable image is loaded: captioning is possible again and an old error is cleared. */
+function imageChosen(): void {
   runButton.disabled = models.length === 0;
+  if (statusEl.classList.contains('error') && document.body.dataset.run !== 'running') setStatus(idleStatus);
+}
+
+/**
+ * A chosen file is not an image: nothing stays loaded (the old image would otherwise be
+ * captioned in its place), captioning is off and the error stays until a good image is chosen.
+ */
+function clearImage(message: string): void {
+  current = null;
+  const ctx = view.getContext('2d')!;
+  ctx.fillStyle = '#000';
+  ctx.fillRect(0, 0, view.width, view.height);
+  imageLabel.textContent = 'no image: upload a PNG, JPEG or WebP file, or generate a scene';
+  $('scene-box').hidden = true;
+  runButton.disabled = true;
+  setStatus(message, true);
 }
 
 async function useUpload(file: File): Promise<void> {
@@ -112,7 +139,7 @@ async function useUpload(file: File): Promise<void> {
   try {
     bitmap = await createImageBitmap(file);
   } catch {
-    setStatus(`cannot read ${file.name} as an image`, true);
+    clearImage(`cannot read ${file.name} as an image`);
     return;
   }
   current = { kind: 'upload', file, bitmap };
@@ -122,14 +149,13 @@ async function useUpload(file: File): Promise<void> {
   ctx.drawImage(bitmap, 0, 0, view.width, view.height);
   imageLabel.textContent = `${file.name} (${bitmap.width}×${bitmap.height}, stretched to a square as the model sees it)`;
   $('scene-box').hidden = true;
-  runButton.disabled = models.length === 0;
+  imageChosen();
 }
 
 /** The image at the model's size, normalised HWC (in-browser mode). */
-function modelPixels(size: number, norm: PixelNormalisation): Float32Array {
-  if (!current) throw new Error('no image');
-  if (current.kind === 'scene') {
-    const img = renderScene(current.scene, size);
+function modelPixels(image: Picture, size: number, norm: PixelNormalisation): Float32Array {
+  if (image.kind === 'scene') {
+    const img = renderScene(image.scene, size);
     return normalisePixels(img.rgb, size, size, 3, norm);
   }
   const c = document.createElement('canvas');
@@ -138,15 +164,14 @@ function modelPixels(size: number, norm: PixelNormalisation): Float32Array {
   const ctx = c.getContext('2d', { willReadFrequently: true })!;
   ctx.fillStyle = '#000';
   ctx.fillRect(0, 0, size, size);
-  ctx.drawImage(current.bitmap, 0, 0, size, size);
+  ctx.drawImage(image.bitmap, 0, 0, size, size);
   return normalisePixels(ctx.getImageData(0, 0, size, size).data, size, size, 4, norm);
 }
 
 /** The image as a file to upload (server mode): a scene as a PNG at the model's size. */
-async function uploadBlob(size: number): Promise<{ blob: Blob; name: string }> {
-  if (!current) throw new Error('no image');
-  if (current.kind === 'upload') return { blob: current.file, name: current.file.name };
-  const img = renderScene(current.scene, size);
+async function uploadBlob(image: Picture, size: number): Promise<{ blob: Blob; name: string }> {
+  if (image.kind === 'upload') return { blob: image.file, name: image.file.name };
+  const img = renderScene(image.scene, size);
   const c = document.createElement('canvas');
   c.width = size;
   c.height = size;
@@ -154,7 +179,7 @@ async function uploadBlob(size: number): Promise<{ blob: Blob; name: string }> {
   putRgb(ctx, img.rgb, size, size);
   const blob = await new Promise<Blob | null>((resolve) => c.toBlob(resolve, 'image/png'));
   if (!blob) throw new Error('could not encode the scene as PNG');
-  return { blob, name: `scene-${current.scene.id}.png` };
+  return { blob, name: `scene-${image.scene.id}.png` };
 }
 
 // ---------- replay ----------
@@ -163,13 +188,23 @@ function maxFrames(): number {
   return Math.max(0, ...[...panels.values()].map((p) => p.frames.length));
 }
 
+/**
+ * The step total shown under the slider, the same as in the panels: while a model is still
+ * running, the most steps it may take; once all are finished, the steps taken.
+ */
+function stepTotal(): string {
+  const all = [...panels.values()];
+  if (all.some((p) => p.state === 'running' || p.state === 'loading')) return `at most ${Math.max(0, ...all.map((p) => p.maxSteps))}`;
+  return String(maxFrames());
+}
+
 function updateScrubber(): void {
   const n = maxFrames();
   scrubber.max = String(Math.max(1, n));
   scrubber.disabled = n === 0;
   playButton.disabled = n === 0;
   if (follow) scrubber.value = String(Math.max(1, ...[...panels.values()].map((p) => p.shownStep)));
-  scrubLabel.textContent = n === 0 ? 'step –' : `step ${scrubber.value} / ${n}`;
+  scrubLabel.textContent = n === 0 ? 'step –' : `step ${scrubber.value} / ${stepTotal()}`;
 }
 
 /**
@@ -194,19 +229,37 @@ function ensureTicker(): void {
       if (p.shownStep < p.frames.length || p.state === 'running' || p.state === 'loading') behind = true;
     }
     updateScrubber();
-    if (!behind) stopTicker();
+    if (!behind) {
+      stopTicker();
+      announceIfShown();
+    }
   }, paceMs);
 }
 
 function showStep(n: number): void {
   for (const p of panels.values()) p.show(n);
-  scrubLabel.textContent = `step ${n} / ${maxFrames()}`;
+  scrubLabel.textContent = `step ${n} / ${stepTotal()}`;
+}
+
+/**
+ * The header says the run is done only once every model has finished and, in the live view,
+ * both panels show their last step (the steps are replayed at a readable pace after the
+ * models finish).
+ */
+function announceIfShown(): void {
+  if (completedRun !== runId || announcedRun === runId) return;
+  if (follow && [...panels.values()].some((p) => p.shownStep < p.frames.length)) return;
+  announcedRun = runId;
+  const failed = [...panels.values()].filter((p) => p.state === 'error').length;
+  setStatus(failed ? `${failed} model${failed === 1 ? '' : 's'} failed` : 'done: drag the slider or press replay to watch the refinement again', failed > 0);
+  document.body.dataset.run = 'done';
 }
 
 scrubber.addEventListener('input', () => {
   follow = false;
   stopTicker();
   showStep(Number(scrubber.value));
+  announceIfShown();
 });
 
 let playing: ReturnType<typeof setInterval> | null = null;
@@ -216,6 +269,7 @@ playButton.addEventListener('click', () => {
   let n = 1;
   showStep(n);
   scrubber.value = '1';
+  announceIfShown();
   playing = setInterval(() => {
     n++;
     if (n > maxFrames()) {
@@ -236,8 +290,8 @@ interface RunHooks {
   done(tokens: number[], steps: number, ms: number): void;
 }
 
-async function runOnServer(m: ModelEntry, tps: number, signal: AbortSignal, hooks: RunHooks): Promise<void> {
-  const { blob, name } = await uploadBlob(m.image_size);
+async function runOnServer(image: Picture, m: ModelEntry, tps: number, signal: AbortSignal, hooks: RunHooks): Promise<void> {
+  const { blob, name } = await uploadBlob(image, m.image_size);
   const form = new FormData();
   form.set('image', blob, name);
   form.set('model', m.name);
@@ -316,7 +370,7 @@ function browserModel(m: ModelEntry): Promise<OrtDenoisingModel> {
   return p;
 }
 
-async function runInBrowser(m: ModelEntry, tps: number, signal: AbortSignal, hooks: RunHooks): Promise<void> {
+async function runInBrowser(image: Picture, m: ModelEntry, tps: number, signal: AbortSignal, hooks: RunHooks): Promise<void> {
   const model = await browserModel(m);
   const man = model.manifest;
   const c = man.config;
@@ -327,7 +381,7 @@ async function runInBrowser(m: ModelEntry, tps: number, signal: AbortSignal, hoo
     if (signal.aborted) throw new DOMException('aborted', 'AbortError');
     hooks.step({ step: st.step + 1, tokens: [...tokens], committed: new Set(st.committed.map((x) => x.pos)), refined: new Map(st.refined.map((r) => [r.pos, r.from])) });
   };
-  const patches = patchify(modelPixels(c.imageSize, man.pixels), c.imageSize, c.patchSize);
+  const patches = patchify(modelPixels(image, c.imageSize, man.pixels), c.imageSize, c.patchSize);
   hooks.start(steps, c.responseLength);
   const t0 = performance.now();
   const [res] = await sample(model, [patches], [man.promptIds], o);
@@ -335,14 +389,16 @@ async function runInBrowser(m: ModelEntry, tps: number, signal: AbortSignal, hoo
 }
 
 async function runAll(): Promise<void> {
-  if (!current) return;
+  // The run keeps the image it started with, whatever is chosen while it runs.
+  const image = current;
+  if (!image) return;
   abort?.abort();
   const ctl = new AbortController();
   abort = ctl;
   const id = ++runId;
   const tps = Number(selected('tps')) || 4;
   const mode = (selected('mode') || 'server') as Mode;
-  const scene = current.kind === 'scene' ? current.scene : null;
+  const scene = image.kind === 'scene' ? image.scene : null;
   follow = true;
   stopTicker();
   const length = Math.max(1, ...models.map((m) => m.response_length));
@@ -373,17 +429,17 @@ async function runAll(): Promise<void> {
       },
     };
     try {
-      await (mode === 'server' ? runOnServer(m, tps, ctl.signal, hooks) : runInBrowser(m, tps, ctl.signal, hooks));
+      await (mode === 'server' ? runOnServer(image, m, tps, ctl.signal, hooks) : runInBrowser(image, m, tps, ctl.signal, hooks));
     } catch (e) {
       if (live() && !ctl.signal.aborted) panel.fail((e as Error).message);
     }
   };
   await Promise.all(models.filter((m) => panels.has(m.name)).map(runOne));
   if (id !== runId) return;
+  completedRun = id;
   updateScrubber();
-  const failed = [...panels.values()].filter((p) => p.state === 'error').length;
-  setStatus(failed ? `${failed} model${failed === 1 ? '' : 's'} failed` : 'done: drag the slider or press replay to watch the refinement again', failed > 0);
-  document.body.dataset.run = 'done';
+  if (follow && [...panels.values()].some((p) => p.shownStep < p.frames.length)) ensureTicker();
+  announceIfShown();
 }
 
 // ---------- start-up ----------
@@ -427,7 +483,8 @@ async function init(): Promise<void> {
       }
     }),
   );
-  setStatus(`${models.map((m) => `${m.name}${m.stage ? ` (${m.stage})` : ''}`).join(' · ')}`);
+  idleStatus = models.map((m) => `${m.name}${m.stage ? ` (${m.stage})` : ''}`).join(' · ');
+  setStatus(idleStatus);
   document.body.dataset.ready = '1';
   newScene();
 }

@@ -119,7 +119,7 @@ export class Panel {
     this.maxSteps = maxSteps;
     this.setState('running');
     this.renderTokens({ step: 0, tokens: new Array<number>(length).fill(MASK_ID), committed: new Set(), refined: new Map() });
-    this.metaLeft.textContent = `step 0 / ${maxSteps}`;
+    this.metaLeft.textContent = `step 0 / at most ${maxSteps}`;
   }
 
   /** A step arrived (the page shows it, paced, see main.ts). */
@@ -147,9 +147,12 @@ export class Panel {
     this.shown = i;
     const f = this.frames[i - 1]!;
     this.renderTokens(f);
+    const ended = this.state === 'done' || this.state === 'error';
     const finished = this.state === 'done' && i === this.frames.length;
     if (finished && this.finalReady) this.finalBox.hidden = false;
-    this.metaLeft.textContent = `step ${f.step} / ${this.maxSteps || this.frames.length}${finished ? ' (final)' : ''}`;
+    // One count everywhere (the slider's too): the frame's place in the run, out of the steps
+    // taken once the run has ended (decoding stops early at EOS), else out of the most it may take.
+    if (this.state !== 'error') this.metaLeft.textContent = `step ${i} / ${ended ? this.frames.length : `at most ${this.maxSteps || this.frames.length}`}${finished ? ' (final)' : ''}`;
   }
 
   get shownStep(): number {

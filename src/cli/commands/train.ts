@@ -45,6 +45,7 @@ interface TrainFlags {
   hallucinationShare: number;
   onError: 'skip' | 'fail';
   maxLineBytes: number;
+  allowUnk?: boolean;
   progress: boolean;
   rounds: number;
   draftImages: number;
@@ -65,6 +66,17 @@ export function mixFromFlags(f: Pick<TrainFlags, 'stage' | 'syntaxNoise' | 'dyna
   return { objective: 'revision', syntaxNoise: f.syntaxNoise, dynamicSyntaxNoise: Boolean(f.dynamicNoise), correctionShare: f.hallucinationShare };
 }
 
+/**
+ * What the printed loss is, for the objectives whose numbers surprise (src/training/loss.ts):
+ * revision sums, per sample, 1/p times the mean cross-entropy of each token type present, so
+ * it is neither per token nor comparable with mask prediction's.
+ */
+export const REVISION_LOSS_NOTE =
+  'note: the revision loss is, per sample, 1/p (p = the sample\'s mask ratio, 0.001 to 1) times the sum of the mean cross-entropies ' +
+  'of its masked, noised and clean tokens (or of a corrected span), averaged over the batch; 1/p averages about 7 and reaches 1000, ' +
+  'so values from tens to over a hundred are normal and noisy, where mask prediction (about the cross-entropy per masked token) ' +
+  'reads ~2.5: follow its trend, not its size';
+
 /** The data the flags name: the user's own (--llava, --vicrit), a benchmark split on disk (--data), or generated scenes. */
 async function loadData(f: TrainFlags, tokenizer: Tokenizer, imageSize: number): Promise<{ user: UserData } | { split: InMemorySplit }> {
   const sources = [f.data, f.llava].filter(Boolean).length;
@@ -73,7 +85,8 @@ async function loadData(f: TrainFlags, tokenizer: Tokenizer, imageSize: number):
     for (const i of issues) process.stderr.write(`warning: ${formatIssue(i)} (skipped)\n`);
   };
   if (f.llava || f.vicrit) {
-    const user = await readUserData({ llava: f.llava, vicrit: f.vicrit }, tokenizer, imageSize, { onError: f.onError, vocabulary: null, maxLineBytes: f.maxLineBytes });
+    // Words outside the model's vocabulary are reported as file:line problems unless --allow-unk.
+    const user = await readUserData({ llava: f.llava, vicrit: f.vicrit }, tokenizer, imageSize, { onError: f.onError, vocabulary: f.allowUnk ? null : tokenizer, maxLineBytes: f.maxLineBytes });
     warnSkipped(user.issues);
     return { user };
   }
@@ -120,6 +133,7 @@ export function registerTrain(program: Command): void {
     .option('--hallucination-share <x>', 'revision: share of samples that are hallucination pairs (0 = syntax only)', floatOption('--hallucination-share', 0, 1), 0.25)
     .addOption(new Option('--on-error <mode>', 'a bad data line (or an unreadable image it names): skip it with a warning, or stop').choices(['skip', 'fail']).default('fail'))
     .option('--max-line-bytes <n>', 'longest data line read; a longer one is a bad line', intOption('--max-line-bytes', 1), DEFAULT_MAX_LINE_BYTES)
+    .option('--allow-unk', 'your own data (--llava, --vicrit): read words outside the vocabulary as [UNK] instead of reporting the line')
     .option('--rounds <n>', 'self-correct: rounds of draft, review, train', intOption('--rounds', 1, 20), 1)
     .option('--draft-images <n>', 'self-correct: training images drafted per round', intOption('--draft-images'), 1000)
     .option('--draft-tokens-per-step <list>', 'self-correct: step budgets of the drafts, as tokens per step', intListOption('--draft-tokens-per-step'), [1, 4, 8])
@@ -162,6 +176,7 @@ export function registerTrain(program: Command): void {
         ...(f.visionLrScale !== 1 ? { visionLrScale: f.visionLrScale } : {}),
       };
       process.stderr.write(`training ${f.stage}: ${countParams(initial.config).toLocaleString('en-US')} parameters, ${records.length} images, ${f.steps} steps of ${f.batchSize}\n`);
+      if (f.stage === 'revision') process.stderr.write(`${REVISION_LOSS_NOTE}\n`);
       const plan = stagePlan(f.stage, f.visionLrScale);
       const res = await runTraining({ outDir: f.out, records, initial, settings, plan, resume: Boolean(f.resume), progress: f.progress, meta: { prompt: BENCHMARK_PROMPT, init: f.init ?? null } });
       console.log(`done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s; checkpoint in ${f.out}`);
@@ -195,6 +210,7 @@ async function selfCorrect(f: TrainFlags): Promise<void> {
   const { images, stage1Records } = await selfCorrectionData(f, init.tokenizer, init.config.imageSize);
   if (images.length === 0) throw new UserError('no images to draft on');
   const expert = makeExpert(f);
+  if (f.stage1Share > 0) process.stderr.write(`note: the Stage II loss averages the corrected spans' mean cross-entropy with a share (--stage1-share) of Stage I samples, whose loss is the revision loss below\n${REVISION_LOSS_NOTE}\n`);
   const reports = await runSelfCorrection({
     outDir: f.out,
     init: f.init,

@@ -1,0 +1,39 @@
+/**
+ * The whole study end to end at toy scale (npm run test:slow, run by .ci/run): every system
+ * trained and evaluated, the report written, and a rerun that redoes nothing.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { reproduce } from '../../src/evaluation/reproduce.js';
+import { writeReport } from '../../src/report/report.js';
+
+test('rediff reproduce --preset quick runs the whole study, writes the report, and a rerun redoes nothing', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-reproduce-'));
+  const study = path.join(dir, 'study');
+  const lines: string[] = [];
+  await reproduce({ out: study, preset: 'quick', progress: false, log: (l) => lines.push(l) });
+  const systems = ['baseline', 'stage1', 'stage2-only', 'rediff', 'rediff-round2', 'ablation-hallucination-only', 'ablation-syntax-only', 'ablation-dynamic'];
+  for (const s of systems) {
+    const res = JSON.parse(fs.readFileSync(path.join(study, 'results', `${s}.json`), 'utf8')) as { rows: { sampler: string; tokensPerStep: number; summary: { capture: { mean: number; n: number } } }[] };
+    assert.equal(res.rows.length, 8, `${s}: 2 samplers x 4 rates`);
+    for (const r of res.rows) assert.ok(r.summary.capture.n === 12 && r.summary.capture.mean >= 0 && r.summary.capture.mean <= 1);
+  }
+  const examples = JSON.parse(fs.readFileSync(path.join(study, 'results', 'examples.json'), 'utf8')) as { rediff: { trace: unknown[] } }[];
+  assert.equal(examples.length, 3);
+  assert.ok(examples[0]!.rediff.trace.length > 0);
+  const { files } = await writeReport(study, path.join(dir, 'report'));
+  const md = fs.readFileSync(path.join(dir, 'report', 'README.md'), 'utf8');
+  assert.match(md, /ReDiff/);
+  assert.match(md, /MET|MISSED/);
+  assert.ok(files.some((f) => f.endsWith('capture-vs-tokens-per-step.svg')));
+  // Rerun: every step is reused.
+  const again: string[] = [];
+  const t0 = performance.now();
+  await reproduce({ out: study, preset: 'quick', progress: false, log: (l) => again.push(l) });
+  assert.ok(again.filter((l) => l.includes('reused')).length >= 15, again.join('\n'));
+  assert.ok(!again.some((l) => l.endsWith(' ...')), `nothing redone:\n${again.join('\n')}`);
+  assert.ok(performance.now() - t0 < 30_000);
+});
