@@ -114,7 +114,7 @@ test('the page captions a generated scene with both models and marks refined tok
     for (const m of ['baseline', 'rediff']) {
       const rows = await page.locator(`#panel-${m} .scores tr`).allTextContents();
       assert.equal(rows.length, 3);
-      assert.match(rows.join(' '), /Factuality.*Coverage.*CAPTURE/);
+      assert.match(rows.join(' '), /Factuality.*Described.*CAPTURE/);
     }
 
     // Scrub through the steps: refined tokens are marked where ReDiff rewrote something.
