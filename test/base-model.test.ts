@@ -21,6 +21,7 @@ import { MASK_PREDICTION_MIX, type TrainingRecord } from '../src/training/sample
 import { stagePlan } from '../src/training/stages/plans.js';
 import { Trainer } from '../src/training/trainer.js';
 import { makeSample } from '../src/training/samples.js';
+import { SPECIAL_TOKENS } from '../src/tokenizer/word.js';
 import { Rng } from '../src/util/rng.js';
 
 const tokenizer = benchmarkTokenizer();
@@ -61,7 +62,7 @@ test('cells: every (shape, colour, size) has its own class, read back exactly; p
 
 test('stages: each trains only its own parameters', async () => {
   const { recs } = records('train', 8);
-  const vocab = { firstOrdinaryId: 5, vocabSize: GRID_TINY.vocabSize };
+  const vocab = { firstOrdinaryId: SPECIAL_TOKENS.length, vocabSize: GRID_TINY.vocabSize };
   const rng = new Rng(1);
   const batch = recs.map((r) => makeSample(GRID_TINY, r, rng, MASK_PREDICTION_MIX, vocab));
   const want: Record<string, (n: string) => boolean> = {

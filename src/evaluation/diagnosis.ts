@@ -15,6 +15,7 @@ import { patchCellTargets } from '../benchmark/cells.js';
 import { MASK_PREDICTION_MIX, type TrainingRecord, type TrainingSample, makeSample, recordPatches } from '../training/samples.js';
 import { batchFeeds } from '../training/trainer.js';
 import { stepRng } from '../training/run.js';
+import { SPECIAL_TOKENS } from '../tokenizer/word.js';
 import { UserError } from '../util/errors.js';
 
 export interface ProbeAccuracy {
@@ -100,7 +101,7 @@ export class CaptionLossMeter {
   /** The samples the meter scores: one masked caption per record, the same for the same seed. */
   samples(records: readonly TrainingRecord[], seed: number): TrainingSample[] {
     const c = this.config;
-    const vocab = { firstOrdinaryId: 5, vocabSize: c.vocabSize };
+    const vocab = { firstOrdinaryId: SPECIAL_TOKENS.length, vocabSize: c.vocabSize };
     return records.map((r, i) => makeSample(c, { ...r, corrections: [] }, stepRng(seed, i), MASK_PREDICTION_MIX, vocab));
   }
 
