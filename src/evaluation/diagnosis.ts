@@ -3,7 +3,10 @@
  *  - the vision tower's per-cell probe: what share of grid cells (and of whole images) it reads
  *    right, on scenes it never trained on;
  *  - the captioning loss with each image against the same captions with another scene's image
- *    (same masks): a model that uses the image does clearly worse with the wrong one.
+ *    (same masks): a model that uses the image does clearly worse with the wrong one;
+ *  - binding: with a reference caption shown whole except its colour (or shape, or size) words,
+ *    how often the model names them right, with the right image and with another scene's. A
+ *    model that binds words to objects reads them off the image; a blind one is at chance.
  */
 import { serializeGraph } from '../graph/onnx.js';
 import { SessionCache, f32 } from '../graph/runtime.js';
@@ -15,7 +18,10 @@ import { patchCellTargets } from '../benchmark/cells.js';
 import { MASK_PREDICTION_MIX, type TrainingRecord, type TrainingSample, makeSample, recordPatches } from '../training/samples.js';
 import { batchFeeds } from '../training/trainer.js';
 import { stepRng } from '../training/run.js';
-import { SPECIAL_TOKENS } from '../tokenizer/word.js';
+import { EOS_ID, MASK_ID, SPECIAL_TOKENS } from '../tokenizer/word.js';
+import { DiffusionVLM } from '../model/model.js';
+import { COLORS, SHAPES, SIZES } from '../benchmark/scene.js';
+import { benchmarkTokenizer } from '../benchmark/captioner.js';
 import { UserError } from '../util/errors.js';
 
 export interface ProbeAccuracy {
@@ -155,5 +161,70 @@ export async function textOnlyLoss(c: ModelConfig, params: Params, records: read
     return await meter.loss(meter.samples(records, seed));
   } finally {
     await meter.dispose();
+  }
+}
+
+/** The attribute words binding is measured on, by kind. */
+export const BOUND_ATTRIBUTES = { colour: COLORS, shape: SHAPES, size: SIZES } as const;
+export type AttributeKind = keyof typeof BOUND_ATTRIBUTES;
+
+export interface AttributeBinding {
+  kind: AttributeKind;
+  /** Share of the masked attribute words predicted right (argmax), with the right image and another scene's. */
+  rightImage: number;
+  shuffledImage: number;
+  /** Masked words scored. */
+  words: number;
+}
+
+/**
+ * Binding, teacher-forced: each record's first reference caption is shown whole except the
+ * words of one attribute kind, which are masked; the score is the share predicted right. The
+ * rest of the caption says where each object is, so only a model that reads the object at that
+ * place off the image beats chance (1/8 for colour and shape, 1/2 for size).
+ */
+export async function attributeBinding(c: ModelConfig, params: Params, records: readonly TrainingRecord[]): Promise<AttributeBinding[]> {
+  if (records.length < 2) throw new UserError('binding needs at least 2 scenes');
+  const tokenizer = benchmarkTokenizer();
+  const model = new DiffusionVLM(c, tokenizer, params);
+  const shift = Math.floor(records.length / 2);
+  try {
+    const embeds: Float32Array[] = [];
+    for (const chunk of batches(records)) {
+      const e = await model.encodeImages(chunk.map((r) => recordPatches(c, r.rgb)));
+      const per = e.length / chunk.length;
+      chunk.forEach((_, i) => embeds.push(e.slice(i * per, (i + 1) * per)));
+    }
+    const out: AttributeBinding[] = [];
+    for (const [kind, words] of Object.entries(BOUND_ATTRIBUTES) as [AttributeKind, readonly string[]][]) {
+      const ids = new Set(words.map((w) => tokenizer.encode(w)[0]!));
+      const right = { hits: 0, n: 0 };
+      const shuffled = { hits: 0, n: 0 };
+      const indices = records.map((_, i) => i);
+      for (const chunk of batches(indices)) {
+        const rows = chunk.map((i) => {
+          const target = [...records[i]!.captions[0]!];
+          while (target.length < c.responseLength) target.push(EOS_ID);
+          return { prompt: records[i]!.prompt, response: target.map((t) => (ids.has(t) ? MASK_ID : t)), target };
+        });
+        for (const [tally, image] of [[right, (i: number) => i], [shuffled, (i: number) => (i + shift) % records.length]] as const) {
+          const e = new Float32Array(chunk.length * embeds[0]!.length);
+          chunk.forEach((i, k) => e.set(embeds[image(i)]!, k * embeds[0]!.length));
+          const logits = await model.logits(e, rows);
+          rows.forEach((row, k) => row.response.forEach((t, j) => {
+            if (t !== MASK_ID) return;
+            const at = logits.subarray((k * c.responseLength + j) * c.vocabSize, (k * c.responseLength + j + 1) * c.vocabSize);
+            let best = 0;
+            for (let v = 1; v < c.vocabSize; v++) if (at[v]! > at[best]!) best = v;
+            tally.n++;
+            if (best === row.target[j]) tally.hits++;
+          }));
+        }
+      }
+      out.push({ kind, rightImage: right.hits / Math.max(1, right.n), shuffledImage: shuffled.hits / Math.max(1, shuffled.n), words: right.n });
+    }
+    return out;
+  } finally {
+    await model.dispose();
   }
 }

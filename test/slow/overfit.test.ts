@@ -21,6 +21,7 @@ import { samplerOptions } from '../../src/sampling/sampler.js';
 import { runTraining } from '../../src/training/run.js';
 import { MASK_PREDICTION_MIX } from '../../src/training/samples.js';
 import { stagePlan } from '../../src/training/stages/plans.js';
+import { attributeBinding } from '../../src/evaluation/diagnosis.js';
 
 const tokenizer = benchmarkTokenizer();
 const GRID_TINY = presetConfig('tiny', tokenizer.size, { imageSize: 48, patchSize: 16 });
@@ -60,5 +61,10 @@ test('overfit check: a model trained on a few dozen scenes names their objects, 
   const withWrong = described(wrong);
   assert.ok(withOwn >= 0.75, `objects fully described with their own images: ${withOwn}\n${own.slice(0, 3).map((c) => c.text).join('\n')}`);
   assert.ok(withWrong <= withOwn - 0.5, `with another scene's image: ${withWrong} (own ${withOwn})`);
+  // The binding check of `rediff diagnose` must see it too: with the caption shown whole but its
+  // colour words, the model names them from its own image and not from another scene's.
+  const colour = (await attributeBinding(res.config, res.params, one)).find((b) => b.kind === 'colour')!;
+  assert.ok(colour.words >= one.length, `${colour.words} colour words in ${one.length} one-object captions`);
+  assert.ok(colour.rightImage >= 0.75 && colour.shuffledImage <= colour.rightImage - 0.4, `colour named right: ${colour.rightImage} own image, ${colour.shuffledImage} another's`);
 });
 

@@ -8,7 +8,7 @@ import { resolveCheckpoint } from '../models.js';
 export function registerDiagnose(program: Command): void {
   program
     .command('diagnose')
-    .description('does a model look at the image? its vision probe\'s accuracy (if it has one) and its caption loss with the right image against a shuffled one, on validation scenes')
+    .description('does a model look at the image? its vision probe\'s accuracy (if it has one), its caption loss and its binding of colour, shape and size words with the right image against a shuffled one, on validation scenes')
     .option('--checkpoint <dir>', 'model checkpoint (default: the shipped ReDiff model)')
     .option('--scenes <n>', 'validation scenes', intOption('--scenes', 2), 256)
     .action(async (f: { checkpoint?: string; scenes: number }) => {

@@ -5,7 +5,7 @@
  */
 import { benchmarkTokenizer } from '../../benchmark/captioner.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../../data/training-data.js';
-import { imageReliance, probeAccuracy, textOnlyLoss } from '../../evaluation/diagnosis.js';
+import { attributeBinding, imageReliance, probeAccuracy, textOnlyLoss } from '../../evaluation/diagnosis.js';
 import type { ModelConfig } from '../../model/config.js';
 import type { Params } from '../../model/params.js';
 import type { TrainingRecord } from '../samples.js';
@@ -31,6 +31,8 @@ export async function measureStage(stage: TrainStage, c: ModelConfig, params: Pa
   } else if (stage !== 'vision') {
     const r = await imageReliance(c, params, records);
     lines.push(`caption loss on ${r.n} val scenes: right image ${r.rightImage.toFixed(3)}, shuffled image ${r.shuffledImage.toFixed(3)} (the image is worth ${(r.shuffledImage - r.rightImage).toFixed(3)})`);
+    const bound = await attributeBinding(c, params, records);
+    lines.push(`binding (masked ${bound.map((b) => b.kind).join(' / ')} words named right, right image vs shuffled): ${bound.map((b) => `${pct(b.rightImage)} vs ${pct(b.shuffledImage)}`).join(' / ')}`);
   }
   return lines.join('\n');
 }
