@@ -7,7 +7,7 @@ import { serializeGraph } from '../graph/onnx.js';
 import { PAD_ID } from '../tokenizer/word.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
-import { buildLanguageGraph, buildVisionGraph } from './architecture.js';
+import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph } from './architecture.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import { type Params, paramSpecs } from './params.js';
 
@@ -23,7 +23,7 @@ export function padPrompt(c: ModelConfig, prompt: readonly number[]): number[] {
 }
 
 /** Token ids and attention bias for a batch of (padded prompt, response) rows. */
-export function sequenceFeeds(c: ModelConfig, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): {
+export function sequenceFeeds(c: ModelConfig, rows: readonly { prompt: readonly number[]; response: ArrayLike<number> }[]): {
   tokens: HostTensor;
   bias: HostTensor;
 } {
@@ -46,6 +46,33 @@ export function sequenceFeeds(c: ModelConfig, rows: { prompt: readonly number[];
     tokens: { dtype: 'int64', shape: [b, s], data: tokens },
     bias: { dtype: 'float32', shape: [b, 1, 1, t], data: bias },
   };
+}
+
+/** One row's K/V cache: per layer, keys and values over the whole sequence, [T * D] each. */
+export interface KvCache {
+  k: Float32Array[];
+  v: Float32Array[];
+}
+
+/** A row of a cached pass: recompute response positions [from, from + window length), the rest from `cache`. */
+export interface CachedRow {
+  prompt: readonly number[];
+  response: ArrayLike<number>;
+  cache: KvCache;
+  from: number;
+}
+
+/** Attention bias of a cached pass [B,1,1,T+W]: padded prompt keys and the cache's stale copy of the window are masked. */
+export function cachedBias(c: ModelConfig, rows: readonly CachedRow[], windowLength: number): Float32Array {
+  const t = sequenceLength(c);
+  const { bias } = sequenceFeeds(c, rows);
+  const out = new Float32Array(rows.length * (t + windowLength));
+  const start = numPatches(c) + c.promptLength;
+  rows.forEach((r, i) => {
+    out.set((bias.data as Float32Array).subarray(i * t, (i + 1) * t), i * (t + windowLength));
+    out.fill(MASKED_KEY_BIAS, i * (t + windowLength) + start + r.from, i * (t + windowLength) + start + r.from + windowLength);
+  });
+  return out;
 }
 
 export class DiffusionVLM {
@@ -103,6 +130,72 @@ export class DiffusionVLM {
       attn_bias: bias,
       ...this.paramFeeds(['lm.']),
     });
+    return out.logits!.data as Float32Array;
+  }
+
+  /** The full pass of `logits`, also returning each row's K/V cache (Fast-dLLM's refresh at a block boundary). */
+  async logitsKeepingCache(
+    imageEmbeds: Float32Array,
+    rows: { prompt: readonly number[]; response: ArrayLike<number> }[],
+  ): Promise<{ logits: Float32Array; caches: KvCache[] }> {
+    const c = this.config;
+    const b = rows.length;
+    const { tokens, bias } = sequenceFeeds(c, rows);
+    const graph = await this.sessions.get(`lm-kv:${b}`, () => serializeGraph(buildLanguageGraph(c, b, { withCache: true })));
+    const out = await graph.run({
+      image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds),
+      tokens,
+      attn_bias: bias,
+      ...this.paramFeeds(['lm.']),
+    });
+    const per = sequenceLength(c) * c.lm.width;
+    const layer = (name: string, i: number): Float32Array => (out[name]!.data as Float32Array).subarray(i * per, (i + 1) * per);
+    const caches = rows.map((_, i) => ({
+      k: Array.from({ length: c.lm.layers }, (_, l) => layer(`cache_k${l}`, i)),
+      v: Array.from({ length: c.lm.layers }, (_, l) => layer(`cache_v${l}`, i)),
+    }));
+    return { logits: out.logits!.data as Float32Array, caches };
+  }
+
+  /**
+   * A cached pass: recomputes `windowLength` response positions from each row's `from`, reading
+   * every other position's keys and values from the row's cache. Logits of the window's first
+   * `outLength` positions [B * outLength * V].
+   */
+  async logitsFromCache(rows: readonly CachedRow[], windowLength: number, outLength: number): Promise<Float32Array> {
+    const c = this.config;
+    const b = rows.length;
+    const t = sequenceLength(c);
+    const d = c.lm.width;
+    const tokens = new BigInt64Array(b * windowLength);
+    const positions = new BigInt64Array(b * windowLength);
+    const start = numPatches(c) + c.promptLength;
+    rows.forEach((r, i) => {
+      if (r.from < 0 || r.from + windowLength > c.responseLength) throw new Error(`window [${r.from}, ${r.from + windowLength}) outside the response`);
+      for (let j = 0; j < windowLength; j++) {
+        tokens[i * windowLength + j] = BigInt(r.response[r.from + j]!);
+        positions[i * windowLength + j] = BigInt(start + r.from + j);
+      }
+    });
+    const feeds: Record<string, HostTensor> = {
+      tokens: { dtype: 'int64', shape: [b, windowLength], data: tokens },
+      positions: { dtype: 'int64', shape: [b, windowLength], data: positions },
+      attn_bias: f32([b, 1, 1, t + windowLength], cachedBias(c, rows, windowLength)),
+      ...this.paramFeeds(['lm.']),
+    };
+    for (let l = 0; l < c.lm.layers; l++) {
+      const k = new Float32Array(b * t * d);
+      const v = new Float32Array(b * t * d);
+      rows.forEach((r, i) => {
+        k.set(r.cache.k[l]!, i * t * d);
+        v.set(r.cache.v[l]!, i * t * d);
+      });
+      feeds[`cache_k${l}`] = f32([b, t, d], k);
+      feeds[`cache_v${l}`] = f32([b, t, d], v);
+    }
+    const key = `lm-cached:${b}:${windowLength}:${outLength}`;
+    const graph = await this.sessions.get(key, () => serializeGraph(buildCachedLanguageGraph(c, b, windowLength, outLength)));
+    const out = await graph.run(feeds);
     return out.logits!.data as Float32Array;
   }
 
