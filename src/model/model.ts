@@ -199,6 +199,11 @@ export class DiffusionVLM {
     return out.logits!.data as Float32Array;
   }
 
+  /** Seconds spent so far building and compiling graphs (one per purpose and batch size). */
+  get compileSeconds(): number {
+    return this.sessions.compileMs / 1000;
+  }
+
   async dispose(): Promise<void> {
     await this.sessions.clear();
   }

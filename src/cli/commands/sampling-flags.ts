@@ -24,7 +24,7 @@ export function addSamplingFlags(cmd: Command, { rates = true } = {}): Command {
     .addOption(new Option('--sampler <name>', `sampler: ${SAMPLER_NAMES.join(', ')}`).default('rediff').argParser(choiceOption('--sampler', SAMPLER_NAMES)))
     .option('--threshold <p>', 'confidence threshold of the threshold samplers', floatOption('--threshold', 0, 1, { exclusiveMin: true }), 0.9)
     .option('--temperature <t>', '0 = argmax, > 0 = Gumbel-max sampling', floatOption('--temperature', 0), 0)
-    .option('--block-length <n>', 'semi-autoregressive block length (default: the whole response)', intOption('--block-length'))
+    .option('--block-length <n>', 'semi-autoregressive block length (default: 32 where the steps split over its blocks, else the whole response)', intOption('--block-length'))
     .option('--refine-from <f>', 'refine only from this fraction of the steps on', floatOption('--refine-from', 0, 1), 0)
     .option('--refine-top <f>', 'refine only the most confident fraction of decoded tokens', floatOption('--refine-top', 0, 1, { exclusiveMin: true }), 1)
     .addOption(new Option('--remasking <kind>', 'which masks to commit first').choices(['low-confidence', 'random']).default('low-confidence'))
