@@ -211,14 +211,15 @@ export function buildLanguageGraph(c: ModelConfig, batch: number, o: { withCache
 
 /**
  * Cached language graph (Fast-dLLM's block cache): recomputes only a window of `windowLength`
- * response positions and takes everything else's keys and values from a cache.
- * Inputs: tokens and positions [B, W] (the window's token ids and sequence positions),
- * `cache_k<i>`, `cache_v<i>` [B, T, D] per layer (from the full graph's `withCache` outputs),
- * attn_bias [B,1,1,T+W]: the cache's keys first, then the window's own. The caller masks the
- * cache's entries for the window's positions (they are recomputed) and padded prompt keys, so
- * one graph serves every window position. Output: logits of the window's first `outLength`
- * positions [B, outLength, V] (the current block; in a prefix-cache window the later blocks
- * are recomputed only as keys).
+ * response positions and takes every other position's keys and values from a cache.
+ * Inputs: tokens and positions [B, W] (the window's token ids and sequence positions);
+ * `cache_k<i>`, `cache_v<i>` [B, T-W, D] per layer: the keys and values of the positions outside
+ * the window, from the full graph's `withCache` outputs (in any order: the positions are in the
+ * keys already, through the position embeddings, and attention does not depend on key order);
+ * attn_bias [B,1,1,T]: the cached keys' bias (padded prompt keys masked), then the window's.
+ * One graph thus serves every window start. Output: logits of the window's first `outLength`
+ * positions [B, outLength, V] (the current block; a prefix-cache window recomputes the later
+ * blocks only as keys).
  */
 export function buildCachedLanguageGraph(c: ModelConfig, batch: number, windowLength: number, outLength: number): Graph {
   if (!(outLength >= 1 && outLength <= windowLength && windowLength <= c.responseLength)) {
@@ -229,10 +230,10 @@ export function buildCachedLanguageGraph(c: ModelConfig, batch: number, windowLe
   const d = c.lm.width;
   const tokens = g.input('tokens', 'int64', [batch, windowLength]);
   const positions = g.input('positions', 'int64', [batch, windowLength]);
-  const bias = g.input('attn_bias', 'float32', [batch, 1, 1, t + windowLength]);
+  const bias = g.input('attn_bias', 'float32', [batch, 1, 1, t]);
   const cache = Array.from({ length: c.lm.layers }, (_, i) => ({
-    k: g.input(`cache_k${i}`, 'float32', [batch, t, d]),
-    v: g.input(`cache_v${i}`, 'float32', [batch, t, d]),
+    k: g.input(`cache_k${i}`, 'float32', [batch, t - windowLength, d]),
+    v: g.input(`cache_v${i}`, 'float32', [batch, t - windowLength, d]),
   }));
   const p = declareParams(g, c, false, (n) => n.startsWith('lm.'));
   let x = op.add(op.gather(get(p, 'lm.tok'), tokens), op.gather(get(p, 'lm.pos'), positions));

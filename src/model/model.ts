@@ -62,17 +62,49 @@ export interface CachedRow {
   from: number;
 }
 
-/** Attention bias of a cached pass [B,1,1,T+W]: padded prompt keys and the cache's stale copy of the window are masked. */
-export function cachedBias(c: ModelConfig, rows: readonly CachedRow[], windowLength: number): Float32Array {
+/**
+ * Inputs of a cached pass over rows: the keys and values of every position outside each row's
+ * window, in sequence order with the window cut out, and the attention bias that goes with them
+ * ([B,1,1,T]: the cached keys' bias, then the window's own keys', never masked).
+ */
+export function cachedPassFeeds(c: ModelConfig, rows: readonly CachedRow[], windowLength: number): Record<string, HostTensor> {
+  const b = rows.length;
   const t = sequenceLength(c);
-  const { bias } = sequenceFeeds(c, rows);
-  const out = new Float32Array(rows.length * (t + windowLength));
+  const d = c.lm.width;
+  const kept = t - windowLength;
   const start = numPatches(c) + c.promptLength;
+  const tokens = new BigInt64Array(b * windowLength);
+  const positions = new BigInt64Array(b * windowLength);
+  const sequenceBias = sequenceFeeds(c, rows).bias.data as Float32Array;
+  const bias = new Float32Array(b * t);
   rows.forEach((r, i) => {
-    out.set((bias.data as Float32Array).subarray(i * t, (i + 1) * t), i * (t + windowLength));
-    out.fill(MASKED_KEY_BIAS, i * (t + windowLength) + start + r.from, i * (t + windowLength) + start + r.from + windowLength);
+    if (r.from < 0 || r.from + windowLength > c.responseLength) throw new Error(`window [${r.from}, ${r.from + windowLength}) outside the response`);
+    for (let j = 0; j < windowLength; j++) {
+      tokens[i * windowLength + j] = BigInt(r.response[r.from + j]!);
+      positions[i * windowLength + j] = BigInt(start + r.from + j);
+    }
+    const cut = start + r.from;
+    bias.set(sequenceBias.subarray(i * t, i * t + cut), i * t);
+    bias.set(sequenceBias.subarray(i * t + cut + windowLength, (i + 1) * t), i * t + cut);
   });
-  return out;
+  const feeds: Record<string, HostTensor> = {
+    tokens: { dtype: 'int64', shape: [b, windowLength], data: tokens },
+    positions: { dtype: 'int64', shape: [b, windowLength], data: positions },
+    attn_bias: f32([b, 1, 1, t], bias),
+  };
+  for (let l = 0; l < c.lm.layers; l++) {
+    for (const [name, pick] of [['k', (r: CachedRow) => r.cache.k[l]!], ['v', (r: CachedRow) => r.cache.v[l]!]] as const) {
+      const data = new Float32Array(b * kept * d);
+      rows.forEach((r, i) => {
+        const cut = (start + r.from) * d;
+        const layer = pick(r);
+        data.set(layer.subarray(0, cut), i * kept * d);
+        data.set(layer.subarray(cut + windowLength * d), i * kept * d + cut);
+      });
+      feeds[`cache_${name}${l}`] = f32([b, kept, d], data);
+    }
+  }
+  return feeds;
 }
 
 export class DiffusionVLM {
@@ -165,37 +197,9 @@ export class DiffusionVLM {
   async logitsFromCache(rows: readonly CachedRow[], windowLength: number, outLength: number): Promise<Float32Array> {
     const c = this.config;
     const b = rows.length;
-    const t = sequenceLength(c);
-    const d = c.lm.width;
-    const tokens = new BigInt64Array(b * windowLength);
-    const positions = new BigInt64Array(b * windowLength);
-    const start = numPatches(c) + c.promptLength;
-    rows.forEach((r, i) => {
-      if (r.from < 0 || r.from + windowLength > c.responseLength) throw new Error(`window [${r.from}, ${r.from + windowLength}) outside the response`);
-      for (let j = 0; j < windowLength; j++) {
-        tokens[i * windowLength + j] = BigInt(r.response[r.from + j]!);
-        positions[i * windowLength + j] = BigInt(start + r.from + j);
-      }
-    });
-    const feeds: Record<string, HostTensor> = {
-      tokens: { dtype: 'int64', shape: [b, windowLength], data: tokens },
-      positions: { dtype: 'int64', shape: [b, windowLength], data: positions },
-      attn_bias: f32([b, 1, 1, t + windowLength], cachedBias(c, rows, windowLength)),
-      ...this.paramFeeds(['lm.']),
-    };
-    for (let l = 0; l < c.lm.layers; l++) {
-      const k = new Float32Array(b * t * d);
-      const v = new Float32Array(b * t * d);
-      rows.forEach((r, i) => {
-        k.set(r.cache.k[l]!, i * t * d);
-        v.set(r.cache.v[l]!, i * t * d);
-      });
-      feeds[`cache_k${l}`] = f32([b, t, d], k);
-      feeds[`cache_v${l}`] = f32([b, t, d], v);
-    }
     const key = `lm-cached:${b}:${windowLength}:${outLength}`;
     const graph = await this.sessions.get(key, () => serializeGraph(buildCachedLanguageGraph(c, b, windowLength, outLength)));
-    const out = await graph.run(feeds);
+    const out = await graph.run({ ...cachedPassFeeds(c, rows, windowLength), ...this.paramFeeds(['lm.']) });
     return out.logits!.data as Float32Array;
   }
 
