@@ -9,30 +9,15 @@
  * The vision encoder runs once per image. Each row moves through its blocks on its own, and
  * only rows with work left go through the language model (compaction), so a batch costs what
  * its mean row costs, not its slowest. `cache` reuses keys and values within a block
- * (./kv-cache.ts).
+ * (./forward-pass.ts).
  */
 import { EOS_ID, MASK_ID } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
-import type { CachedRow, KvCache } from '../model/model.js';
+import type { KvCache } from '../model/model.js';
+import { CACHE_MODES, type CacheMode, type DenoisingModel, type PassShape, isCachingModel, forwardPass } from './forward-pass.js';
 
-/** What the sampler needs from a model: two calls, so tests can drive it with a fake. */
-export interface DenoisingModel {
-  readonly config: { responseLength: number; vocabSize: number };
-  encodeImages(patches: readonly Float32Array[]): Promise<Float32Array>;
-  logits(imageEmbeds: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): Promise<Float32Array>;
-}
-
-/** A model that can also decode with a K/V cache (DiffusionVLM; see ./kv-cache.ts). */
-export interface CachingModel extends DenoisingModel {
-  logitsKeepingCache(imageEmbeds: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): Promise<{ logits: Float32Array; caches: KvCache[] }>;
-  logitsFromCache(rows: readonly CachedRow[], windowLength: number, outLength: number): Promise<Float32Array>;
-}
-
-export function isCachingModel(m: DenoisingModel): m is CachingModel {
-  const c = m as Partial<CachingModel>;
-  return typeof c.logitsKeepingCache === 'function' && typeof c.logitsFromCache === 'function';
-}
+export { CACHE_MODES, type CacheMode, type CachingModel, type DenoisingModel, batchBucket, isCachingModel } from './forward-pass.js';
 
 export type CommitPolicy = { kind: 'schedule' } | { kind: 'threshold'; threshold: number };
 
@@ -70,18 +55,6 @@ export interface SamplerOptions {
   /** Called after each step for every row that took part in it (e.g. to stream progress); `tokens` is the row's live state: copy it to keep it. */
   onStep?: (row: number, step: StepTrace, tokens: readonly number[]) => void;
 }
-
-/**
- * Fast-dLLM's block caches, an approximation for a bidirectional model. At a block's first
- * step the full sequence runs once and every layer's keys and values are kept; its later steps
- * recompute only a window and read the rest from the cache:
- * - prefix: the window is the current block and everything after it (the image, the prompt and
- *   the finished blocks come from the cache);
- * - dual: the window is the current block alone (the later, still-masked blocks come from the
- *   cache too).
- */
-export const CACHE_MODES = ['none', 'prefix', 'dual'] as const;
-export type CacheMode = (typeof CACHE_MODES)[number];
 
 export const SAMPLER_NAMES = ['llada', 'rediff', 'threshold', 'threshold-rediff'] as const;
 export type SamplerName = (typeof SAMPLER_NAMES)[number];
@@ -189,33 +162,6 @@ interface Row {
   cache: KvCache | null;
 }
 
-/** Logits of one row after a forward pass: position i's V logits start at base + (i - first) * V. */
-interface RowLogits {
-  data: Float32Array;
-  base: number;
-  first: number;
-}
-
-/**
- * Batch sizes a compacted batch is rounded up to (by repeating a row) so that a shrinking batch
- * compiles a handful of graphs, not one per size; at most a third of a pass is padding.
- */
-export function batchBucket(n: number): number {
-  let size = 1;
-  for (;;) {
-    if (size >= n) return size;
-    const between = size >= 2 ? Math.floor(size * 1.5) : size + 1;
-    if (between >= n) return between;
-    size *= 2;
-  }
-}
-
-const padded = <T>(items: readonly T[], pad: boolean): T[] => {
-  const out = [...items];
-  if (pad) while (out.length < batchBucket(items.length)) out.push(items[items.length - 1]!);
-  return out;
-};
-
 /**
  * Captions a batch of images. `patches[i]` is image i's patch tensor, `prompts[i]` its prompt ids.
  */
@@ -262,54 +208,10 @@ export async function sample(
     r.schedule = block < blocks ? transferSchedule(maskedIn(r).length, stepsPerBlock) : [];
   };
   const hasWork = (r: Row): boolean => !r.done && r.block < blocks && r.blockStep < stepCap && maskedIn(r).length > 0;
-
-  // One forward pass over `batch` (rows without work ride along only in lock-step).
-  const forward = async (batch: Row[], firstStepOfBlock: (r: Row) => boolean): Promise<Map<Row, RowLogits>> => {
-    const out = new Map<Row, RowLogits>();
-    const request = (r: Row) => ({ prompt: r.prompt, response: r.x });
-    const stack = (rs: Row[]): Float32Array => {
-      if (rs.length === rows.length && rs.every((r, i) => r === rows[i])) return embeds;
-      const e = new Float32Array(rs.length * perImage);
-      rs.forEach((r, i) => e.set(r.embeds, i * perImage));
-      return e;
-    };
-    if (cacheMode === 'none') {
-      const rs = padded(batch, compaction);
-      const data = await model.logits(stack(rs), rs.map(request));
-      batch.forEach((r, i) => out.set(r, { data, base: i * length * v, first: 0 }));
-      return out;
-    }
-    const m = model as CachingModel;
-    const fresh = batch.filter(firstStepOfBlock);
-    if (fresh.length > 0) {
-      const rs = padded(fresh, compaction);
-      const { logits, caches } = await m.logitsKeepingCache(stack(rs), rs.map(request));
-      fresh.forEach((r, i) => {
-        r.cache = caches[i]!;
-        out.set(r, { data: logits, base: i * length * v, first: 0 });
-      });
-    }
-    // Cached passes, one per window length (the prefix window shrinks block by block).
-    const windowOf = (r: Row): { from: number; length: number } => {
-      const from = Math.min(r.block, blocks - 1) * blockLength;
-      return { from, length: cacheMode === 'dual' ? blockLength : length - from };
-    };
-    const groups = new Map<number, Row[]>();
-    for (const r of batch) {
-      if (firstStepOfBlock(r)) continue;
-      const w = windowOf(r).length;
-      groups.set(w, [...(groups.get(w) ?? []), r]);
-    }
-    for (const [w, group] of groups) {
-      const rs = padded(group, compaction);
-      const data = await m.logitsFromCache(rs.map((r) => ({ ...request(r), cache: r.cache!, from: windowOf(r).from })), w, blockLength);
-      group.forEach((r, i) => out.set(r, { data, base: i * blockLength * v, first: windowOf(r).from }));
-    }
-    return out;
-  };
+  const shape: PassShape = { length, vocabSize: v, blockLength, blocks, cache: cacheMode, pad: compaction, embeds, batchSize: rows.length };
 
   // One step of one row on its logits: commit, refine, trace.
-  const advance = (r: Row, logits: RowLogits): void => {
+  const advance = (r: Row, logits: { data: Float32Array; base: number; first: number }): void => {
     const s = r.blockStep;
     const blockStart = r.block * blockLength;
     const blockEnd = blockStart + blockLength;
@@ -371,7 +273,7 @@ export async function sample(
       for (const r of rows) while (!r.done && r.block < blocks && !hasWork(r)) enterBlock(r, r.block + 1);
       const working = rows.filter(hasWork);
       if (working.length === 0) break;
-      const logits = await forward(working, (r) => r.blockStep === 0);
+      const logits = await forwardPass(model, shape, working, (r) => r.blockStep === 0);
       for (const r of working) advance(r, logits.get(r)!);
     }
   } else {
@@ -381,7 +283,7 @@ export async function sample(
       for (let s = 0; s < stepCap; s++) {
         const working = rows.filter(hasWork);
         if (working.length === 0) break;
-        const logits = await forward(rows, () => s === 0);
+        const logits = await forwardPass(model, shape, rows, () => s === 0);
         for (const r of working) advance(r, logits.get(r)!);
       }
     }
