@@ -15,7 +15,7 @@ import { EOS_ID, MASK_ID } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import type { KvCache } from '../model/model.js';
-import { CACHE_MODES, type CacheMode, type DenoisingModel, type PassShape, isCachingModel, forwardPass } from './forward-pass.js';
+import { CACHE_MODES, type CacheMode, type DenoisingModel, type PassShape, type RowLogits, isCachingModel, forwardPass } from './forward-pass.js';
 
 export { CACHE_MODES, type CacheMode, type CachingModel, type DenoisingModel, batchBucket, isCachingModel } from './forward-pass.js';
 
@@ -211,7 +211,7 @@ export async function sample(
   const shape: PassShape = { length, vocabSize: v, blockLength, blocks, cache: cacheMode, pad: compaction, embeds, batchSize: rows.length };
 
   // One step of one row on its logits: commit, refine, trace.
-  const advance = (r: Row, logits: { data: Float32Array; base: number; first: number }): void => {
+  const advance = (r: Row, logits: RowLogits): void => {
     const s = r.blockStep;
     const blockStart = r.block * blockLength;
     const blockEnd = blockStart + blockLength;
