@@ -43,8 +43,8 @@ function assertCleanFailure(r: { code: number; stderr: string }, pattern: RegExp
 
 const image = (): string => path.join(tmp, 'val', 'images', fs.readdirSync(path.join(tmp, 'val', 'images'))[0]!);
 
-test('generate captions an image and prints a trace', async () => {
-  const r = await rediff('generate', '--checkpoint', ckpt, '--image', image(), '--tokens-per-step', '8', '--trace', '--no-color');
+test('generate captions an image and prints a trace (with a K/V cache)', async () => {
+  const r = await rediff('generate', '--checkpoint', ckpt, '--image', image(), '--tokens-per-step', '8', '--trace', '--no-color', '--cache', 'prefix');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /step +1: /);
   assert.match(r.stdout, /\.png: /);
@@ -54,6 +54,7 @@ const failures: [string, string[], RegExp][] = [
   ['negative steps', ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--steps', '-3'], /--steps takes a whole number/],
   ['tokens per step that do not divide L', ['generate', '--checkpoint', ckpt, '--image', '__IMAGE__', '--tokens-per-step', '5'], /tokens per step 5 .*divides the generation length 96/],
   ['an unknown preset', ['train', '--preset', 'huge', '--out', path.join(tmp, 'x')], /--preset must be one of tiny, small, base/],
+  ['an unknown cache mode', ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--cache', 'warm'], /--cache must be one of none, prefix, dual, got "warm"/],
   ['an unknown sampler', ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--sampler', 'greedy'], /--sampler must be one of/],
   ['a missing checkpoint', ['generate', '--checkpoint', path.join(tmp, 'nope'), '--image', 'x.png'], /nope/],
   ['a missing image', ['generate', '--checkpoint', ckpt, '--image', path.join(tmp, 'missing.png')], /image not found: .*missing\.png/],

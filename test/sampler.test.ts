@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type DenoisingModel, sample, samplerOptions, transferSchedule } from '../src/sampling/sampler.js';
+import { type DenoisingModel, batchBucket, sample, samplerOptions, transferSchedule } from '../src/sampling/sampler.js';
 import { EOS_ID, MASK_ID } from '../src/tokenizer/tokenizer.js';
 
 const L = 12;
@@ -145,4 +145,81 @@ test('refinement never moves the EOS boundary, and a refined-in EOS does not end
   assert.ok(tokens.slice(1, 8).every((t) => t !== MASK_ID && t !== EOS_ID), `positions before the boundary are decoded: ${tokens}`);
   assert.equal(res[0]!.steps, 5, 'a refined-in EOS at position 0 does not finish the row early');
   assert.ok(res[0]!.trace!.every((t) => t.refined.every((r) => r.pos < 8)), 'nothing at or after the boundary is refined');
+});
+
+/** fakeModel, also recording how many rows each forward pass ran. */
+function countingModel(pick: Parameters<typeof fakeModel>[0]): DenoisingModel & { batches: number[] } {
+  const inner = fakeModel(pick);
+  const batches: number[] = [];
+  return {
+    config: inner.config,
+    encodeImages: (p) => inner.encodeImages(p),
+    logits: (e, rows) => {
+      batches.push(rows.length);
+      return inner.logits(e, rows);
+    },
+    batches,
+  };
+}
+
+/** Row-dependent speed: the prompt's first id says how confident the model is, so rows finish at different steps. */
+const rowSpeed = (prompt: number) => (pos: number, x: ArrayLike<number>) => ({ ...contextual(pos, x), conf: prompt === 4 ? 0.95 : 0.3 + pos / 100 });
+
+test('compaction: finished rows leave the batch, and the results are token for token those of lock-step decoding', async () => {
+  // Row 0 is sure of everything (one step per block with threshold decoding), rows 1-4 are not.
+  const n = 5;
+  const speedPatches = Array.from({ length: n }, () => new Float32Array(1));
+  const speedPrompts = Array.from({ length: n }, (_, i) => [i === 0 ? 4 : 5]);
+  const model = () => {
+    let current: number[] = [];
+    const m = countingModel((pos, x) => rowSpeed(current.shift()!)(pos, x));
+    const logits = m.logits;
+    return {
+      ...m,
+      logits: (e: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]) => {
+        current = [];
+        for (const r of rows) for (let i = 0; i < L; i++) current.push(r.prompt[0]!);
+        return logits(e, rows);
+      },
+    };
+  };
+  for (const name of ['llada', 'rediff', 'threshold', 'threshold-rediff']) {
+    const steps = name.startsWith('threshold') ? L : 6;
+    const opts = samplerOptions(name, { steps, blockLength: 6, trace: true, stopAtEos: false });
+    const lock = model();
+    const compact = model();
+    const a = await sample(lock, speedPatches, speedPrompts, { ...opts, compaction: false });
+    const b = await sample(compact, speedPatches, speedPrompts, opts);
+    assert.deepEqual(b, a, name);
+    assert.ok(lock.batches.every((size) => size === n), 'lock-step runs every row at every step');
+    const rowSteps = a.reduce((s, r) => s + r.steps, 0);
+    const compactRows = compact.batches.reduce((s, x) => s + x, 0);
+    if (name.startsWith('threshold')) {
+      assert.ok(a[0]!.steps < a[1]!.steps, 'row 0 finishes first');
+      assert.ok(compactRows < lock.batches.length * n, `${name}: ${compactRows} rows run with compaction, ${lock.batches.length * n} without`);
+    }
+    // Padding to a bucket size is at most a third of each pass.
+    assert.ok(compactRows <= rowSteps * 1.5, `${name}: ${compactRows} rows run for ${rowSteps} row-steps`);
+  }
+});
+
+test('a row decodes to the same tokens alone as in a batch, at any temperature', async () => {
+  const four = [0, 1, 2, 3].map(() => new Float32Array(1));
+  for (const opts of [samplerOptions('rediff', { steps: 6, seed: 7 }), samplerOptions('llada', { steps: 4, temperature: 1, remasking: 'random', seed: 7 })]) {
+    const batch = await sample(fakeModel(contextual), four, [[4], [4], [4], [4]], opts);
+    for (let i = 0; i < 4; i++) {
+      const [alone] = await sample(fakeModel(contextual), [four[i]!], [[4]], { ...opts, seed: opts.seed + i });
+      assert.deepEqual(alone, batch[i]);
+    }
+  }
+});
+
+test('batch buckets: a shrinking batch compiles few sizes and pads at most a third', () => {
+  assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 17, 25, 32, 33].map(batchBucket), [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 16, 24, 32, 32, 48]);
+  for (let n = 1; n <= 100; n++) assert.ok(batchBucket(n) >= n && batchBucket(n) - n <= batchBucket(n) / 3, `bucket of ${n}: ${batchBucket(n)}`);
+});
+
+test('a K/V cache needs a model that supports it, and an unknown cache mode is rejected', async () => {
+  await assert.rejects(sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 4, cache: 'dual' })), /cannot decode with a K\/V cache/);
+  await assert.rejects(sample(fakeModel(fixed), patches, prompts, samplerOptions('llada', { steps: 4, cache: 'warm' as never })), /unknown cache mode "warm"/);
 });

@@ -25,17 +25,39 @@ export function declareParams(g: Graph, c: ModelConfig, requiresGrad: boolean | 
   return p;
 }
 
+/**
+ * Keys and values of positions a block does not recompute (a K/V cache), each [B, Tc, D]: the
+ * block attends to them before its own positions' keys, with `bias` covering both.
+ */
+export interface CachedKeys {
+  k: Value;
+  v: Value;
+}
+
+export interface BlockOptions {
+  /** Extra keys and values to attend to (the cache); `bias` is then [B,1,1,Tc+N]. */
+  cached?: CachedKeys;
+  /** Receives this block's own keys and values [B, N, D] (to build a cache). */
+  keep?: (kv: CachedKeys) => void;
+}
+
 /** Pre-LN bidirectional transformer block. `bias` [B,1,1,T] masks padded keys. */
-export function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias: Value | null): Value {
+export function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias: Value | null, o: BlockOptions = {}): Value {
   const [b, n, d] = x.shape as [number, number, number];
   const h = t.heads;
   const dh = d / h;
   const a = op.layerNorm(x, get(p, `${prefix}.ln1.g`), get(p, `${prefix}.ln1.b`));
   const qkv = op.linear(a, get(p, `${prefix}.attn.qkv.w`), get(p, `${prefix}.attn.qkv.b`));
-  const [q, k, v] = op.split(qkv, 2, [d, d, d]) as [Value, Value, Value];
+  let [q, k, v] = op.split(qkv, 2, [d, d, d]) as [Value, Value, Value];
+  o.keep?.({ k, v });
+  if (o.cached) {
+    k = op.concat([o.cached.k, k], 1);
+    v = op.concat([o.cached.v, v], 1);
+  }
+  const nk = k.shape[1]!;
   const qh = op.transpose(op.reshape(q, [b, n, h, dh]), [0, 2, 1, 3]);
-  const kh = op.transpose(op.reshape(k, [b, n, h, dh]), [0, 2, 3, 1]);
-  const vh = op.transpose(op.reshape(v, [b, n, h, dh]), [0, 2, 1, 3]);
+  const kh = op.transpose(op.reshape(k, [b, nk, h, dh]), [0, 2, 3, 1]);
+  const vh = op.transpose(op.reshape(v, [b, nk, h, dh]), [0, 2, 1, 3]);
   let scores = op.mul(op.matmul(qh, kh), 1 / Math.sqrt(dh));
   if (bias) scores = op.add(scores, bias);
   const attn = op.matmul(op.softmax(scores), vh);
@@ -60,17 +82,23 @@ function visionAndProjector(c: ModelConfig, p: P, patches: Value): Value {
   return op.linear(h, get(p, 'projector.fc2.w'), get(p, 'projector.fc2.b'));
 }
 
-/** [image embeddings; prompt + response tokens] -> logits at response positions [B, L, V]. */
-function languageModel(c: ModelConfig, p: P, image: Value, tokens: Value, bias: Value): Value {
-  const b = tokens.shape[0]!;
+/** Final LayerNorm and head: hidden states [B, N, D] -> logits [B, N, V]. */
+function head(c: ModelConfig, p: P, x: Value): Value {
+  const h = op.layerNorm(x, get(p, 'lm.ln.g'), get(p, 'lm.ln.b'));
+  const logits = op.linear(h, get(p, 'lm.head.w'), get(p, 'lm.head.b'));
+  return op.reshape(logits, [x.shape[0]!, x.shape[1]!, c.vocabSize]);
+}
+
+/**
+ * [image embeddings; prompt + response tokens] -> logits at response positions [B, L, V].
+ * `keep` receives each layer's keys and values over the whole sequence (a K/V cache).
+ */
+function languageModel(c: ModelConfig, p: P, image: Value, tokens: Value, bias: Value, keep?: (layer: number, kv: CachedKeys) => void): Value {
   const tok = op.gather(get(p, 'lm.tok'), tokens);
   let x = op.add(op.concat([image, tok], 1), get(p, 'lm.pos'));
-  for (let i = 0; i < c.lm.layers; i++) x = block(x, p, `lm.block${i}`, c.lm, bias);
+  for (let i = 0; i < c.lm.layers; i++) x = block(x, p, `lm.block${i}`, c.lm, bias, keep ? { keep: (kv) => keep(i, kv) } : {});
   const start = numPatches(c) + c.promptLength;
-  const resp = op.slice(x, 1, start, start + c.responseLength);
-  const h = op.layerNorm(resp, get(p, 'lm.ln.g'), get(p, 'lm.ln.b'));
-  const logits = op.linear(h, get(p, 'lm.head.w'), get(p, 'lm.head.b'));
-  return op.reshape(logits, [b, c.responseLength, c.vocabSize]);
+  return head(c, p, op.slice(x, 1, start, start + c.responseLength));
 }
 
 function declareSequenceInputs(g: Graph, c: ModelConfig, batch: number): { tokens: Value; bias: Value } {
@@ -161,12 +189,55 @@ export function buildProbeGraph(c: ModelConfig, batch: number): Graph {
   return g;
 }
 
-/** Language graph: image_embeds, tokens, attn_bias -> logits [B, L, V]. */
-export function buildLanguageGraph(c: ModelConfig, batch: number): Graph {
+/**
+ * Language graph: image_embeds, tokens, attn_bias -> logits [B, L, V]. With `withCache`, also
+ * every layer's keys and values over the whole sequence, `cache_k<i>` and `cache_v<i>` [B, T, D]
+ * (the K/V cache a block-decoding sampler refreshes at each block boundary).
+ */
+export function buildLanguageGraph(c: ModelConfig, batch: number, o: { withCache?: boolean } = {}): Graph {
   const g = new Graph('float32');
   const image = g.input('image_embeds', 'float32', [batch, numPatches(c), c.lm.width]);
   const { tokens, bias } = declareSequenceInputs(g, c, batch);
   const p = declareParams(g, c, false, (n) => n.startsWith('lm.'));
-  g.output(languageModel(c, p, image, tokens, bias), 'logits');
+  const kept: CachedKeys[] = [];
+  const logits = languageModel(c, p, image, tokens, bias, o.withCache ? (i, kv) => (kept[i] = kv) : undefined);
+  g.output(logits, 'logits');
+  kept.forEach((kv, i) => {
+    g.output(kv.k, `cache_k${i}`);
+    g.output(kv.v, `cache_v${i}`);
+  });
+  return g;
+}
+
+/**
+ * Cached language graph (Fast-dLLM's block cache): recomputes only a window of `windowLength`
+ * response positions and takes every other position's keys and values from a cache.
+ * Inputs: tokens and positions [B, W] (the window's token ids and sequence positions);
+ * `cache_k<i>`, `cache_v<i>` [B, T-W, D] per layer: the keys and values of the positions outside
+ * the window, from the full graph's `withCache` outputs (in any order: the positions are in the
+ * keys already, through the position embeddings, and attention does not depend on key order);
+ * attn_bias [B,1,1,T]: the cached keys' bias (padded prompt keys masked), then the window's.
+ * One graph thus serves every window start. Output: logits of the window's first `outLength`
+ * positions [B, outLength, V] (the current block; a prefix-cache window recomputes the later
+ * blocks only as keys).
+ */
+export function buildCachedLanguageGraph(c: ModelConfig, batch: number, windowLength: number, outLength: number): Graph {
+  if (!(outLength >= 1 && outLength <= windowLength && windowLength <= c.responseLength)) {
+    throw new Error(`cached window ${windowLength} / output ${outLength} do not fit the response length ${c.responseLength}`);
+  }
+  const g = new Graph('float32');
+  const t = sequenceLength(c);
+  const d = c.lm.width;
+  const tokens = g.input('tokens', 'int64', [batch, windowLength]);
+  const positions = g.input('positions', 'int64', [batch, windowLength]);
+  const bias = g.input('attn_bias', 'float32', [batch, 1, 1, t]);
+  const cache = Array.from({ length: c.lm.layers }, (_, i) => ({
+    k: g.input(`cache_k${i}`, 'float32', [batch, t - windowLength, d]),
+    v: g.input(`cache_v${i}`, 'float32', [batch, t - windowLength, d]),
+  }));
+  const p = declareParams(g, c, false, (n) => n.startsWith('lm.'));
+  let x = op.add(op.gather(get(p, 'lm.tok'), tokens), op.gather(get(p, 'lm.pos'), positions));
+  for (let i = 0; i < c.lm.layers; i++) x = block(x, p, `lm.block${i}`, c.lm, bias, { cached: cache[i]! });
+  g.output(head(c, p, op.slice(x, 1, 0, outLength)), 'logits');
   return g;
 }

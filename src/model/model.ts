@@ -7,7 +7,7 @@ import { serializeGraph } from '../graph/onnx.js';
 import { PAD_ID } from '../tokenizer/word.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
-import { buildLanguageGraph, buildVisionGraph } from './architecture.js';
+import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph } from './architecture.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import { type Params, paramSpecs } from './params.js';
 
@@ -23,7 +23,7 @@ export function padPrompt(c: ModelConfig, prompt: readonly number[]): number[] {
 }
 
 /** Token ids and attention bias for a batch of (padded prompt, response) rows. */
-export function sequenceFeeds(c: ModelConfig, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): {
+export function sequenceFeeds(c: ModelConfig, rows: readonly { prompt: readonly number[]; response: ArrayLike<number> }[]): {
   tokens: HostTensor;
   bias: HostTensor;
 } {
@@ -46,6 +46,65 @@ export function sequenceFeeds(c: ModelConfig, rows: { prompt: readonly number[];
     tokens: { dtype: 'int64', shape: [b, s], data: tokens },
     bias: { dtype: 'float32', shape: [b, 1, 1, t], data: bias },
   };
+}
+
+/** One row's K/V cache: per layer, keys and values over the whole sequence, [T * D] each. */
+export interface KvCache {
+  k: Float32Array[];
+  v: Float32Array[];
+}
+
+/** A row of a cached pass: recompute response positions [from, from + window length), the rest from `cache`. */
+export interface CachedRow {
+  prompt: readonly number[];
+  response: ArrayLike<number>;
+  cache: KvCache;
+  from: number;
+}
+
+/**
+ * Inputs of a cached pass over rows: the keys and values of every position outside each row's
+ * window, in sequence order with the window cut out, and the attention bias that goes with them
+ * ([B,1,1,T]: the cached keys' bias, then the window's own keys', never masked).
+ */
+export function cachedPassFeeds(c: ModelConfig, rows: readonly CachedRow[], windowLength: number): Record<string, HostTensor> {
+  const b = rows.length;
+  const t = sequenceLength(c);
+  const d = c.lm.width;
+  const kept = t - windowLength;
+  const start = numPatches(c) + c.promptLength;
+  const tokens = new BigInt64Array(b * windowLength);
+  const positions = new BigInt64Array(b * windowLength);
+  const sequenceBias = sequenceFeeds(c, rows).bias.data as Float32Array;
+  const bias = new Float32Array(b * t);
+  rows.forEach((r, i) => {
+    if (r.from < 0 || r.from + windowLength > c.responseLength) throw new Error(`window [${r.from}, ${r.from + windowLength}) outside the response`);
+    for (let j = 0; j < windowLength; j++) {
+      tokens[i * windowLength + j] = BigInt(r.response[r.from + j]!);
+      positions[i * windowLength + j] = BigInt(start + r.from + j);
+    }
+    const cut = start + r.from;
+    bias.set(sequenceBias.subarray(i * t, i * t + cut), i * t);
+    bias.set(sequenceBias.subarray(i * t + cut + windowLength, (i + 1) * t), i * t + cut);
+  });
+  const feeds: Record<string, HostTensor> = {
+    tokens: { dtype: 'int64', shape: [b, windowLength], data: tokens },
+    positions: { dtype: 'int64', shape: [b, windowLength], data: positions },
+    attn_bias: f32([b, 1, 1, t], bias),
+  };
+  for (let l = 0; l < c.lm.layers; l++) {
+    for (const [name, pick] of [['k', (r: CachedRow) => r.cache.k[l]!], ['v', (r: CachedRow) => r.cache.v[l]!]] as const) {
+      const data = new Float32Array(b * kept * d);
+      rows.forEach((r, i) => {
+        const cut = (start + r.from) * d;
+        const layer = pick(r);
+        data.set(layer.subarray(0, cut), i * kept * d);
+        data.set(layer.subarray(cut + windowLength * d), i * kept * d + cut);
+      });
+      feeds[`cache_${name}${l}`] = f32([b, kept, d], data);
+    }
+  }
+  return feeds;
 }
 
 export class DiffusionVLM {
@@ -104,6 +163,49 @@ export class DiffusionVLM {
       ...this.paramFeeds(['lm.']),
     });
     return out.logits!.data as Float32Array;
+  }
+
+  /** The full pass of `logits`, also returning each row's K/V cache (Fast-dLLM's refresh at a block boundary). */
+  async logitsKeepingCache(
+    imageEmbeds: Float32Array,
+    rows: { prompt: readonly number[]; response: ArrayLike<number> }[],
+  ): Promise<{ logits: Float32Array; caches: KvCache[] }> {
+    const c = this.config;
+    const b = rows.length;
+    const { tokens, bias } = sequenceFeeds(c, rows);
+    const graph = await this.sessions.get(`lm-kv:${b}`, () => serializeGraph(buildLanguageGraph(c, b, { withCache: true })));
+    const out = await graph.run({
+      image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds),
+      tokens,
+      attn_bias: bias,
+      ...this.paramFeeds(['lm.']),
+    });
+    const per = sequenceLength(c) * c.lm.width;
+    const layer = (name: string, i: number): Float32Array => (out[name]!.data as Float32Array).subarray(i * per, (i + 1) * per);
+    const caches = rows.map((_, i) => ({
+      k: Array.from({ length: c.lm.layers }, (_, l) => layer(`cache_k${l}`, i)),
+      v: Array.from({ length: c.lm.layers }, (_, l) => layer(`cache_v${l}`, i)),
+    }));
+    return { logits: out.logits!.data as Float32Array, caches };
+  }
+
+  /**
+   * A cached pass: recomputes `windowLength` response positions from each row's `from`, reading
+   * every other position's keys and values from the row's cache. Logits of the window's first
+   * `outLength` positions [B * outLength * V].
+   */
+  async logitsFromCache(rows: readonly CachedRow[], windowLength: number, outLength: number): Promise<Float32Array> {
+    const c = this.config;
+    const b = rows.length;
+    const key = `lm-cached:${b}:${windowLength}:${outLength}`;
+    const graph = await this.sessions.get(key, () => serializeGraph(buildCachedLanguageGraph(c, b, windowLength, outLength)));
+    const out = await graph.run({ ...cachedPassFeeds(c, rows, windowLength), ...this.paramFeeds(['lm.']) });
+    return out.logits!.data as Float32Array;
+  }
+
+  /** Seconds spent so far building and compiling graphs (one per purpose and batch size). */
+  get compileSeconds(): number {
+    return this.sessions.compileMs / 1000;
   }
 
   async dispose(): Promise<void> {

@@ -6,19 +6,18 @@
  * - refine policy: none (LLaDA: committed tokens never change) or ReDiff's refinement
  *   (every position of the current block that was unmasked before this step is overwritten
  *   with this step's prediction).
- * The vision encoder runs once per image; each step is one language-model pass for the
- * whole batch.
+ * The vision encoder runs once per image. Each row moves through its blocks on its own, and
+ * only rows with work left go through the language model (compaction), so a batch costs what
+ * its mean row costs, not its slowest. `cache` reuses keys and values within a block
+ * (./forward-pass.ts).
  */
 import { EOS_ID, MASK_ID } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
+import type { KvCache } from '../model/model.js';
+import { CACHE_MODES, type CacheMode, type DenoisingModel, type PassShape, type RowLogits, isCachingModel, forwardPass } from './forward-pass.js';
 
-/** What the sampler needs from a model: two calls, so tests can drive it with a fake. */
-export interface DenoisingModel {
-  readonly config: { responseLength: number; vocabSize: number };
-  encodeImages(patches: readonly Float32Array[]): Promise<Float32Array>;
-  logits(imageEmbeds: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): Promise<Float32Array>;
-}
+export { CACHE_MODES, type CacheMode, type CachingModel, type DenoisingModel, batchBucket, isCachingModel } from './forward-pass.js';
 
 export type CommitPolicy = { kind: 'schedule' } | { kind: 'threshold'; threshold: number };
 
@@ -42,8 +41,17 @@ export interface SamplerOptions {
   refine: RefinePolicy | null;
   /** Positions after the first committed EOS are finished (filled with EOS). */
   stopAtEos: boolean;
+  /** Row i draws its random numbers from Rng(seed + i), so a row's caption does not depend on the others in its batch. */
   seed: number;
   trace: boolean;
+  /**
+   * Finished rows leave the batch and rows move to their next block on their own (default true).
+   * False runs every row at every step and the blocks in lock-step, as rediff did before;
+   * results are the same either way, only the cost differs.
+   */
+  compaction?: boolean;
+  /** K/V cache of block decoding (default 'none'): see CACHE_MODES. */
+  cache?: CacheMode;
   /** Called after each step for every row that took part in it (e.g. to stream progress); `tokens` is the row's live state: copy it to keep it. */
   onStep?: (row: number, step: StepTrace, tokens: readonly number[]) => void;
 }
@@ -62,6 +70,7 @@ export function samplerOptions(name: string, overrides: Partial<SamplerOptions> 
 }
 
 export interface StepTrace {
+  /** The row's own step, counted from 0. */
   step: number;
   committed: { pos: number; token: number }[];
   refined: { pos: number; from: number; to: number }[];
@@ -110,6 +119,9 @@ export function validateSamplerOptions(o: SamplerOptions, length: number): { blo
   if (o.refine && !(o.refine.fromFraction >= 0 && o.refine.fromFraction <= 1 && o.refine.topFraction > 0 && o.refine.topFraction <= 1)) {
     throw new UserError('refine fractions must be in [0, 1] (from) and (0, 1] (top)');
   }
+  if (o.cache !== undefined && !(CACHE_MODES as readonly string[]).includes(o.cache)) {
+    throw new UserError(`unknown cache mode "${String(o.cache)}" (choose one of: ${CACHE_MODES.join(', ')})`);
+  }
   return { blockLength, stepsPerBlock: o.steps / blocks };
 }
 
@@ -132,13 +144,22 @@ function predict(logits: Float32Array, offset: number, v: number, temperature: n
 }
 
 interface Row {
+  /** Index in the batch (onStep's row). */
+  index: number;
   x: number[];
   prompt: readonly number[];
+  embeds: Float32Array;
+  rng: Rng;
   /** Index of the first EOS committed from a mask, or -1. Positions after it are finished. */
   eosAt: number;
   steps: number;
   trace: StepTrace[];
   done: boolean;
+  /** The block being decoded, the steps spent in it, and its commit schedule. */
+  block: number;
+  blockStep: number;
+  schedule: number[];
+  cache: KvCache | null;
 }
 
 /**
@@ -153,76 +174,118 @@ export async function sample(
   const length = model.config.responseLength;
   const v = model.config.vocabSize;
   const { blockLength, stepsPerBlock } = validateSamplerOptions(o, length);
-  const rng = new Rng(o.seed);
+  const cacheMode = o.cache ?? 'none';
+  if (cacheMode !== 'none' && !isCachingModel(model)) throw new UserError(`this model cannot decode with a K/V cache (cache "${cacheMode}"); use cache "none"`);
+  const blocks = length / blockLength;
+  const compaction = o.compaction ?? true;
+  const stepCap = o.commit.kind === 'threshold' ? blockLength : stepsPerBlock;
   const embeds = await model.encodeImages(patches);
-  const rows: Row[] = prompts.map((prompt) => ({ x: new Array<number>(length).fill(MASK_ID), prompt, eosAt: -1, steps: 0, trace: [], done: false }));
-  let globalStep = 0;
+  const perImage = embeds.length / Math.max(1, patches.length);
+  const rows: Row[] = prompts.map((prompt, index) => ({
+    index,
+    x: new Array<number>(length).fill(MASK_ID),
+    prompt,
+    embeds: embeds.subarray(index * perImage, (index + 1) * perImage),
+    rng: new Rng(o.seed + index),
+    eosAt: -1,
+    steps: 0,
+    trace: [],
+    done: false,
+    block: -1,
+    blockStep: 0,
+    schedule: [],
+    cache: null,
+  }));
 
-  for (let blockStart = 0; blockStart < length; blockStart += blockLength) {
+  const maskedIn = (r: Row): number[] => {
+    const out: number[] = [];
+    for (let i = r.block * blockLength; i < (r.block + 1) * blockLength; i++) if (r.x[i] === MASK_ID) out.push(i);
+    return out;
+  };
+  const enterBlock = (r: Row, block: number): void => {
+    r.block = block;
+    r.blockStep = 0;
+    r.schedule = block < blocks ? transferSchedule(maskedIn(r).length, stepsPerBlock) : [];
+  };
+  const hasWork = (r: Row): boolean => !r.done && r.block < blocks && r.blockStep < stepCap && maskedIn(r).length > 0;
+  const shape: PassShape = { length, vocabSize: v, blockLength, blocks, cache: cacheMode, pad: compaction, embeds, batchSize: rows.length };
+
+  // One step of one row on its logits: commit, refine, trace.
+  const advance = (r: Row, logits: RowLogits): void => {
+    const s = r.blockStep;
+    const blockStart = r.block * blockLength;
     const blockEnd = blockStart + blockLength;
-    const maskedIn = (r: Row): number[] => {
-      const out: number[] = [];
-      for (let i = blockStart; i < blockEnd; i++) if (r.x[i] === MASK_ID) out.push(i);
-      return out;
-    };
-    const schedules = rows.map((r) => transferSchedule(maskedIn(r).length, stepsPerBlock));
-    const stepCap = o.commit.kind === 'threshold' ? blockLength : stepsPerBlock;
-    for (let s = 0; s < stepCap; s++) {
-      const active = rows.filter((r) => !r.done && maskedIn(r).length > 0);
-      if (active.length === 0) break;
-      const logits = await model.logits(embeds, rows.map((r) => ({ prompt: r.prompt, response: r.x })));
-      // Counted within each block, as the authors' revise_start_step.
-      const refining = o.refine !== null && s >= Math.floor(o.refine.fromFraction * stepsPerBlock);
-      rows.forEach((r, b) => {
-        const masked = maskedIn(r);
-        if (r.done || masked.length === 0) return;
-        r.steps++;
-        const preds = new Map<number, { token: number; conf: number }>();
-        for (let i = blockStart; i < blockEnd; i++) {
-          if (r.eosAt >= 0 && i > r.eosAt) continue;
-          preds.set(i, predict(logits, (b * length + i) * v, v, o.temperature, rng));
-        }
-        // The EOS boundary itself is final too: refinement never moves where the response ends.
-        const wasUnmasked = [...preds.keys()].filter((i) => r.x[i] !== MASK_ID && !(r.eosAt >= 0 && i >= r.eosAt));
-        // Commit.
-        const rank = (i: number): number => (o.remasking === 'random' ? rng.next() : preds.get(i)!.conf);
-        // Ties break by position, left first, so results are deterministic.
-        const scored = masked.map((i) => ({ i, score: rank(i) })).sort((a, c) => c.score - a.score || a.i - c.i);
-        let k: number;
-        if (o.commit.kind === 'threshold') {
-          const th = o.commit.threshold;
-          k = Math.max(1, masked.filter((i) => preds.get(i)!.conf >= th).length);
-        } else {
-          k = s === stepsPerBlock - 1 ? masked.length : Math.min(masked.length, schedules[b]![s]!);
-        }
-        const trace: StepTrace = { step: globalStep, committed: [], refined: [] };
-        for (const { i } of scored.slice(0, k)) {
-          const tok = preds.get(i)!.token;
+    const masked = maskedIn(r);
+    const step = r.steps;
+    r.steps++;
+    r.blockStep++;
+    const preds = new Map<number, { token: number; conf: number }>();
+    for (let i = blockStart; i < blockEnd; i++) {
+      if (r.eosAt >= 0 && i > r.eosAt) continue;
+      preds.set(i, predict(logits.data, logits.base + (i - logits.first) * v, v, o.temperature, r.rng));
+    }
+    // The EOS boundary itself is final too: refinement never moves where the response ends.
+    const wasUnmasked = [...preds.keys()].filter((i) => r.x[i] !== MASK_ID && !(r.eosAt >= 0 && i >= r.eosAt));
+    // Commit.
+    const rank = (i: number): number => (o.remasking === 'random' ? r.rng.next() : preds.get(i)!.conf);
+    // Ties break by position, left first, so results are deterministic.
+    const scored = masked.map((i) => ({ i, score: rank(i) })).sort((a, c) => c.score - a.score || a.i - c.i);
+    let k: number;
+    if (o.commit.kind === 'threshold') {
+      const th = o.commit.threshold;
+      k = Math.max(1, masked.filter((i) => preds.get(i)!.conf >= th).length);
+    } else {
+      k = s === stepsPerBlock - 1 ? masked.length : Math.min(masked.length, r.schedule[s]!);
+    }
+    const trace: StepTrace = { step, committed: [], refined: [] };
+    for (const { i } of scored.slice(0, k)) {
+      const tok = preds.get(i)!.token;
+      r.x[i] = tok;
+      trace.committed.push({ pos: i, token: tok });
+      if (tok === EOS_ID && o.stopAtEos && (r.eosAt < 0 || i < r.eosAt)) r.eosAt = i;
+    }
+    // Refine (ReDiff): rewrite positions that were already decoded before this step.
+    // Counted within each block, as the authors' revise_start_step.
+    if (o.refine !== null && s >= Math.floor(o.refine.fromFraction * stepsPerBlock)) {
+      let targets = wasUnmasked;
+      if (o.refine.topFraction < 1) {
+        const n = Math.floor(targets.length * o.refine.topFraction);
+        targets = [...targets].sort((a, c) => preds.get(c)!.conf - preds.get(a)!.conf).slice(0, n);
+      }
+      for (const i of targets) {
+        const tok = preds.get(i)!.token;
+        if (tok !== r.x[i]) {
+          trace.refined.push({ pos: i, from: r.x[i]!, to: tok });
           r.x[i] = tok;
-          trace.committed.push({ pos: i, token: tok });
-          if (tok === EOS_ID && o.stopAtEos && (r.eosAt < 0 || i < r.eosAt)) r.eosAt = i;
         }
-        // Refine (ReDiff): rewrite positions that were already decoded before this step.
-        if (refining) {
-          let targets = wasUnmasked;
-          if (o.refine!.topFraction < 1) {
-            const n = Math.floor(targets.length * o.refine!.topFraction);
-            targets = [...targets].sort((a, c) => preds.get(c)!.conf - preds.get(a)!.conf).slice(0, n);
-          }
-          for (const i of targets) {
-            const tok = preds.get(i)!.token;
-            if (tok !== r.x[i]) {
-              trace.refined.push({ pos: i, from: r.x[i]!, to: tok });
-              r.x[i] = tok;
-            }
-          }
-        }
-        if (r.eosAt >= 0) for (let i = r.eosAt + 1; i < length; i++) r.x[i] = EOS_ID;
-        if (o.trace) r.trace.push(trace);
-        o.onStep?.(b, trace, r.x);
-        if (!r.x.includes(MASK_ID)) r.done = true;
-      });
-      globalStep++;
+      }
+    }
+    if (r.eosAt >= 0) for (let i = r.eosAt + 1; i < length; i++) r.x[i] = EOS_ID;
+    if (o.trace) r.trace.push(trace);
+    o.onStep?.(r.index, trace, r.x);
+    if (!r.x.includes(MASK_ID)) r.done = true;
+  };
+
+  if (compaction) {
+    // Each row moves through its blocks on its own; only rows with work go to the model.
+    for (const r of rows) enterBlock(r, 0);
+    for (;;) {
+      for (const r of rows) while (!r.done && r.block < blocks && !hasWork(r)) enterBlock(r, r.block + 1);
+      const working = rows.filter(hasWork);
+      if (working.length === 0) break;
+      const logits = await forwardPass(model, shape, working, (r) => r.blockStep === 0);
+      for (const r of working) advance(r, logits.get(r)!);
+    }
+  } else {
+    // Lock-step: every row goes through the model at every step of every block.
+    for (let block = 0; block < blocks; block++) {
+      for (const r of rows) enterBlock(r, block);
+      for (let s = 0; s < stepCap; s++) {
+        const working = rows.filter(hasWork);
+        if (working.length === 0) break;
+        const logits = await forwardPass(model, shape, rows, () => s === 0);
+        for (const r of working) advance(r, logits.get(r)!);
+      }
     }
   }
   return rows.map((r) => ({ tokens: r.x, steps: r.steps, ...(o.trace ? { trace: r.trace } : {}) }));

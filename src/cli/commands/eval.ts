@@ -51,7 +51,8 @@ export function registerEval(program: Command): void {
         for (const k of threshold ? [null] : rates) {
           const options = samplerFromFlags({ ...f, sampler, tokensPerStep: undefined, steps: threshold ? L : undefined }, L, k ?? undefined);
           validateSamplerOptions(options, L);
-          settings.push({ label: threshold ? `${sampler} @${f.threshold}` : `${sampler} ${k} tok/step`, sampler, tokensPerStep: k, options });
+          const cache = f.cache === 'none' ? '' : `, ${f.cache} cache`;
+          settings.push({ label: threshold ? `${sampler} @${f.threshold}${cache}` : `${sampler} ${k} tok/step${cache}`, sampler, tokensPerStep: k, options });
         }
       }
       const split = f.data ? (await readBenchmarkSplit(f.data, model.config.imageSize)).split : generateBenchmarkSplit(f.split, f.dataSeed, f.scenes, model.config.imageSize);
