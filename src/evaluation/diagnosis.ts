@@ -36,6 +36,13 @@ export interface ProbeAccuracy {
 
 const BATCH = 32;
 
+/** Index of the largest value (the first one on a tie). */
+function argmax(xs: Float32Array): number {
+  let best = 0;
+  for (let v = 1; v < xs.length; v++) if (xs[v]! > xs[best]!) best = v;
+  return best;
+}
+
 function batches<T>(xs: readonly T[], size = BATCH): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < xs.length; i += size) out.push(xs.slice(i, i + size));
@@ -69,9 +76,7 @@ export async function probeAccuracy(c: ModelConfig, params: Params, records: rea
         let all = true;
         for (let j = 0; j < np; j++) {
           const row = logits.subarray((i * np + j) * k, (i * np + j + 1) * k);
-          let best = 0;
-          for (let v = 1; v < k; v++) if (row[v]! > row[best]!) best = v;
-          const ok = best === want[j];
+          const ok = argmax(row) === want[j];
           cells++;
           if (ok) cellsRight++;
           else all = false;
@@ -214,10 +219,8 @@ export async function attributeBinding(c: ModelConfig, params: Params, records: 
           rows.forEach((row, k) => row.response.forEach((t, j) => {
             if (t !== MASK_ID) return;
             const at = logits.subarray((k * c.responseLength + j) * c.vocabSize, (k * c.responseLength + j + 1) * c.vocabSize);
-            let best = 0;
-            for (let v = 1; v < c.vocabSize; v++) if (at[v]! > at[best]!) best = v;
             tally.n++;
-            if (best === row.target[j]) tally.hits++;
+            if (argmax(at) === row.target[j]) tally.hits++;
           }));
         }
       }
