@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { benchmarkTokenizer } from '../src/benchmark/captioner.js';
+import { attributeWordIds, benchmarkTokenizer } from '../src/benchmark/captioner.js';
 import { CELL_CLASSES, EMPTY_CELL, cellClass, cellObject, patchCellTargets, sceneCells } from '../src/benchmark/cells.js';
 import { COLORS, SHAPES, SIZES } from '../src/benchmark/scene.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../src/data/training-data.js';
@@ -21,7 +21,7 @@ import { MASK_PREDICTION_MIX, type TrainingRecord } from '../src/training/sample
 import { stagePlan } from '../src/training/stages/plans.js';
 import { Trainer } from '../src/training/trainer.js';
 import { makeSample } from '../src/training/samples.js';
-import { SPECIAL_TOKENS } from '../src/tokenizer/word.js';
+import { MASK_ID, SPECIAL_TOKENS } from '../src/tokenizer/word.js';
 import { Rng } from '../src/util/rng.js';
 
 const tokenizer = benchmarkTokenizer();
@@ -132,4 +132,24 @@ test('pretrain (quick): four stages in order, each measured, a rerun redoes noth
   await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => again.push(l) });
   assert.equal(again.filter((l) => l.includes('done earlier, reused')).length, 4, again.join('\n'));
   assert.ok(!again.some((l) => l.includes('evaluating')), 'the evaluation is reused too');
+});
+
+test('grounding masks: in their share of samples every word of one attribute is masked and weighted; without them sampling is unchanged', () => {
+  const { recs } = records('train', 8, { minObjects: 3, maxObjects: 5 });
+  const groups = attributeWordIds(tokenizer);
+  const vocab = { firstOrdinaryId: SPECIAL_TOKENS.length, vocabSize: tokenizer.size };
+  const mix = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups } };
+  let grouped = 0;
+  for (const [i, r] of recs.entries()) {
+    const s = makeSample(GRID_TINY, r, new Rng(i), mix, vocab);
+    const t = s.corrupted.target;
+    const hidden = groups.filter((g) => t.some((x) => g.includes(x)) && t.every((x, j) => !g.includes(x) || (s.corrupted.input[j] === MASK_ID && s.weights[j]! > 0)));
+    assert.ok(hidden.length > 0, `sample ${i}: no attribute group wholly masked`);
+    grouped++;
+  }
+  assert.equal(grouped, recs.length);
+  // share 0: the sample is the plain mix's.
+  const plain = makeSample(GRID_TINY, recs[0]!, new Rng(5), MASK_PREDICTION_MIX, vocab);
+  const none = makeSample(GRID_TINY, recs[0]!, new Rng(5), { ...MASK_PREDICTION_MIX, groundingMask: { share: 0, groups } }, vocab);
+  assert.deepEqual(none.corrupted.input, plain.corrupted.input);
 });

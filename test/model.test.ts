@@ -2,11 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildTrainingGraph, trainingLoss } from '../src/model/architecture.js';
 import { type ModelConfig, presetConfig } from '../src/model/config.js';
+import { DiffusionVLM } from '../src/model/model.js';
+import { WordTokenizer } from '../src/tokenizer/word.js';
 import { countParams, initParams, paramSpecs } from '../src/model/params.js';
 import { serializeGraph } from '../src/graph/onnx.js';
 import { CompiledGraph, type HostTensor } from '../src/graph/runtime.js';
 import { batchFeeds, Trainer } from '../src/training/trainer.js';
-import { MASK_PREDICTION_MIX, makeSample, type TrainingRecord, type TrainingSample } from '../src/training/samples.js';
+import { MASK_PREDICTION_MIX, makeSample, recordPatches, type TrainingRecord, type TrainingSample } from '../src/training/samples.js';
 import { corruptResponse, padResponse } from '../src/training/corruption.js';
 import { lossWeights } from '../src/training/loss.js';
 import { Rng } from '../src/util/rng.js';
@@ -49,13 +51,46 @@ function paramFeeds(c: ModelConfig, seed: number): Record<string, HostTensor> {
   return feeds;
 }
 
-test('whole-model gradient matches finite differences (float64)', async () => {
-  const rng = new Rng(3);
-  const records = toyRecords(MICRO, 3, 1, 3);
-  const feeds = toF64({ ...batchFeeds(MICRO, samplesFor(MICRO, records, rng, 2)), ...paramFeeds(MICRO, 9) });
-  const res = await gradCheck((g) => trainingLoss(g, MICRO, 2).loss, feeds, { eps: 1e-5, directions: 3 });
-  assert.ok(res.checked >= paramSpecs(MICRO).length, `checked ${res.checked} directions`);
-  assert.ok(res.maxRelError < 1e-5, `max relative error ${res.maxRelError}`);
+for (const [what, c] of [['', MICRO], [' with image normalisation', { ...MICRO, imageNorm: true }]] as const) {
+  test(`whole-model gradient matches finite differences (float64)${what}`, async () => {
+    const rng = new Rng(3);
+    const records = toyRecords(c, 3, 1, 3);
+    const feeds = toF64({ ...batchFeeds(c, samplesFor(c, records, rng, 2)), ...paramFeeds(c, 9) });
+    const res = await gradCheck((g) => trainingLoss(g, c, 2).loss, feeds, { eps: 1e-5, directions: 3 });
+    assert.ok(res.checked >= paramSpecs(c).length, `checked ${res.checked} directions`);
+    assert.ok(res.maxRelError < 1e-5, `max relative error ${res.maxRelError}`);
+  });
+}
+
+test('image normalisation: a part shared by all image tokens never reaches the language model, and every token is unit-scale', async () => {
+  const c: ModelConfig = { ...MICRO, imageNorm: true };
+  const params = initParams(c, 2);
+  for (const [k, v] of params) if (k.startsWith('projector.fc')) v.forEach((_, i) => (v[i] = 0.5 * Math.sin(i + k.length)));
+  const images = toyRecords(c, 2, 4, 3).map((r) => recordPatches(c, r.rgb));
+  const embed = async (p: typeof params, config: ModelConfig = c): Promise<Float32Array> => {
+    const model = new DiffusionVLM(config, new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']), p);
+    try {
+      return await model.encodeImages(images);
+    } finally {
+      await model.dispose();
+    }
+  };
+  // A large constant added to every image token (the projector's output bias).
+  const shift = (p: typeof params): typeof params => new Map([...p, ['projector.fc2.b', Float32Array.from(p.get('projector.fc2.b')!, (_, i) => 5 * Math.cos(i))]]);
+  const before = await embed(params);
+  const after = await embed(shift(params));
+  before.forEach((x, i) => assert.ok(Math.abs(x - after[i]!) < 1e-4, `embedding ${i}: ${x} became ${after[i]}`));
+  const d = c.lm.width;
+  for (let t = 0; t < before.length / d; t++) {
+    let ss = 0;
+    for (let k = 0; k < d; k++) ss += before[t * d + k]! ** 2;
+    assert.ok(Math.abs(Math.sqrt(ss / d) - 1) < 0.01, `token ${t}: rms ${Math.sqrt(ss / d)}`);
+  }
+  // Without it, the same shift goes straight through.
+  const plain = initParams(MICRO, 2);
+  const e1 = await embed(plain, MICRO);
+  const e2 = await embed(shift(plain), MICRO);
+  assert.ok(Math.abs(e1[0]! - e2[0]!) > 1, 'without image normalisation the shared part should pass');
 });
 
 test('float32 training graph (fused LayerNorm) agrees with the float64 graph', async () => {

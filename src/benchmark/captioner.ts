@@ -17,6 +17,7 @@
 import { WordTokenizer, joinWords } from '../tokenizer/word.js';
 import type { Rng } from '../util/rng.js';
 import {
+  ATTRIBUTE_WORDS,
   BENCHMARK_PROMPT,
   BENCHMARK_VOCABULARY,
   PLACE_PHRASES,
@@ -33,6 +34,11 @@ export { BENCHMARK_PROMPT, BENCHMARK_VOCABULARY };
 /** The word tokenizer over the benchmark vocabulary (special tokens first). */
 export function benchmarkTokenizer(): WordTokenizer {
   return new WordTokenizer(BENCHMARK_VOCABULARY);
+}
+
+/** The ids of each attribute's words (colour, shape, size): the groups of the grounding masks. */
+export function attributeWordIds(t: WordTokenizer = benchmarkTokenizer()): number[][] {
+  return Object.values(ATTRIBUTE_WORDS).map((words) => words.map((w) => t.encode(w)[0]!));
 }
 
 export interface Caption {

@@ -27,6 +27,13 @@ export function numberWord(n: number): string {
 /** Size words: 'big' is a synonym of 'large'. */
 export const SIZE_WORDS: Readonly<Record<string, Size>> = { small: 'small', large: 'large', big: 'large' };
 
+/** Every word that names an object's colour, shape or size, by attribute (the grounding masks of training). */
+export const ATTRIBUTE_WORDS: Readonly<Record<'colour' | 'shape' | 'size', readonly string[]>> = {
+  colour: COLORS,
+  shape: [...SHAPES, ...SHAPES.map((s) => SHAPE_PLURAL[s])],
+  size: Object.keys(SIZE_WORDS),
+};
+
 /**
  * Colour words the parser reads: the object colours plus 'black', the background. A caption
  * that calls an object black is readable and simply false.

@@ -79,7 +79,12 @@ function visionTower(c: ModelConfig, p: P, patches: Value): Value {
 function visionAndProjector(c: ModelConfig, p: P, patches: Value): Value {
   const x = visionTower(c, p, patches);
   const h = op.gelu(op.linear(x, get(p, 'projector.fc1.w'), get(p, 'projector.fc1.b')));
-  return op.linear(h, get(p, 'projector.fc2.w'), get(p, 'projector.fc2.b'));
+  const e = op.linear(h, get(p, 'projector.fc2.w'), get(p, 'projector.fc2.b'));
+  if (!c.imageNorm) return e;
+  const n = numPatches(c);
+  const centre = Array.from({ length: n * n }, (_, i) => (i % (n + 1) === 0 ? 1 : 0) - 1 / n);
+  const centred = op.matmul(e.graph.constant(centre, [n, n]), e);
+  return op.layerNorm(centred, get(p, 'projector.norm.g'), e.graph.constant(new Array<number>(c.lm.width).fill(0), [c.lm.width]));
 }
 
 /** Final LayerNorm and head: hidden states [B, N, D] -> logits [B, N, V]. */

@@ -28,6 +28,13 @@ export interface ModelConfig {
    * pretraining) and kept afterwards so any later checkpoint can be asked whether it still sees.
    */
   cellProbe?: boolean;
+  /**
+   * Image tokens are centred over the image (each token minus the image's mean token) and
+   * LayerNormed without a bias before the language model sees them: no constant part the
+   * language model could turn into an attention sink, so what differs between places is all
+   * there is (docs/diagnosis.md).
+   */
+  imageNorm?: boolean;
 }
 
 export const PRESETS = {

@@ -48,6 +48,9 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
     { name: 'projector.fc1.b', shape: [d], init: 'zeros' },
     { name: 'projector.fc2.w', shape: [d, d], init: 'normal' },
     { name: 'projector.fc2.b', shape: [d], init: 'zeros' },
+  );
+  if (c.imageNorm) specs.push({ name: 'projector.norm.g', shape: [d], init: 'ones' });
+  specs.push(
     { name: 'lm.tok', shape: [c.vocabSize, d], init: 'normal' },
     { name: 'lm.pos', shape: [sequenceLength(c), d], init: 'normal' },
   );

@@ -9,6 +9,7 @@ import { UserError } from '../util/errors.js';
 import type { Rng } from '../util/rng.js';
 import { type CorruptedResponse, corruptResponse, padResponse, spanCorrectionSample } from './corruption.js';
 import { type Objective, lossWeights } from './loss.js';
+import { MASK_ID } from '../tokenizer/word.js';
 
 /** A same-length correction: the whole wrong response, the whole right one, and the spans that differ. */
 export interface SpanPair {
@@ -37,6 +38,14 @@ export interface MixOptions {
   dynamicSyntaxNoise: boolean;
   /** Share of samples drawn as span corrections (when the record has any). */
   correctionShare: number;
+  /**
+   * Grounding masks (mask-prediction only): in this share of samples, every token of one
+   * randomly chosen word group (say all colour words) is masked as well. A caption names an
+   * object's colour several times ("a red circle ... the circle is red"), so random masking
+   * nearly always leaves a copy to read; with every mention hidden only the image can answer
+   * (docs/diagnosis.md). These tokens carry the sample's usual 1/p weight.
+   */
+  groundingMask?: { share: number; groups: readonly (readonly number[])[] };
 }
 
 export const MASK_PREDICTION_MIX: MixOptions = { objective: 'mask-prediction', syntaxNoise: 0, dynamicSyntaxNoise: false, correctionShare: 0 };
@@ -89,6 +98,21 @@ export function makeSample(
       dynamicSyntaxNoise: mix.objective === 'revision' && mix.dynamicSyntaxNoise,
       ...vocab,
     });
+    const gm = mix.groundingMask;
+    if (gm && gm.groups.length > 0 && rng.next() < gm.share) corrupted = maskGroup(corrupted, new Set(rng.choice(gm.groups)));
   }
   return { patches: recordPatches(c, record.rgb), prompt: record.prompt, corrupted, weights: lossWeights(corrupted, mix.objective) };
+}
+
+/** `sample` with every token whose target is in `ids` masked as well. */
+export function maskGroup(sample: CorruptedResponse, ids: ReadonlySet<number>): CorruptedResponse {
+  const input = [...sample.input];
+  const types = [...sample.types];
+  sample.target.forEach((t, i) => {
+    if (ids.has(t)) {
+      input[i] = MASK_ID;
+      types[i] = 'mask';
+    }
+  });
+  return { ...sample, input, types };
 }
