@@ -10,9 +10,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../benchmark/captioner.js';
+import { BENCHMARK_PROMPT, attributeWordIds, benchmarkTokenizer } from '../benchmark/captioner.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../data/training-data.js';
-import { presetConfig } from '../model/config.js';
+import { type ModelConfig, presetConfig } from '../model/config.js';
 import { type EvalSetting, evaluate } from '../evaluation/evaluate.js';
 import { shipCheckpoint } from '../model/export.js';
 import { loadModel, loadModelState } from '../model/io.js';
@@ -24,7 +24,7 @@ import { splitWords } from '../tokenizer/word.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { type TrainSettings, runTraining } from './run.js';
-import { MASK_PREDICTION_MIX, type TrainingRecord } from './samples.js';
+import { MASK_PREDICTION_MIX, type MixOptions, type TrainingRecord } from './samples.js';
 import { measureStage } from './stages/measure.js';
 import { type TrainStage, stagePlan } from './stages/plans.js';
 
@@ -32,12 +32,21 @@ type StageBudget = Omit<TrainSettings, 'stage' | 'mix' | 'seed' | 'minLrRatio' |
 
 export interface BasePreset {
   modelPreset: string;
+  /** Settings on top of the model preset (e.g. image normalisation). */
+  model?: Partial<ModelConfig>;
   trainScenes: number;
   /** Validation scenes of each stage's measurement, and of the shipped base's evaluation. */
   measureScenes: number;
   evalScenes: number;
-  stages: { name: string; stage: TrainStage; budget: StageBudget }[];
+  stages: { name: string; stage: TrainStage; budget: StageBudget; mix?: MixOptions }[];
 }
+
+/**
+ * The base's caption stages hide every mention of one attribute in half of their samples
+ * (docs/diagnosis.md, point 19): with a copy always visible elsewhere in the caption, the
+ * image is rarely needed.
+ */
+export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 0.5, groups: attributeWordIds() } };
 
 const QUICK_STEP = { batchSize: 16, checkpointEvery: 100 };
 const FULL_STEP = { batchSize: 32, checkpointEvery: 500 };
@@ -46,27 +55,29 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
   /** Seconds, tiny model: proves the pipeline end to end (the test suite). */
   quick: {
     modelPreset: 'tiny',
+    model: { imageNorm: true },
     trainScenes: 200,
     measureScenes: 16,
     evalScenes: 8,
     stages: [
       { name: 'vision', stage: 'vision', budget: { ...QUICK_STEP, steps: 40, lr: 3e-3, warmupSteps: 5 } },
       { name: 'language', stage: 'language', budget: { ...QUICK_STEP, steps: 20, lr: 3e-3, warmupSteps: 5 } },
-      { name: 'align', stage: 'align', budget: { ...QUICK_STEP, steps: 10, lr: 1e-3, warmupSteps: 2 } },
-      { name: 'base', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 5, visionLrScale: 0.1 } },
+      { name: 'align', stage: 'align', budget: { ...QUICK_STEP, steps: 10, lr: 1e-3, warmupSteps: 2 }, mix: GROUNDING_MIX },
+      { name: 'base', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 5, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
     ],
   },
   /** The shipped base: small model, within 90 minutes on 2 cores. */
   full: {
     modelPreset: 'small',
+    model: { imageNorm: true },
     trainScenes: 40000,
     measureScenes: 256,
     evalScenes: 200,
     stages: [
       { name: 'vision', stage: 'vision', budget: { batchSize: 64, checkpointEvery: 200, steps: 600, lr: 2e-3, warmupSteps: 50 } },
       { name: 'language', stage: 'language', budget: { ...FULL_STEP, steps: 2500, lr: 1e-3, warmupSteps: 100 } },
-      { name: 'align', stage: 'align', budget: { ...FULL_STEP, steps: 800, lr: 1e-3, warmupSteps: 50 } },
-      { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 } },
+      { name: 'align', stage: 'align', budget: { ...FULL_STEP, steps: 800, lr: 1e-3, warmupSteps: 50 }, mix: GROUNDING_MIX },
+      { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
     ],
   },
 };
@@ -128,7 +139,7 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
   const save = (): Promise<void> => writeFileAtomic(recordFile, `${JSON.stringify(record, null, 2)}\n`);
 
   const tokenizer = benchmarkTokenizer();
-  const config = presetConfig(p.modelPreset, tokenizer.size, { cellProbe: true });
+  const config = presetConfig(p.modelPreset, tokenizer.size, { cellProbe: true, ...p.model });
   let records: TrainingRecord[] | null = null;
   const trainRecords = (): TrainingRecord[] => {
     if (!records) {
@@ -152,7 +163,7 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
     const initial = from
       ? await loadModelState(from)
       : { config, tokenizer, params: initParams(config, seed) };
-    const settings: TrainSettings = { stage: s.stage, seed, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, mix: MASK_PREDICTION_MIX, ...s.budget };
+    const settings: TrainSettings = { stage: s.stage, seed, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, mix: s.mix ?? MASK_PREDICTION_MIX, ...s.budget };
     const t0 = performance.now();
     const res = await runTraining({
       outDir: dir,
