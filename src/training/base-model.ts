@@ -3,7 +3,10 @@
  *   1. vision:   the vision tower (with a per-cell probe head) learns what each grid cell holds;
  *   2. language: the language model learns caption text alone (masked diffusion, image hidden);
  *   3. align:    the projector alone learns to hand the image to the frozen language model;
- *   4. base:     mask-prediction fine-tuning of everything, the pretrained tower at a lower rate.
+ *   4. ground:   everything, on one-object scenes with an attribute always hidden (the model
+ *                learns to read the image token that holds the object);
+ *   5. base:     mask-prediction fine-tuning of everything on all scenes, the pretrained tower
+ *                at a lower rate.
  * Each stage starts from the previous stage's weights, keeps its checkpoint in OUT/<n>-<name>,
  * and is skipped on a rerun once finished; the measurements and wall times go to OUT/base.json.
  */
@@ -38,7 +41,16 @@ export interface BasePreset {
   /** Validation scenes of each stage's measurement, and of the shipped base's evaluation. */
   measureScenes: number;
   evalScenes: number;
-  stages: { name: string; stage: TrainStage; budget: StageBudget; mix?: MixOptions }[];
+  stages: BaseStage[];
+}
+
+export interface BaseStage {
+  name: string;
+  stage: TrainStage;
+  budget: StageBudget;
+  mix?: MixOptions;
+  /** Train on scenes of this many objects only (a curriculum); default: the whole benchmark. */
+  scenes?: { minObjects: number; maxObjects: number; count: number };
 }
 
 /**
@@ -47,6 +59,14 @@ export interface BasePreset {
  * image is rarely needed.
  */
 export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 0.5, groups: attributeWordIds() } };
+
+/**
+ * The grounding stage: one-object scenes, an attribute hidden in every sample. With one object
+ * the image token to read is the only one that is not empty; a model that has learned to read
+ * it then learns the lookup by place on full scenes, which it does not find from full scenes
+ * alone (docs/diagnosis.md, point 21).
+ */
+const GROUNDING_STAGE_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups: attributeWordIds() } };
 
 const QUICK_STEP = { batchSize: 16, checkpointEvery: 100 };
 const FULL_STEP = { batchSize: 32, checkpointEvery: 500 };
@@ -63,6 +83,10 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
       { name: 'vision', stage: 'vision', budget: { ...QUICK_STEP, steps: 40, lr: 3e-3, warmupSteps: 5 } },
       { name: 'language', stage: 'language', budget: { ...QUICK_STEP, steps: 20, lr: 3e-3, warmupSteps: 5 } },
       { name: 'align', stage: 'align', budget: { ...QUICK_STEP, steps: 10, lr: 1e-3, warmupSteps: 2 }, mix: GROUNDING_MIX },
+      {
+        name: 'ground', stage: 'mask-prediction', mix: GROUNDING_STAGE_MIX, scenes: { minObjects: 1, maxObjects: 1, count: 100 },
+        budget: { ...QUICK_STEP, steps: 10, lr: 1e-3, warmupSteps: 2, visionLrScale: 0.1 },
+      },
       { name: 'base', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 5, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
     ],
   },
@@ -75,9 +99,13 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
     evalScenes: 200,
     stages: [
       { name: 'vision', stage: 'vision', budget: { batchSize: 64, checkpointEvery: 200, steps: 600, lr: 2e-3, warmupSteps: 50 } },
-      { name: 'language', stage: 'language', budget: { ...FULL_STEP, steps: 2500, lr: 1e-3, warmupSteps: 100 } },
+      { name: 'language', stage: 'language', budget: { ...FULL_STEP, steps: 1500, lr: 1e-3, warmupSteps: 100 } },
       { name: 'align', stage: 'align', budget: { ...FULL_STEP, steps: 800, lr: 1e-3, warmupSteps: 50 }, mix: GROUNDING_MIX },
-      { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
+      {
+        name: 'ground', stage: 'mask-prediction', mix: GROUNDING_STAGE_MIX, scenes: { minObjects: 1, maxObjects: 1, count: 10000 },
+        budget: { ...FULL_STEP, steps: 3000, lr: 1e-3, warmupSteps: 100, visionLrScale: 0.1 },
+      },
+      { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 10000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
     ],
   },
 };
@@ -140,12 +168,16 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
 
   const tokenizer = benchmarkTokenizer();
   const config = presetConfig(p.modelPreset, tokenizer.size, { cellProbe: true, ...p.model });
-  let records: TrainingRecord[] | null = null;
-  const trainRecords = (): TrainingRecord[] => {
+  const recordSets = new Map<string, TrainingRecord[]>();
+  const trainRecords = (scenes?: BaseStage['scenes']): TrainingRecord[] => {
+    const count = scenes?.count ?? p.trainScenes;
+    const key = scenes ? `${scenes.minObjects}-${scenes.maxObjects}-${count}` : 'all';
+    let records = recordSets.get(key);
     if (!records) {
-      log(`[base] generating ${p.trainScenes} training scenes`);
-      const split = generateBenchmarkSplit('train', seed, p.trainScenes, config.imageSize);
+      log(`[base] generating ${count} training scenes${scenes ? ` of ${scenes.minObjects}-${scenes.maxObjects} objects` : ''}`);
+      const split = generateBenchmarkSplit('train', seed, count, config.imageSize, scenes);
       records = split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
+      recordSets.set(key, records);
     }
     return records;
   };
@@ -167,7 +199,7 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
     const t0 = performance.now();
     const res = await runTraining({
       outDir: dir,
-      records: trainRecords(),
+      records: trainRecords(s.scenes),
       initial: { config: initial.config, tokenizer: initial.tokenizer, params: initial.params },
       settings,
       plan: stagePlan(s.stage, s.budget.visionLrScale ?? 1),
