@@ -58,7 +58,8 @@ export interface BaseStage {
  * (docs/diagnosis.md, point 19): with a copy always visible elsewhere in the caption, the
  * image is rarely needed.
  */
-export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 0.5, groups: attributeWordIds() } };
+const ATTRIBUTE_GROUPS = attributeWordIds();
+export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 0.5, groups: ATTRIBUTE_GROUPS } };
 
 /**
  * The grounding stage: one-object scenes, an attribute hidden in every sample. With one object
@@ -66,7 +67,7 @@ export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask
  * it then learns the lookup by place on full scenes, which it does not find from full scenes
  * alone (docs/diagnosis.md, point 21).
  */
-const GROUNDING_STAGE_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups: attributeWordIds() } };
+const GROUNDING_STAGE_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups: ATTRIBUTE_GROUPS } };
 
 const QUICK_STEP = { batchSize: 16, checkpointEvery: 100 };
 const FULL_STEP = { batchSize: 32, checkpointEvery: 500 };

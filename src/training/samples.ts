@@ -105,7 +105,7 @@ export function makeSample(
 }
 
 /** `sample` with every token whose target is in `ids` masked as well. */
-export function maskGroup(sample: CorruptedResponse, ids: ReadonlySet<number>): CorruptedResponse {
+function maskGroup(sample: CorruptedResponse, ids: ReadonlySet<number>): CorruptedResponse {
   const input = [...sample.input];
   const types = [...sample.types];
   sample.target.forEach((t, i) => {
