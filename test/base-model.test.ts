@@ -119,7 +119,9 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   const rec = await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => lines.push(l) });
   assert.deepEqual(Object.keys(rec.measurements), BASE_PRESETS.quick.stages.map((s) => s.name));
   assert.match(rec.measurements.vision!, /vision probe on \d+ val scenes: cells/);
-  assert.match(rec.measurements.language!, /text-only caption loss/);
+  // The grounding stage is measured on the kind of scenes it trains on.
+  assert.match(rec.measurements.ground!, /caption loss on \d+ val scenes of 1-1 objects/);
+  assert.match(rec.measurements.ground!, /binding .* named right/);
   assert.match(rec.measurements.base!, /right image .* shuffled image/);
   assert.ok(lines.some((l) => /generating \d+ training scenes of 1-1 objects/.test(l)), 'the grounding stage trains on one-object scenes');
   const base = await loadModelState(baseModelDir(out, 'quick'));

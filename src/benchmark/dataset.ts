@@ -91,12 +91,18 @@ export interface RecordOptions {
   maxObjects?: number;
 }
 
-/**
- * Scene `index` of a split: the scene, its PNG, captions and hallucination pairs. Independent
- * random streams for scene, captions and hallucinations, so asking for more captions does not
- * change the scene.
- */
+/** Scene `index` of a split with its PNG (what a split on disk holds); see sceneRecord. */
 export function makeRecord(split: string, seed: number, index: number, opts: RecordOptions = {}): { record: BenchmarkRecord; png: Buffer } {
+  const record = sceneRecord(split, seed, index, opts);
+  return { record, png: renderScenePng(record.scene, opts.imageSize ?? 64).png };
+}
+
+/**
+ * Scene `index` of a split: the scene, captions and hallucination pairs, without encoding its
+ * PNG (in-memory splits render pixels directly). Independent random streams for scene,
+ * captions and hallucinations, so asking for more captions does not change the scene.
+ */
+export function sceneRecord(split: string, seed: number, index: number, opts: RecordOptions = {}): BenchmarkRecord {
   const s = sceneSeed(split, seed, index);
   const root = new Rng(s);
   const sceneRng = root.fork();
@@ -118,8 +124,7 @@ export function makeRecord(split: string, seed: number, index: number, opts: Rec
     const r = injectFirstOf(scene, caption.tokens, halRng, order);
     if (r) hallucinations.push(r);
   }
-  const { png } = renderScenePng(scene, opts.imageSize ?? 64);
-  return { record: { id, image: `images/${id}.png`, scene, captions: captions.map((c) => c.text), hallucinations }, png };
+  return { id, image: `images/${id}.png`, scene, captions: captions.map((c) => c.text), hallucinations };
 }
 
 /** Tries the types in the given order (not shuffled), first success wins. */

@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 import { BENCHMARK_PROMPT } from '../benchmark/captioner.js';
-import { type BenchmarkRecord, type RecordOptions, makeRecord, readSplit } from '../benchmark/dataset.js';
+import { type BenchmarkRecord, type RecordOptions, readSplit, sceneRecord } from '../benchmark/dataset.js';
 import type { HallucinationRecord } from '../benchmark/hallucination.js';
 import { renderScene } from '../benchmark/render.js';
 import { sceneCells } from '../benchmark/cells.js';
@@ -45,7 +45,7 @@ export function generateBenchmarkSplit(split: string, seed: number, n: number, i
   const records: BenchmarkRecord[] = [];
   const rgb: Uint8Array[] = [];
   for (let i = 0; i < n; i++) {
-    const { record } = makeRecord(split, seed, i, { ...opts, imageSize });
+    const record = sceneRecord(split, seed, i, { ...opts, imageSize });
     records.push(record);
     rgb.push(renderScene(record.scene, imageSize).rgb);
   }
