@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildTrainingGraph, trainingLoss } from '../src/model/architecture.js';
-import { type ModelConfig, presetConfig } from '../src/model/config.js';
+import { type ModelConfig, presetConfig, validateConfig } from '../src/model/config.js';
 import { DiffusionVLM } from '../src/model/model.js';
 import { WordTokenizer } from '../src/tokenizer/word.js';
 import { countParams, initParams, paramSpecs } from '../src/model/params.js';
@@ -51,7 +51,7 @@ function paramFeeds(c: ModelConfig, seed: number): Record<string, HostTensor> {
   return feeds;
 }
 
-for (const [what, c] of [['', MICRO], [' with image normalisation', { ...MICRO, imageNorm: true }]] as const) {
+for (const [what, c] of [['', MICRO], [' with image normalisation and place embeddings', { ...MICRO, imageNorm: true, imagePlace: true }]] as const) {
   test(`whole-model gradient matches finite differences (float64)${what}`, async () => {
     const rng = new Rng(3);
     const records = toyRecords(c, 3, 1, 3);
@@ -91,6 +91,18 @@ test('image normalisation: a part shared by all image tokens never reaches the l
   const e1 = await embed(plain, MICRO);
   const e2 = await embed(shift(plain), MICRO);
   assert.ok(Math.abs(e1[0]! - e2[0]!) > 1, 'without image normalisation the shared part should pass');
+  // Place embeddings: each token's own cell row is added after the normalisation, nothing else changes.
+  const placed: ModelConfig = { ...c, imagePlace: true };
+  const withPlace = initParams(placed, 2);
+  for (const [k, v] of params) withPlace.set(k, v);
+  const place = withPlace.get('projector.place')!;
+  const e3 = await embed(withPlace, placed);
+  const np = place.length / d;
+  e3.forEach((x, i) => {
+    const want = before[i]! + place[(Math.floor(i / d) % np) * d + (i % d)]!;
+    assert.ok(Math.abs(x - want) < 1e-4, `embedding ${i}: ${x}, want ${want}`);
+  });
+  assert.throws(() => validateConfig({ ...MICRO, imagePlace: true }), /imagePlace needs imageNorm/);
 });
 
 test('float32 training graph (fused LayerNorm) agrees with the float64 graph', async () => {

@@ -61,6 +61,11 @@ export const PLACE_PHRASES: Readonly<Record<Place, readonly string[]>> = {
   'bottom right': ['in the bottom right', 'in the bottom right corner', 'in the lower right corner'],
 };
 
+/** The words of place phrases that say where ("top", "left", "middle", ...), not "in the ... corner". */
+export const PLACE_WORDS: readonly string[] = [
+  ...new Set(Object.values(PLACE_PHRASES).flatMap((ps) => ps.flatMap((p) => p.split(' ')))),
+].filter((w) => !['in', 'the', 'at', 'on', 'corner', 'side'].includes(w));
+
 /** All place phrases as token arrays, longest first (the parser takes the longest match). */
 export const PLACE_TABLE: readonly { tokens: readonly string[]; place: Place }[] = PLACES.flatMap((place) =>
   PLACE_PHRASES[place].map((p) => ({ tokens: p.split(' '), place })),

@@ -21,6 +21,7 @@ import { stepRng } from '../training/run.js';
 import { EOS_ID, MASK_ID, SPECIAL_TOKENS } from '../tokenizer/word.js';
 import { DiffusionVLM } from '../model/model.js';
 import { COLORS, SHAPES, SIZES } from '../benchmark/scene.js';
+import { PLACE_WORDS } from '../benchmark/lexicon.js';
 import { benchmarkTokenizer } from '../benchmark/captioner.js';
 import { UserError } from '../util/errors.js';
 
@@ -169,8 +170,11 @@ export async function textOnlyLoss(c: ModelConfig, params: Params, records: read
   }
 }
 
-/** The attribute words binding is measured on, by kind. */
-export const BOUND_ATTRIBUTES = { colour: COLORS, shape: SHAPES, size: SIZES } as const;
+/**
+ * The words binding is measured on, by kind. `place` is the other direction: the caption says
+ * what each object is, and the model must find where it is.
+ */
+export const BOUND_ATTRIBUTES = { colour: COLORS, shape: SHAPES, size: SIZES, place: PLACE_WORDS } as const;
 export type AttributeKind = keyof typeof BOUND_ATTRIBUTES;
 
 export interface AttributeBinding {
@@ -186,7 +190,8 @@ export interface AttributeBinding {
  * Binding, teacher-forced: each record's first reference caption is shown whole except the
  * words of one attribute kind, which are masked; the score is the share predicted right. The
  * rest of the caption says where each object is, so only a model that reads the object at that
- * place off the image beats chance (1/8 for colour and shape, 1/2 for size).
+ * place off the image beats chance (1/8 for colour and shape, 1/2 for size); for place words,
+ * what each object is, so only a model that finds that object in the image does.
  */
 export async function attributeBinding(c: ModelConfig, params: Params, records: readonly TrainingRecord[]): Promise<AttributeBinding[]> {
   if (records.length < 2) throw new UserError('binding needs at least 2 scenes');

@@ -84,7 +84,8 @@ function visionAndProjector(c: ModelConfig, p: P, patches: Value): Value {
   const n = numPatches(c);
   const centre = Array.from({ length: n * n }, (_, i) => (i % (n + 1) === 0 ? 1 : 0) - 1 / n);
   const centred = op.matmul(e.graph.constant(centre, [n, n]), e);
-  return op.layerNorm(centred, get(p, 'projector.norm.g'), e.graph.constant(new Array<number>(c.lm.width).fill(0), [c.lm.width]));
+  const normed = op.layerNorm(centred, get(p, 'projector.norm.g'), e.graph.constant(new Array<number>(c.lm.width).fill(0), [c.lm.width]));
+  return c.imagePlace ? op.add(normed, get(p, 'projector.place')) : normed;
 }
 
 /** Final LayerNorm and head: hidden states [B, N, D] -> logits [B, N, V]. */

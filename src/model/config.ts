@@ -35,6 +35,13 @@ export interface ModelConfig {
    * there is (docs/diagnosis.md).
    */
   imageNorm?: boolean;
+  /**
+   * Each normalised image token also gets a learned embedding of its cell, initialised at the
+   * content's own (unit) scale: the language model's position rows (0.02) are too small beside
+   * normalised content for it to tell which cell a token came from (docs/diagnosis.md, point 26).
+   * Needs imageNorm.
+   */
+  imagePlace?: boolean;
 }
 
 export const PRESETS = {
@@ -93,6 +100,7 @@ export function validateConfig(c: ModelConfig): void {
   }
   if (c.responseLength < 1 || c.promptLength < 1) bad('promptLength and responseLength must be >= 1');
   if (c.vocabSize < 5) bad('vocabSize too small');
+  if (c.imagePlace && !c.imageNorm) bad('imagePlace needs imageNorm (the place embedding is sized for normalised image tokens)');
 }
 
 export const numPatches = (c: ModelConfig): number => (c.imageSize / c.patchSize) ** 2;

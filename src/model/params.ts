@@ -3,7 +3,8 @@ import { Rng } from '../util/rng.js';
 import { CELL_CLASSES } from '../benchmark/cells.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength, type TransformerConfig } from './config.js';
 
-export type InitKind = 'normal' | 'zeros' | 'ones' | 'residual';
+/** normal: N(0, 0.02); unit: N(0, 1); residual: N(0, 0.02 / sqrt(2 * layers)). */
+export type InitKind = 'normal' | 'unit' | 'zeros' | 'ones' | 'residual';
 
 export interface ParamSpec {
   name: string;
@@ -50,6 +51,7 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
     { name: 'projector.fc2.b', shape: [d], init: 'zeros' },
   );
   if (c.imageNorm) specs.push({ name: 'projector.norm.g', shape: [d], init: 'ones' });
+  if (c.imagePlace) specs.push({ name: 'projector.place', shape: [numPatches(c), d], init: 'unit' });
   specs.push(
     { name: 'lm.tok', shape: [c.vocabSize, d], init: 'normal' },
     { name: 'lm.pos', shape: [sequenceLength(c), d], init: 'normal' },
@@ -85,9 +87,9 @@ export function initParams(c: ModelConfig, seed: number): Params {
   for (const s of paramSpecs(c)) {
     const n = s.shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
-    const std = s.init === 'residual' ? 0.02 / Math.sqrt(2 * depth) : 0.02;
+    const std = s.init === 'residual' ? 0.02 / Math.sqrt(2 * depth) : s.init === 'unit' ? 1 : 0.02;
     if (s.init === 'ones') data.fill(1);
-    else if (s.init === 'normal' || s.init === 'residual') for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
+    else if (s.init !== 'zeros') for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
     params.set(s.name, data);
   }
   return params;

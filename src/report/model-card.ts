@@ -2,6 +2,7 @@
 import type { EvalRow } from '../evaluation/evaluate.js';
 import { evalTable, renderMarkdown } from '../evaluation/table.js';
 import type { BaseRunRecord } from '../training/base-model.js';
+import type { TrainStage } from '../training/stages/plans.js';
 import { formatDuration } from './report.js';
 
 export interface ModelCardInput {
@@ -10,13 +11,22 @@ export interface ModelCardInput {
   evaluation: { split: string; scenes: number; referenceTokens: number; rows: EvalRow[] };
 }
 
+const OBJECTIVES: Partial<Record<TrainStage, string>> = {
+  vision: '`vision` pretrains the vision tower with dense supervision from the scene graph (what each 3x3 grid cell holds; our stand-in for SigLIP)',
+  language: '`language` trains the language model on caption text alone, the image hidden (our stand-in for LLaDA)',
+  align: '`align` trains the projector alone',
+  'mask-prediction': '`mask-prediction` trains everything on captions (the tower at the stated fraction of the learning rate)',
+};
+
 export function modelCard(m: ModelCardInput): string {
   const r = m.record;
   const total = Object.values(r.timings).reduce((a, b) => a + b, 0);
   const stages = r.settings.stages.map((s) => {
     const b = s.budget;
     const scale = b.visionLrScale !== undefined ? `, vision tower at ${b.visionLrScale}x` : '';
-    return `| ${s.name} | \`${s.stage}\` | ${b.steps} x ${b.batchSize} | ${b.lr}${scale} | ${formatDuration(r.timings[s.name])} |`;
+    const scenes = s.scenes ? `${s.scenes.count.toLocaleString('en-US')} of ${s.scenes.minObjects}-${s.scenes.maxObjects} objects` : 'all';
+    const masks = s.mix?.groundingMask ? `${s.mix.groundingMask.share * 100}%` : '-';
+    return `| ${s.name} | \`${s.stage}\` | ${scenes} | ${masks} | ${b.steps} x ${b.batchSize} | ${b.lr}${scale} | ${formatDuration(r.timings[s.name])} |`;
   });
   const measured = r.settings.stages.map((s) => `- **${s.name}**: ${(r.measurements[s.name] ?? '(not measured)').split('\n').join('; ')}`);
   return [
@@ -28,10 +38,10 @@ export function modelCard(m: ModelCardInput): string {
     '## Training',
     '',
     `Produced by \`rediff pretrain --preset ${r.preset}\` (resumable; rerun it to re-create this model) on ${r.settings.trainScenes.toLocaleString('en-US')} generated training scenes (benchmark split \`train\`, seed 0), on ${r.machine.cpus} CPU cores (Node ${r.machine.node}), ${formatDuration(total)} of training in all.`,
-    'LLaDA-V\'s recipe at our scale: a vision tower pretrained with dense supervision from the scene graph (what each 3x3 grid cell holds; our stand-in for SigLIP), a language model pretrained on caption text alone (our stand-in for LLaDA), the projector aligned with both frozen, then mask-prediction fine-tuning of everything.',
+    `Each stage starts from the previous one's weights. ${[...new Set(r.settings.stages.map((s) => s.stage))].map((st) => OBJECTIVES[st] ?? `\`${st}\``).join('; ')}. Grounding masks hide every mention of one attribute (colour, shape or size words) in that share of samples. \`docs/diagnosis.md\` says why the pipeline is built this way.`,
     '',
-    '| stage | objective | steps x batch | peak learning rate | wall time |',
-    '| --- | --- | ---: | --- | ---: |',
+    '| stage | objective | training scenes | grounding masks | steps x batch | peak learning rate | wall time |',
+    '| --- | --- | --- | ---: | ---: | --- | ---: |',
     ...stages,
     '',
     'Measured after each stage on validation scenes:',
