@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { attributeWordIds, benchmarkTokenizer } from '../src/benchmark/captioner.js';
+import { groundedWordIds, benchmarkTokenizer } from '../src/benchmark/captioner.js';
 import { CELL_CLASSES, EMPTY_CELL, cellClass, cellObject, patchCellTargets, sceneCells } from '../src/benchmark/cells.js';
 import { COLORS, SHAPES, SIZES } from '../src/benchmark/scene.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../src/data/training-data.js';
@@ -127,6 +127,7 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   const base = await loadModelState(baseModelDir(out, 'quick'));
   assert.equal(base.state.step, BASE_PRESETS.quick.stages.at(-1)!.budget.steps);
   assert.equal(base.config.cellProbe, true);
+  assert.equal(base.config.imagePlace, true, 'the base carries place embeddings from its first stage on');
   const card = fs.readFileSync(path.join(ship, 'MODEL.md'), 'utf8');
   assert.match(card, /rediff pretrain --preset quick/);
   assert.match(card, /llada 8 tok\/step/);
@@ -139,7 +140,7 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
 
 test('grounding masks: in their share of samples every word of one attribute is masked and weighted; without them sampling is unchanged', () => {
   const { recs } = records('train', 8, { minObjects: 3, maxObjects: 5 });
-  const groups = attributeWordIds(tokenizer);
+  const groups = groundedWordIds(tokenizer);
   const vocab = { firstOrdinaryId: SPECIAL_TOKENS.length, vocabSize: tokenizer.size };
   const mix = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups } };
   for (const [i, r] of recs.entries()) {

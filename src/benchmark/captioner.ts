@@ -17,7 +17,7 @@
 import { WordTokenizer, joinWords } from '../tokenizer/word.js';
 import type { Rng } from '../util/rng.js';
 import {
-  ATTRIBUTE_WORDS,
+  GROUNDED_WORDS,
   BENCHMARK_PROMPT,
   BENCHMARK_VOCABULARY,
   PLACE_PHRASES,
@@ -36,9 +36,9 @@ export function benchmarkTokenizer(): WordTokenizer {
   return new WordTokenizer(BENCHMARK_VOCABULARY);
 }
 
-/** The ids of each attribute's words (colour, shape, size): the groups of the grounding masks. */
-export function attributeWordIds(t: WordTokenizer = benchmarkTokenizer()): number[][] {
-  return Object.values(ATTRIBUTE_WORDS).map((words) => words.map((w) => t.encode(w)[0]!));
+/** The ids of each grounded word group (colour, shape, size, place): the groups of the grounding masks. */
+export function groundedWordIds(t: WordTokenizer = benchmarkTokenizer()): number[][] {
+  return Object.values(GROUNDED_WORDS).map((words) => words.map((w) => t.encode(w)[0]!));
 }
 
 export interface Caption {

@@ -66,6 +66,12 @@ export const PLACE_WORDS: readonly string[] = [
   ...new Set(Object.values(PLACE_PHRASES).flatMap((ps) => ps.flatMap((p) => p.split(' ')))),
 ].filter((w) => !['in', 'the', 'at', 'on', 'corner', 'side'].includes(w));
 
+/**
+ * The word groups the grounding masks hide, one group at a time: an object's colour, shape or
+ * size words, or every place word (only the image says where the objects are).
+ */
+export const GROUNDED_WORDS: Readonly<Record<'colour' | 'shape' | 'size' | 'place', readonly string[]>> = { ...ATTRIBUTE_WORDS, place: PLACE_WORDS };
+
 /** All place phrases as token arrays, longest first (the parser takes the longest match). */
 export const PLACE_TABLE: readonly { tokens: readonly string[]; place: Place }[] = PLACES.flatMap((place) =>
   PLACE_PHRASES[place].map((p) => ({ tokens: p.split(' '), place })),

@@ -38,7 +38,7 @@ export function modelCard(m: ModelCardInput): string {
     '## Training',
     '',
     `Produced by \`rediff pretrain --preset ${r.preset}\` (resumable; rerun it to re-create this model) on ${r.settings.trainScenes.toLocaleString('en-US')} generated training scenes (benchmark split \`train\`, seed 0), on ${r.machine.cpus} CPU cores (Node ${r.machine.node}), ${formatDuration(total)} of training in all.`,
-    `Each stage starts from the previous one's weights. ${[...new Set(r.settings.stages.map((s) => s.stage))].map((st) => OBJECTIVES[st] ?? `\`${st}\``).join('; ')}. Grounding masks hide every mention of one attribute (colour, shape or size words) in that share of samples. \`docs/diagnosis.md\` says why the pipeline is built this way.`,
+    `Each stage starts from the previous one's weights. ${[...new Set(r.settings.stages.map((s) => s.stage))].map((st) => OBJECTIVES[st] ?? `\`${st}\``).join('; ')}. Grounding masks hide every mention of one attribute (colour, shape or size words), or every place word, in that share of samples. \`docs/diagnosis.md\` says why the pipeline is built this way.`,
     '',
     '| stage | objective | training scenes | grounding masks | steps x batch | peak learning rate | wall time |',
     '| --- | --- | --- | ---: | ---: | --- | ---: |',

@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BENCHMARK_PROMPT, attributeWordIds, benchmarkTokenizer } from '../benchmark/captioner.js';
+import { BENCHMARK_PROMPT, groundedWordIds, benchmarkTokenizer } from '../benchmark/captioner.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../data/training-data.js';
 import { type ModelConfig, presetConfig } from '../model/config.js';
 import { type EvalSetting, evaluate } from '../evaluation/evaluate.js';
@@ -59,20 +59,20 @@ export interface BaseStage {
 }
 
 /**
- * The base's caption stages hide every mention of one attribute in half of their samples
- * (docs/diagnosis.md, point 19): with a copy always visible elsewhere in the caption, the
- * image is rarely needed.
+ * The base's caption stages hide every mention of one attribute, or every place word, in half
+ * of their samples (docs/diagnosis.md, points 19 and 26): with a copy always visible elsewhere
+ * in the caption, the image is rarely needed.
  */
-const ATTRIBUTE_GROUPS = attributeWordIds();
-export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 0.5, groups: ATTRIBUTE_GROUPS } };
+const GROUNDED_GROUPS = groundedWordIds();
+export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 0.5, groups: GROUNDED_GROUPS } };
 
 /**
- * The grounding stage: one-object scenes, an attribute hidden in every sample. With one object
+ * The grounding stage: one-object scenes, an attribute or the place hidden in every sample. With one object
  * the image token to read is the only one that is not empty; a model that has learned to read
  * it then learns the lookup by place on full scenes, which it does not find from full scenes
  * alone (docs/diagnosis.md, point 21).
  */
-const GROUNDING_STAGE_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups: ATTRIBUTE_GROUPS } };
+const GROUNDING_STAGE_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups: GROUNDED_GROUPS } };
 
 const QUICK_STEP = { batchSize: 16, checkpointEvery: 100 };
 const FULL_STEP = { batchSize: 32, checkpointEvery: 500 };
@@ -81,7 +81,7 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
   /** Seconds, tiny model: proves the pipeline end to end (the test suite). */
   quick: {
     modelPreset: 'tiny',
-    model: { imageNorm: true },
+    model: { imageNorm: true, imagePlace: true },
     trainScenes: 200,
     measureScenes: 16,
     evalScenes: 8,
@@ -97,7 +97,7 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
   /** The shipped base: small model, within 90 minutes on 2 cores. */
   full: {
     modelPreset: 'small',
-    model: { imageNorm: true },
+    model: { imageNorm: true, imagePlace: true },
     trainScenes: 40000,
     measureScenes: 256,
     evalScenes: 200,
