@@ -27,13 +27,6 @@ export function numberWord(n: number): string {
 /** Size words: 'big' is a synonym of 'large'. */
 export const SIZE_WORDS: Readonly<Record<string, Size>> = { small: 'small', large: 'large', big: 'large' };
 
-/** Every word that names an object's colour, shape or size, by attribute (the grounding masks of training). */
-export const ATTRIBUTE_WORDS: Readonly<Record<'colour' | 'shape' | 'size', readonly string[]>> = {
-  colour: COLORS,
-  shape: [...SHAPES, ...SHAPES.map((s) => SHAPE_PLURAL[s])],
-  size: Object.keys(SIZE_WORDS),
-};
-
 /**
  * Colour words the parser reads: the object colours plus 'black', the background. A caption
  * that calls an object black is readable and simply false.
@@ -70,7 +63,12 @@ export const PLACE_WORDS: readonly string[] = [
  * The word groups the grounding masks hide, one group at a time: an object's colour, shape or
  * size words, or every place word (only the image says where the objects are).
  */
-export const GROUNDED_WORDS: Readonly<Record<'colour' | 'shape' | 'size' | 'place', readonly string[]>> = { ...ATTRIBUTE_WORDS, place: PLACE_WORDS };
+export const GROUNDED_WORDS: Readonly<Record<'colour' | 'shape' | 'size' | 'place', readonly string[]>> = {
+  colour: COLORS,
+  shape: [...SHAPES, ...SHAPES.map((s) => SHAPE_PLURAL[s])],
+  size: Object.keys(SIZE_WORDS),
+  place: PLACE_WORDS,
+};
 
 /** All place phrases as token arrays, longest first (the parser takes the longest match). */
 export const PLACE_TABLE: readonly { tokens: readonly string[]; place: Place }[] = PLACES.flatMap((place) =>
