@@ -128,6 +128,8 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   assert.equal(base.state.step, BASE_PRESETS.quick.stages.at(-1)!.budget.steps);
   assert.equal(base.config.cellProbe, true);
   assert.equal(base.config.imagePlace, true, 'the base carries place embeddings from its first stage on');
+  assert.equal(base.config.imageCells, true, 'and the tower\'s reading of each cell');
+  assert.ok(base.config.imageKeyBias! > 0, 'and image keys weighted up');
   const card = fs.readFileSync(path.join(ship, 'MODEL.md'), 'utf8');
   assert.match(card, /rediff pretrain --preset quick/);
   assert.match(card, /llada 8 tok\/step/);

@@ -9,6 +9,7 @@ import { BENCHMARK_PROMPT } from '../src/benchmark/captioner.js';
 import { generateBenchmarkSplit } from '../src/data/training-data.js';
 import { normaliseRgb, patchify } from '../src/data/image.js';
 import { loadModel } from '../src/model/io.js';
+import { DiffusionVLM } from '../src/model/model.js';
 import { MASK_ID } from '../src/tokenizer/tokenizer.js';
 import { TINY_STAGE1_DIR } from './fixtures/tiny-stage1.js';
 
@@ -18,8 +19,11 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   return m;
 };
 
-test('a cached pass over a block equals the full pass while nothing outside the block changed (prefix and dual windows)', async () => {
-  const model = await loadModel(TINY_STAGE1_DIR);
+for (const keyBias of [0, 2]) {
+test(`a cached pass over a block equals the full pass while nothing outside the block changed (prefix and dual windows; image key bias ${keyBias})`, async () => {
+  const loaded = await loadModel(TINY_STAGE1_DIR);
+  // The image key bias enters through attn_bias, which the cached pass takes apart: check it there too.
+  const model = keyBias ? new DiffusionVLM({ ...loaded.config, imageKeyBias: keyBias }, loaded.tokenizer, loaded.params) : loaded;
   try {
     const c = model.config;
     const L = c.responseLength;
@@ -49,5 +53,7 @@ test('a cached pass over a block equals the full pass while nothing outside the 
     assert.ok(maxAbsDiff(blockOf(swapped, 0, 0, 32, 32), blockOf(full.logits, 0, 32, 32, L)) > 1e-2, 'the cached keys are read');
   } finally {
     await model.dispose();
+    if (model !== loaded) await loaded.dispose();
   }
 });
+}

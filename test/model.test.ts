@@ -13,6 +13,8 @@ import { corruptResponse, padResponse } from '../src/training/corruption.js';
 import { lossWeights } from '../src/training/loss.js';
 import { Rng } from '../src/util/rng.js';
 import { gradCheck } from './helpers/gradcheck.js';
+import { CELL_FACTORS, cellClass, cellFactorMatrix } from '../src/benchmark/cells.js';
+import { COLORS, SHAPES, SIZES } from '../src/benchmark/scene.js';
 import { toyRecords } from './helpers/toy.js';
 
 const MICRO: ModelConfig = {
@@ -51,7 +53,11 @@ function paramFeeds(c: ModelConfig, seed: number): Record<string, HostTensor> {
   return feeds;
 }
 
-for (const [what, c] of [['', MICRO], [' with image normalisation and place embeddings', { ...MICRO, imageNorm: true, imagePlace: true }]] as const) {
+for (const [what, c] of [
+  ['', MICRO],
+  [' with image normalisation and place embeddings', { ...MICRO, imageNorm: true, imagePlace: true }],
+  [' with the probe\'s cell reading on the image tokens', { ...MICRO, imageNorm: true, cellProbe: true, imageCells: true }],
+] as const) {
   test(`whole-model gradient matches finite differences (float64)${what}`, async () => {
     const rng = new Rng(3);
     const records = toyRecords(c, 3, 1, 3);
@@ -103,6 +109,39 @@ test('image normalisation: a part shared by all image tokens never reaches the l
     assert.ok(Math.abs(x - want) < 1e-4, `embedding ${i}: ${x}, want ${want}`);
   });
   assert.throws(() => validateConfig({ ...MICRO, imagePlace: true }), /imagePlace needs imageNorm/);
+});
+
+test('cell reading: each image token gets the embedding of the factors of the class its probe reads, nothing else changes', async () => {
+  const plain: ModelConfig = { ...MICRO, imageNorm: true, cellProbe: true };
+  const c: ModelConfig = { ...plain, imageCells: true };
+  const params = initParams(c, 4);
+  // A probe that reads every cell as one class, whatever the image: a large yellow ring.
+  const cls = cellClass({ shape: 'ring', color: 'yellow', size: 'large' });
+  params.get('probe.cells.w')!.fill(0);
+  params.get('probe.cells.b')!.forEach((_, i, b) => (b[i] = i === cls ? 50 : 0));
+  const images = toyRecords(c, 2, 4, 3).map((r) => recordPatches(c, r.rgb));
+  const embed = async (config: ModelConfig): Promise<Float32Array> => {
+    const model = new DiffusionVLM(config, new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']), params);
+    try {
+      return await model.encodeImages(images);
+    } finally {
+      await model.dispose();
+    }
+  };
+  const without = await embed(plain);
+  const withCells = await embed(c);
+  const table = params.get('projector.cells')!;
+  const d = c.lm.width;
+  const factors = [1 + SHAPES.indexOf('ring'), 1 + SHAPES.length + COLORS.indexOf('yellow'), 1 + SHAPES.length + COLORS.length + SIZES.indexOf('large')];
+  withCells.forEach((x, i) => {
+    const want = without[i]! + factors.reduce((s, f) => s + table[f * d + (i % d)]!, 0);
+    assert.ok(Math.abs(x - want) < 1e-4, `embedding ${i}: ${x}, want ${want}`);
+  });
+  // The factor matrix: an object class has exactly its shape, colour and size; the empty class only "empty".
+  const m = cellFactorMatrix();
+  assert.deepEqual([...m.subarray(cls * CELL_FACTORS, (cls + 1) * CELL_FACTORS)].flatMap((v, f) => (v ? [f] : [])), factors);
+  assert.deepEqual([...m.subarray(0, CELL_FACTORS)].flatMap((v, f) => (v ? [f] : [])), [0]);
+  assert.throws(() => validateConfig({ ...MICRO, imageCells: true }), /imageCells needs cellProbe/);
 });
 
 test('float32 training graph (fused LayerNorm) agrees with the float64 graph', async () => {

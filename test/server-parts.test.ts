@@ -30,7 +30,8 @@ import { finalCaption } from '../src/web/panel.js';
 import { normalisePixels, patchify } from '../src/web/pixels.js';
 
 const tokenizer = benchmarkTokenizer();
-const config = presetConfig('tiny', tokenizer.size, { responseLength: 32 });
+// Every image option on, so the export and the page's adapter are checked with them.
+const config = presetConfig('tiny', tokenizer.size, { responseLength: 32, imageNorm: true, imagePlace: true, cellProbe: true, imageCells: true, imageKeyBias: 2 });
 const model = new DiffusionVLM(config, tokenizer, initParams(config, 4), { prompt: BENCHMARK_PROMPT, stage: 'test' });
 const rgb = renderScene(generateScene(new Rng(5), { seed: 5 }), config.imageSize).rgb;
 const patches = nodePatchify(normaliseRgb(rgb), config.imageSize, config.patchSize);

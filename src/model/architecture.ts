@@ -8,6 +8,7 @@ import * as op from '../graph/ops.js';
 import { gradients } from '../graph/autodiff.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength, type TransformerConfig } from './config.js';
 import { paramSpecs } from './params.js';
+import { CELL_CLASSES, CELL_FACTORS, cellFactorMatrix } from '../benchmark/cells.js';
 
 export type P = Map<string, Value>;
 
@@ -79,13 +80,28 @@ function visionTower(c: ModelConfig, p: P, patches: Value): Value {
 function visionAndProjector(c: ModelConfig, p: P, patches: Value): Value {
   const x = visionTower(c, p, patches);
   const h = op.gelu(op.linear(x, get(p, 'projector.fc1.w'), get(p, 'projector.fc1.b')));
-  const e = op.linear(h, get(p, 'projector.fc2.w'), get(p, 'projector.fc2.b'));
-  if (!c.imageNorm) return e;
-  const n = numPatches(c);
-  const centre = Array.from({ length: n * n }, (_, i) => (i % (n + 1) === 0 ? 1 : 0) - 1 / n);
-  const centred = op.matmul(e.graph.constant(centre, [n, n]), e);
-  const normed = op.layerNorm(centred, get(p, 'projector.norm.g'), e.graph.constant(new Array<number>(c.lm.width).fill(0), [c.lm.width]));
-  return c.imagePlace ? op.add(normed, get(p, 'projector.place')) : normed;
+  let e = op.linear(h, get(p, 'projector.fc2.w'), get(p, 'projector.fc2.b'));
+  if (c.imageNorm) {
+    const n = numPatches(c);
+    const centre = Array.from({ length: n * n }, (_, i) => (i % (n + 1) === 0 ? 1 : 0) - 1 / n);
+    const centred = op.matmul(e.graph.constant(centre, [n, n]), e);
+    e = op.layerNorm(centred, get(p, 'projector.norm.g'), e.graph.constant(new Array<number>(c.lm.width).fill(0), [c.lm.width]));
+  }
+  if (c.imagePlace) e = op.add(e, get(p, 'projector.place'));
+  if (c.imageCells) e = op.add(e, cellReading(p, x));
+  return e;
+}
+
+/** The probe head's reading of each cell as factor probabilities, embedded: [B, Np, D] (ModelConfig.imageCells). */
+function cellReading(p: P, feats: Value): Value {
+  const classes = op.softmax(op.linear(feats, get(p, 'probe.cells.w'), get(p, 'probe.cells.b')));
+  const factors = op.matmul(classes, feats.graph.constant(cellFactorMatrix(), [CELL_CLASSES, CELL_FACTORS]));
+  return op.linear(factors, get(p, 'projector.cells'));
+}
+
+/** Parameters the image path (tower and projector) reads. */
+export function imagePathParams(c: ModelConfig): (name: string) => boolean {
+  return (n) => n.startsWith('vision.') || n.startsWith('projector.') || (!!c.imageCells && n.startsWith('probe.'));
 }
 
 /** Final LayerNorm and head: hidden states [B, N, D] -> logits [B, N, V]. */
@@ -133,7 +149,8 @@ export const FULL_TRAINING: TrainingGraphOptions = { loss: 'caption', withImage:
 export function graphParams(c: ModelConfig, o: TrainingGraphOptions): (name: string) => boolean {
   if (o.loss === 'cells') return (n) => n.startsWith('vision.') || n.startsWith('probe.');
   if (!o.withImage) return (n) => n.startsWith('lm.');
-  return (n) => !n.startsWith('probe.');
+  const image = imagePathParams(c);
+  return (n) => n.startsWith('lm.') || image(n);
 }
 
 /**
@@ -181,7 +198,7 @@ export function buildTrainingGraph(c: ModelConfig, batch: number, dtype: FloatDT
 export function buildVisionGraph(c: ModelConfig, batch: number): Graph {
   const g = new Graph('float32');
   const patches = g.input('patches', 'float32', [batch, numPatches(c), patchDim(c)]);
-  const p = declareParams(g, c, false, (n) => n.startsWith('vision.') || n.startsWith('projector.'));
+  const p = declareParams(g, c, false, imagePathParams(c));
   g.output(visionAndProjector(c, p, patches), 'image_embeds');
   return g;
 }

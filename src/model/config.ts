@@ -42,6 +42,20 @@ export interface ModelConfig {
    * Needs imageNorm.
    */
   imagePlace?: boolean;
+  /**
+   * Each image token also carries the tower's own reading of its cell: the probe head's
+   * distribution over cell classes, summed into empty / shape / colour / size and embedded by a
+   * learned table (`projector.cells`). A language model trained from scratch learned to read
+   * colour from the projected features but not shape (docs/diagnosis.md, point 27). Needs cellProbe.
+   */
+  imageCells?: boolean;
+  /**
+   * Added to the attention logit of every image key, so an image token weighs as e^b text
+   * tokens. In LLaDA-V the image tokens (729 per crop) outnumber the text and draw most of the
+   * attention of an untrained language model; here 9 image tokens sit among 104 text tokens and
+   * draw 8% of it, and the model was slow to start reading them (docs/diagnosis.md, point 27).
+   */
+  imageKeyBias?: number;
 }
 
 export const PRESETS = {
@@ -100,6 +114,8 @@ export function validateConfig(c: ModelConfig): void {
   }
   if (c.responseLength < 1 || c.promptLength < 1) bad('promptLength and responseLength must be >= 1');
   if (c.vocabSize < 5) bad('vocabSize too small');
+  if (c.imageCells && !c.cellProbe) bad('imageCells needs cellProbe (the image tokens carry the probe head\'s reading of each cell)');
+  if (c.imageKeyBias !== undefined && !(Number.isFinite(c.imageKeyBias) && Math.abs(c.imageKeyBias) <= 20)) bad(`imageKeyBias must be a number in [-20, 20], got ${c.imageKeyBias}`);
   if (c.imagePlace && !c.imageNorm) bad('imagePlace needs imageNorm (the place embedding is sized for normalised image tokens)');
 }
 

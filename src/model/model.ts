@@ -7,7 +7,9 @@ import { serializeGraph } from '../graph/onnx.js';
 import { PAD_ID } from '../tokenizer/word.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
-import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph } from './architecture.js';
+import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph, imagePathParams } from './architecture.js';
+
+const isLanguageParam = (name: string): boolean => name.startsWith('lm.');
 import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import { type Params, paramSpecs } from './params.js';
 
@@ -41,6 +43,7 @@ export function sequenceFeeds(c: ModelConfig, rows: readonly { prompt: readonly 
       if (prompt[j] === PAD_ID) bias[i * t + np + j] = MASKED_KEY_BIAS;
     }
     for (let j = 0; j < c.responseLength; j++) tokens[i * s + c.promptLength + j] = BigInt(row.response[j]!);
+    if (c.imageKeyBias) bias.fill(c.imageKeyBias, i * t, i * t + np);
   });
   return {
     tokens: { dtype: 'int64', shape: [b, s], data: tokens },
@@ -124,11 +127,9 @@ export class DiffusionVLM {
     }
   }
 
-  private paramFeeds(prefixes: string[]): Record<string, HostTensor> {
+  private paramFeeds(read: (name: string) => boolean): Record<string, HostTensor> {
     const feeds: Record<string, HostTensor> = {};
-    for (const s of paramSpecs(this.config)) {
-      if (prefixes.some((p) => s.name.startsWith(p))) feeds[s.name] = f32(s.shape, this.params.get(s.name)!);
-    }
+    for (const s of paramSpecs(this.config)) if (read(s.name)) feeds[s.name] = f32(s.shape, this.params.get(s.name)!);
     return feeds;
   }
 
@@ -143,7 +144,7 @@ export class DiffusionVLM {
       data.set(p, i * per);
     });
     const graph = await this.sessions.get(`vision:${b}`, () => serializeGraph(buildVisionGraph(c, b)));
-    const out = await graph.run({ patches: f32([b, numPatches(c), patchDim(c)], data), ...this.paramFeeds(['vision.', 'projector.']) });
+    const out = await graph.run({ patches: f32([b, numPatches(c), patchDim(c)], data), ...this.paramFeeds(imagePathParams(c)) });
     return out.image_embeds!.data as Float32Array;
   }
 
@@ -160,7 +161,7 @@ export class DiffusionVLM {
       image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds),
       tokens,
       attn_bias: bias,
-      ...this.paramFeeds(['lm.']),
+      ...this.paramFeeds(isLanguageParam),
     });
     return out.logits!.data as Float32Array;
   }
@@ -178,7 +179,7 @@ export class DiffusionVLM {
       image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds),
       tokens,
       attn_bias: bias,
-      ...this.paramFeeds(['lm.']),
+      ...this.paramFeeds(isLanguageParam),
     });
     const per = sequenceLength(c) * c.lm.width;
     const layer = (name: string, i: number): Float32Array => (out[name]!.data as Float32Array).subarray(i * per, (i + 1) * per);
@@ -199,7 +200,7 @@ export class DiffusionVLM {
     const b = rows.length;
     const key = `lm-cached:${b}:${windowLength}:${outLength}`;
     const graph = await this.sessions.get(key, () => serializeGraph(buildCachedLanguageGraph(c, b, windowLength, outLength)));
-    const out = await graph.run({ ...cachedPassFeeds(c, rows, windowLength), ...this.paramFeeds(['lm.']) });
+    const out = await graph.run({ ...cachedPassFeeds(c, rows, windowLength), ...this.paramFeeds(isLanguageParam) });
     return out.logits!.data as Float32Array;
   }
 

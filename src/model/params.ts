@@ -1,6 +1,6 @@
 /** Parameter shapes and initialisation for the vision-language model. */
 import { Rng } from '../util/rng.js';
-import { CELL_CLASSES } from '../benchmark/cells.js';
+import { CELL_CLASSES, CELL_FACTORS } from '../benchmark/cells.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength, type TransformerConfig } from './config.js';
 
 /** normal: N(0, 0.02); unit: N(0, 1); residual: N(0, 0.02 / sqrt(2 * layers)). */
@@ -52,6 +52,7 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
   );
   if (c.imageNorm) specs.push({ name: 'projector.norm.g', shape: [d], init: 'ones' });
   if (c.imagePlace) specs.push({ name: 'projector.place', shape: [numPatches(c), d], init: 'unit' });
+  if (c.imageCells) specs.push({ name: 'projector.cells', shape: [CELL_FACTORS, d], init: 'unit' });
   specs.push(
     { name: 'lm.tok', shape: [c.vocabSize, d], init: 'normal' },
     { name: 'lm.pos', shape: [sequenceLength(c), d], init: 'normal' },

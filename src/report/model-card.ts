@@ -18,6 +18,18 @@ const OBJECTIVES: Partial<Record<TrainStage, string>> = {
   'mask-prediction': '`mask-prediction` trains everything on captions (the tower at the stated fraction of the learning rate)',
 };
 
+/** What the image tokens carry besides the projected tower features (r.settings.model). */
+function imagePath(r: BaseRunRecord): string {
+  const m = r.settings.model ?? {};
+  const parts = [
+    m.imageNorm ? 'centred over the image and LayerNormed' : null,
+    m.imagePlace ? 'a learned embedding of their cell added' : null,
+    m.imageCells ? "the probe head's reading of their cell (empty, shape, colour, size) embedded and added" : null,
+    m.imageKeyBias ? `their attention logits raised by ${m.imageKeyBias.toFixed(2)} (each weighs as ${Math.exp(m.imageKeyBias).toFixed(0)} text tokens)` : null,
+  ].filter((x): x is string => x !== null);
+  return parts.length ? `Image tokens: ${parts.join('; ')}.` : 'Image tokens: the projected tower features.';
+}
+
 export function modelCard(m: ModelCardInput): string {
   const r = m.record;
   const total = Object.values(r.timings).reduce((a, b) => a + b, 0);
@@ -33,7 +45,7 @@ export function modelCard(m: ModelCardInput): string {
     '# rediff base model',
     '',
     'Our stand-in for LLaDA-V: the pretrained masked-diffusion captioner every system of the study starts from.',
-    `The \`${r.settings.modelPreset}\` preset, ${m.parameters.toLocaleString('en-US')} parameters (with the vision tower's per-cell probe head).`,
+    `The \`${r.settings.modelPreset}\` preset, ${m.parameters.toLocaleString('en-US')} parameters (with the vision tower's per-cell probe head). ${imagePath(r)}`,
     '',
     '## Training',
     '',

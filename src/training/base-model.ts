@@ -74,6 +74,12 @@ export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask
  */
 const GROUNDING_STAGE_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups: GROUNDED_GROUPS } };
 
+/**
+ * The image path of every base: normalised image tokens with place embeddings, the tower's own
+ * reading of each cell, and image keys weighted up in attention (docs/diagnosis.md, points 26-27).
+ */
+const BASE_MODEL: Partial<ModelConfig> = { imageNorm: true, imagePlace: true, imageCells: true, imageKeyBias: Math.log(10) };
+
 const QUICK_STEP = { batchSize: 16, checkpointEvery: 100 };
 const FULL_STEP = { batchSize: 32, checkpointEvery: 500 };
 
@@ -81,7 +87,7 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
   /** Seconds, tiny model: proves the pipeline end to end (the test suite). */
   quick: {
     modelPreset: 'tiny',
-    model: { imageNorm: true, imagePlace: true },
+    model: BASE_MODEL,
     trainScenes: 200,
     measureScenes: 16,
     evalScenes: 8,
@@ -97,18 +103,18 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
   /** The shipped base: small model, within 90 minutes on 2 cores. */
   full: {
     modelPreset: 'small',
-    model: { imageNorm: true, imagePlace: true },
+    model: BASE_MODEL,
     trainScenes: 40000,
     measureScenes: 256,
     evalScenes: 200,
     stages: [
       { name: 'vision', stage: 'vision', budget: { batchSize: 64, checkpointEvery: 200, steps: 600, lr: 2e-3, warmupSteps: 50 } },
       {
-        // A constant rate: colour is read only after about 2,000 steps (docs/diagnosis.md, point 22).
+        // Colour, shape and size are read after 1,000 steps, place after 1,500 (docs/diagnosis.md, point 27).
         name: 'ground', stage: 'mask-prediction', mix: GROUNDING_STAGE_MIX, scenes: { minObjects: 1, maxObjects: 1, count: 20000 },
-        budget: { ...FULL_STEP, steps: 4000, lr: 1e-3, warmupSteps: 100, minLrRatio: 1, visionLrScale: 0.1 },
+        budget: { ...FULL_STEP, steps: 1500, lr: 1e-3, warmupSteps: 100, minLrRatio: 1, visionLrScale: 0.1 },
       },
-      { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 10000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
+      { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
     ],
   },
 };

@@ -29,6 +29,7 @@ export function rowInputs(m: ExportManifest, prompt: readonly number[], response
   const np = m.shapes.patches[1]!;
   const tokens = new BigInt64Array(c.promptLength + c.responseLength);
   const bias = new Float32Array(np + c.promptLength + c.responseLength);
+  if (c.imageKeyBias) bias.fill(c.imageKeyBias, 0, np);
   const pad = c.promptLength - prompt.length;
   for (let j = 0; j < c.promptLength; j++) {
     const id = j < pad ? PAD_ID : prompt[j - pad]!;
