@@ -138,6 +138,11 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => again.push(l) });
   assert.equal(again.filter((l) => l.includes('done earlier, reused')).length, BASE_PRESETS.quick.stages.length, again.join('\n'));
   assert.ok(!again.some((l) => l.includes('evaluating')), 'the evaluation is reused too');
+  // A stage trained again (here the last, its checkpoint gone) makes another base: evaluated again.
+  fs.rmSync(baseModelDir(out, 'quick'), { recursive: true });
+  const third: string[] = [];
+  await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => third.push(l) });
+  assert.ok(third.some((l) => l.includes('evaluating')), third.join('\n'));
 });
 
 test('grounding masks: in their share of samples every word of one attribute is masked and weighted; without them sampling is unchanged', () => {

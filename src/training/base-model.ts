@@ -5,7 +5,8 @@
  *   2. ground: everything, on one-object scenes with an attribute always hidden (the model
  *              learns to read the image token that holds the object);
  *   3. base:   mask-prediction fine-tuning of everything on all scenes, the pretrained tower
- *              at a lower rate.
+ *              at a lower rate;
+ *   4. polish: a shorter, low-rate phase of plain mask prediction (the masks the sampler meets).
  * LLaDA-V's text-only language model and projector-only alignment (the `language` and `align`
  * stages of `rediff train`) are not in the presets: a model that first learned captions from
  * text alone did not learn to read the image afterwards (docs/diagnosis.md, point 23).
@@ -98,6 +99,7 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
         budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 2, minLrRatio: 1, visionLrScale: 0.1 },
       },
       { name: 'base', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 5, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
+      { name: 'polish', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 10, lr: 3e-4, warmupSteps: 2, visionLrScale: 0.1 }, mix: MASK_PREDICTION_MIX },
     ],
   },
   /** The shipped base: small model, within 90 minutes on 2 cores. */
@@ -115,6 +117,8 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
         budget: { ...FULL_STEP, steps: 1500, lr: 1e-3, warmupSteps: 100, minLrRatio: 1, visionLrScale: 0.1 },
       },
       { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
+      // LLaDA's pretraining ends in a low-rate phase; here it is on the masks the sampler meets (docs/diagnosis.md, point 28).
+      { name: 'polish', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 3000, lr: 3e-4, warmupSteps: 100, visionLrScale: 0.1 }, mix: MASK_PREDICTION_MIX },
     ],
   },
 };
@@ -201,6 +205,10 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
       continue;
     }
     log(`[base] ${s.name} (${s.stage}, ${s.budget.steps} steps) ...`);
+    // The base changes: an earlier evaluation no longer describes it.
+    delete record.evaluation;
+    delete record.finishedAt;
+    record.settings = p;
     const initial = from
       ? await loadModelState(from)
       : { config, tokenizer, params: initParams(config, seed) };
