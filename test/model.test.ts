@@ -53,6 +53,16 @@ function paramFeeds(c: ModelConfig, seed: number): Record<string, HostTensor> {
   return feeds;
 }
 
+/** The image tokens the language model receives for `images` (the model's vision graph). */
+async function embedImages(c: ModelConfig, params: Map<string, Float32Array>, images: Float32Array[]): Promise<Float32Array> {
+  const model = new DiffusionVLM(c, new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']), params);
+  try {
+    return await model.encodeImages(images);
+  } finally {
+    await model.dispose();
+  }
+}
+
 for (const [what, c] of [
   ['', MICRO],
   [' with image normalisation and place embeddings', { ...MICRO, imageNorm: true, imagePlace: true }],
@@ -73,14 +83,7 @@ test('image normalisation: a part shared by all image tokens never reaches the l
   const params = initParams(c, 2);
   for (const [k, v] of params) if (k.startsWith('projector.fc')) v.forEach((_, i) => (v[i] = 0.5 * Math.sin(i + k.length)));
   const images = toyRecords(c, 2, 4, 3).map((r) => recordPatches(c, r.rgb));
-  const embed = async (p: typeof params, config: ModelConfig = c): Promise<Float32Array> => {
-    const model = new DiffusionVLM(config, new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']), p);
-    try {
-      return await model.encodeImages(images);
-    } finally {
-      await model.dispose();
-    }
-  };
+  const embed = (p: typeof params, config: ModelConfig = c): Promise<Float32Array> => embedImages(config, p, images);
   // A large constant added to every image token (the projector's output bias).
   const shift = (p: typeof params): typeof params => new Map([...p, ['projector.fc2.b', Float32Array.from(p.get('projector.fc2.b')!, (_, i) => 5 * Math.cos(i))]]);
   const before = await embed(params);
@@ -120,14 +123,7 @@ test('cell reading: each image token gets the embedding of the factors of the cl
   params.get('probe.cells.w')!.fill(0);
   params.get('probe.cells.b')!.forEach((_, i, b) => (b[i] = i === cls ? 50 : 0));
   const images = toyRecords(c, 2, 4, 3).map((r) => recordPatches(c, r.rgb));
-  const embed = async (config: ModelConfig): Promise<Float32Array> => {
-    const model = new DiffusionVLM(config, new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']), params);
-    try {
-      return await model.encodeImages(images);
-    } finally {
-      await model.dispose();
-    }
-  };
+  const embed = (config: ModelConfig): Promise<Float32Array> => embedImages(config, params, images);
   const without = await embed(plain);
   const withCells = await embed(c);
   const table = params.get('projector.cells')!;

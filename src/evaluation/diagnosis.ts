@@ -10,7 +10,7 @@
  */
 import { serializeGraph } from '../graph/onnx.js';
 import { SessionCache, f32 } from '../graph/runtime.js';
-import { FULL_TRAINING, type TrainingGraphOptions, buildProbeGraph, buildTrainingGraph, graphParams } from '../model/architecture.js';
+import { FULL_TRAINING, type TrainingGraphOptions, buildProbeGraph, buildTrainingGraph, graphParams, probePathParams } from '../model/architecture.js';
 import { type ModelConfig, numPatches, patchDim } from '../model/config.js';
 import type { Params } from '../model/params.js';
 import { paramSpecs } from '../model/params.js';
@@ -68,7 +68,7 @@ export async function probeAccuracy(c: ModelConfig, params: Params, records: rea
       const patches = new Float32Array(b * np * patchDim(c));
       chunk.forEach((r, i) => patches.set(recordPatches(c, r.rgb), i * np * patchDim(c)));
       const feeds: Record<string, ReturnType<typeof f32>> = { patches: f32([b, np, patchDim(c)], patches) };
-      for (const s of paramSpecs(c)) if (s.name.startsWith('vision.') || s.name.startsWith('probe.')) feeds[s.name] = f32(s.shape, params.get(s.name)!);
+      for (const s of paramSpecs(c)) if (probePathParams(s.name)) feeds[s.name] = f32(s.shape, params.get(s.name)!);
       const logits = (await graph.run(feeds)).cell_logits!.data as Float32Array;
       const k = logits.length / (b * np);
       chunk.forEach((r, i) => {

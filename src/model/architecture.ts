@@ -104,6 +104,12 @@ export function imagePathParams(c: ModelConfig): (name: string) => boolean {
   return (n) => n.startsWith('vision.') || n.startsWith('projector.') || (!!c.imageCells && n.startsWith('probe.'));
 }
 
+/** Parameters the language model reads. */
+export const languageParams = (name: string): boolean => name.startsWith('lm.');
+
+/** Parameters the per-cell probe (the tower and its probe head) reads. */
+export const probePathParams = (name: string): boolean => name.startsWith('vision.') || name.startsWith('probe.');
+
 /** Final LayerNorm and head: hidden states [B, N, D] -> logits [B, N, V]. */
 function head(c: ModelConfig, p: P, x: Value): Value {
   const h = op.layerNorm(x, get(p, 'lm.ln.g'), get(p, 'lm.ln.b'));
@@ -147,10 +153,10 @@ export const FULL_TRAINING: TrainingGraphOptions = { loss: 'caption', withImage:
 
 /** Parameters the graph of `o` reads (the others are left out of it). */
 export function graphParams(c: ModelConfig, o: TrainingGraphOptions): (name: string) => boolean {
-  if (o.loss === 'cells') return (n) => n.startsWith('vision.') || n.startsWith('probe.');
-  if (!o.withImage) return (n) => n.startsWith('lm.');
+  if (o.loss === 'cells') return probePathParams;
+  if (!o.withImage) return languageParams;
   const image = imagePathParams(c);
-  return (n) => n.startsWith('lm.') || image(n);
+  return (n) => languageParams(n) || image(n);
 }
 
 /**
@@ -207,7 +213,7 @@ export function buildVisionGraph(c: ModelConfig, batch: number): Graph {
 export function buildProbeGraph(c: ModelConfig, batch: number): Graph {
   const g = new Graph('float32');
   const patches = g.input('patches', 'float32', [batch, numPatches(c), patchDim(c)]);
-  const p = declareParams(g, c, false, (n) => n.startsWith('vision.') || n.startsWith('probe.'));
+  const p = declareParams(g, c, false, probePathParams);
   g.output(op.linear(visionTower(c, p, patches), get(p, 'probe.cells.w'), get(p, 'probe.cells.b')), 'cell_logits');
   return g;
 }
@@ -221,7 +227,7 @@ export function buildLanguageGraph(c: ModelConfig, batch: number, o: { withCache
   const g = new Graph('float32');
   const image = g.input('image_embeds', 'float32', [batch, numPatches(c), c.lm.width]);
   const { tokens, bias } = declareSequenceInputs(g, c, batch);
-  const p = declareParams(g, c, false, (n) => n.startsWith('lm.'));
+  const p = declareParams(g, c, false, languageParams);
   const kept: CachedKeys[] = [];
   const logits = languageModel(c, p, image, tokens, bias, o.withCache ? (i, kv) => (kept[i] = kv) : undefined);
   g.output(logits, 'logits');
@@ -258,7 +264,7 @@ export function buildCachedLanguageGraph(c: ModelConfig, batch: number, windowLe
     k: g.input(`cache_k${i}`, 'float32', [batch, t - windowLength, d]),
     v: g.input(`cache_v${i}`, 'float32', [batch, t - windowLength, d]),
   }));
-  const p = declareParams(g, c, false, (n) => n.startsWith('lm.'));
+  const p = declareParams(g, c, false, languageParams);
   let x = op.add(op.gather(get(p, 'lm.tok'), tokens), op.gather(get(p, 'lm.pos'), positions));
   for (let i = 0; i < c.lm.layers; i++) x = block(x, p, `lm.block${i}`, c.lm, bias, { cached: cache[i]! });
   g.output(head(c, p, op.slice(x, 1, 0, outLength)), 'logits');

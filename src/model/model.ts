@@ -7,9 +7,7 @@ import { serializeGraph } from '../graph/onnx.js';
 import { PAD_ID } from '../tokenizer/word.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
-import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph, imagePathParams } from './architecture.js';
-
-const isLanguageParam = (name: string): boolean => name.startsWith('lm.');
+import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph, imagePathParams, languageParams } from './architecture.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import { type Params, paramSpecs } from './params.js';
 
@@ -161,7 +159,7 @@ export class DiffusionVLM {
       image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds),
       tokens,
       attn_bias: bias,
-      ...this.paramFeeds(isLanguageParam),
+      ...this.paramFeeds(languageParams),
     });
     return out.logits!.data as Float32Array;
   }
@@ -179,7 +177,7 @@ export class DiffusionVLM {
       image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds),
       tokens,
       attn_bias: bias,
-      ...this.paramFeeds(isLanguageParam),
+      ...this.paramFeeds(languageParams),
     });
     const per = sequenceLength(c) * c.lm.width;
     const layer = (name: string, i: number): Float32Array => (out[name]!.data as Float32Array).subarray(i * per, (i + 1) * per);
@@ -200,7 +198,7 @@ export class DiffusionVLM {
     const b = rows.length;
     const key = `lm-cached:${b}:${windowLength}:${outLength}`;
     const graph = await this.sessions.get(key, () => serializeGraph(buildCachedLanguageGraph(c, b, windowLength, outLength)));
-    const out = await graph.run({ ...cachedPassFeeds(c, rows, windowLength), ...this.paramFeeds(isLanguageParam) });
+    const out = await graph.run({ ...cachedPassFeeds(c, rows, windowLength), ...this.paramFeeds(languageParams) });
     return out.logits!.data as Float32Array;
   }
 
