@@ -11,7 +11,9 @@ import { groundedWordIds, benchmarkTokenizer } from '../src/benchmark/captioner.
 import { CELL_CLASSES, EMPTY_CELL, cellClass, cellObject, patchCellTargets, sceneCells } from '../src/benchmark/cells.js';
 import { COLORS, SHAPES, SIZES } from '../src/benchmark/scene.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../src/data/training-data.js';
-import { imageReliance, probeAccuracy, textOnlyLoss } from '../src/evaluation/diagnosis.js';
+import { imageReliance, placeClaimsHeld, probeAccuracy, textOnlyLoss } from '../src/evaluation/diagnosis.js';
+import { placeAttention, placePhrases } from '../src/evaluation/attention.js';
+import type { Scene } from '../src/benchmark/scene.js';
 import { presetConfig } from '../src/model/config.js';
 import { loadModelState } from '../src/model/io.js';
 import { initParams } from '../src/model/params.js';
@@ -112,6 +114,33 @@ test('image reliance: text-only training ignores the image; the loss with a shuf
   assert.ok(Math.abs(r.shuffledImage - r.rightImage) < 0.05, JSON.stringify(r));
 });
 
+test('place claims: a reference keeps every place claim; naming one object\'s place wrong (a synonym is no error) loses exactly that claim', () => {
+  const { split } = records('val', 100, { minObjects: 2, maxObjects: 2 });
+  const i = split.records.findIndex((r) => / in the top left(?! corner)/.test(r.captions[0]!) && !r.captions[0]!.includes('top right'));
+  assert.ok(i >= 0, 'a two-object scene with one object in the top left');
+  const { scene, captions } = split.records[i]!;
+  const ids = (text: string) => tokenizer.encode(text);
+  const reference = placeClaimsHeld(scene, ids(captions[0]!), tokenizer);
+  assert.ok(reference.claims >= 2 && reference.held === reference.claims, JSON.stringify(reference));
+  assert.deepEqual(placeClaimsHeld(scene, ids(captions[0]!.replace(' in the top left', ' in the upper left corner')), tokenizer), reference);
+  const wrong = placeClaimsHeld(scene, ids(captions[0]!.replace(' in the top left', ' in the top right')), tokenizer);
+  assert.deepEqual(wrong, { claims: reference.claims, held: reference.claims - 1 });
+});
+
+test('place attention: each place phrase is tied to the object its sentence names; relations and counts are left out; the measure runs per layer and head', async () => {
+  const scene = { id: 's', seed: 0, relations: [], objects: [
+    { id: 'a', shape: 'circle', color: 'red', size: 'small', x: 0.17, y: 0.17, place: 'top left' },
+    { id: 'b', shape: 'square', color: 'blue', size: 'large', x: 0.83, y: 0.5, place: 'right' },
+  ] } as Scene;
+  const words = tokenizer.pieces(tokenizer.encode('There are two shapes. There is a small red circle in the top left and on the right side a large blue square. The circle is left of the square.'));
+  const phrases = placePhrases(scene, words, 0);
+  assert.deepEqual(phrases.map((p) => [words[p.at], p.object, p.ownShapes.length, p.otherShapes.length]), [['top', 0, 1, 1], ['right', 1, 1, 1]]);
+  const { recs } = records('val', 24, { minObjects: 2, maxObjects: 4 });
+  const a = await placeAttention(GRID_TINY, initParams(GRID_TINY, 1), recs);
+  assert.equal(a.layers.length, GRID_TINY.lm.layers);
+  assert.ok(a.phrases > 0 && a.layers.every((heads) => heads.length === GRID_TINY.lm.heads && heads.every((h) => h.objectImage >= 0 && h.objectImage <= 1)));
+});
+
 test('pretrain (quick): its stages in order, each measured, a rerun redoes nothing, and the shipped base has its card', async () => {
   const out = tmp('pretrain');
   const ship = tmp('shipped');
@@ -123,6 +152,7 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   assert.match(rec.measurements.ground!, /caption loss on \d+ val scenes of 1-1 objects/);
   assert.match(rec.measurements.ground!, /binding .* named right/);
   assert.match(rec.measurements.base!, /right image .* shuffled image/);
+  assert.match(rec.measurements.base!, /place claims that hold .*: \d+\.\d% vs \d+\.\d% with a shuffled image \(\d+ claims\)/);
   assert.ok(lines.some((l) => /generating \d+ training scenes of 1-1 objects/.test(l)), 'the grounding stage trains on one-object scenes');
   const base = await loadModelState(baseModelDir(out, 'quick'));
   assert.equal(base.state.step, BASE_PRESETS.quick.stages.at(-1)!.budget.steps);

@@ -9,6 +9,8 @@ import { BENCHMARK_PROMPT } from '../src/benchmark/captioner.js';
 import { generateBenchmarkSplit } from '../src/data/training-data.js';
 import { normaliseRgb, patchify } from '../src/data/image.js';
 import { loadModel } from '../src/model/io.js';
+import { relativeBuckets } from '../src/model/config.js';
+import { Rng } from '../src/util/rng.js';
 import { DiffusionVLM } from '../src/model/model.js';
 import { MASK_ID } from '../src/tokenizer/tokenizer.js';
 import { TINY_STAGE1_DIR } from './fixtures/tiny-stage1.js';
@@ -19,11 +21,16 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
   return m;
 };
 
-for (const keyBias of [0, 2]) {
-test(`a cached pass over a block equals the full pass while nothing outside the block changed (prefix and dual windows; image key bias ${keyBias})`, async () => {
+for (const [keyBias, relativeBias] of [[0, 0], [2, 4]] as const) {
+test(`a cached pass over a block equals the full pass while nothing outside the block changed (prefix and dual windows; image key bias ${keyBias}${relativeBias ? ', relative position bias' : ''})`, async () => {
   const loaded = await loadModel(TINY_STAGE1_DIR);
-  // The image key bias enters through attn_bias, which the cached pass takes apart: check it there too.
-  const model = keyBias ? new DiffusionVLM({ ...loaded.config, imageKeyBias: keyBias }, loaded.tokenizer, loaded.params) : loaded;
+  // The image key bias enters through attn_bias, which the cached pass takes apart: check it there too,
+  // and the relative position bias, whose buckets the cached pass must rebuild for its key order.
+  const config = { ...loaded.config, imageKeyBias: keyBias, relativeBias };
+  const rng = new Rng(7);
+  const params = new Map(loaded.params);
+  for (let l = 0; l < config.lm.layers; l++) params.set(`lm.block${l}.attn.rel`, Float32Array.from({ length: relativeBuckets(config) * config.lm.heads }, () => rng.normal()));
+  const model = keyBias ? new DiffusionVLM(config, loaded.tokenizer, params) : loaded;
   try {
     const c = model.config;
     const L = c.responseLength;

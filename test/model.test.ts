@@ -67,6 +67,7 @@ for (const [what, c] of [
   ['', MICRO],
   [' with image normalisation and place embeddings', { ...MICRO, imageNorm: true, imagePlace: true }],
   [' with the probe\'s cell reading on the image tokens', { ...MICRO, imageNorm: true, cellProbe: true, imageCells: true }],
+  [' with a relative position bias', { ...MICRO, relativeBias: 2 }],
 ] as const) {
   test(`whole-model gradient matches finite differences (float64)${what}`, async () => {
     const rng = new Rng(3);
@@ -77,6 +78,57 @@ for (const [what, c] of [
     assert.ok(res.maxRelError < 1e-5, `max relative error ${res.maxRelError}`);
   });
 }
+
+test('relative position bias: it starts as ALiBi; at zero it is the model without it; a learned value moves the logits; bad settings are refused', async () => {
+  const c: ModelConfig = { ...MICRO, relativeBias: 2 };
+  const params = initParams(c, 5);
+  const tokenizer = new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']);
+  const images = toyRecords(c, 2, 4, 3).map((r) => recordPatches(c, r.rgb));
+  const rows = [{ prompt: [4, 5], response: [6, 7, 3, 3, 3] }, { prompt: [5], response: [8, 3, 9, 3, 3] }];
+  const logitsOf = async (config: ModelConfig, p: Map<string, Float32Array>): Promise<Float32Array> => {
+    const model = new DiffusionVLM(config, tokenizer, p);
+    try {
+      return await model.logits(await model.encodeImages(images), rows);
+    } finally {
+      await model.dispose();
+    }
+  };
+  // It starts as ALiBi: minus a per-head slope (2^(-8k/H) for head k of H) times the distance; 0 for image pairs.
+  const start = params.get('lm.block1.attn.rel')!;
+  const h = c.lm.heads;
+  assert.deepEqual([...start.subarray(0, 5 * h)], [-2 * 2 ** -4, -2 * 2 ** -8, -(2 ** -4), -(2 ** -8), 0, 0, -(2 ** -4), -(2 ** -8), -2 * 2 ** -4, -2 * 2 ** -8].map(Math.fround));
+  assert.deepEqual([...start.subarray(5 * h)], [0, 0]);
+  const without = await logitsOf(MICRO, new Map([...params].filter(([k]) => !k.endsWith('.attn.rel'))));
+  for (const [k, v] of params) if (k.endsWith('.attn.rel')) v.fill(0);
+  const zero = await logitsOf(c, params);
+  zero.forEach((x, i) => assert.ok(Math.abs(x - without[i]!) < 1e-5, `logit ${i}: ${x} against ${without[i]}`));
+  assert.deepEqual(params.get('lm.block0.attn.rel')!.length, (2 * 2 + 2) * c.lm.heads, 'offsets -2..2 and the image bucket, per head');
+  params.get('lm.block0.attn.rel')!.fill(3, 0, c.lm.heads); // keys two or more positions to the left
+  const moved = await logitsOf(c, params);
+  assert.ok(moved.some((x, i) => Math.abs(x - without[i]!) > 1e-3), 'a learned offset bias changes the logits');
+  assert.throws(() => validateConfig({ ...MICRO, relativeBias: 0 }), /relativeBias must be an integer in \[1, 64\]/);
+});
+
+test('attention taps: every query\'s attention sums to 1 and padded prompt keys get none', async () => {
+  const c = MICRO;
+  const model = new DiffusionVLM(c, new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']), initParams(c, 6));
+  try {
+    const images = toyRecords(c, 2, 4, 3).map((r) => recordPatches(c, r.rgb));
+    const layers = await model.attention(await model.encodeImages(images), [{ prompt: [4], response: [6, 7, 3, 3, 3] }, { prompt: [5, 6, 7], response: [8, 3, 9, 3, 3] }]);
+    const t = 4 + c.promptLength + c.responseLength;
+    assert.equal(layers.length, c.lm.layers);
+    for (const probs of layers) {
+      assert.equal(probs.length, 2 * c.lm.heads * t * t);
+      for (let q = 0; q < 2 * c.lm.heads * t; q++) {
+        const row = probs.subarray(q * t, (q + 1) * t);
+        assert.ok(Math.abs(row.reduce((a, x) => a + x, 0) - 1) < 1e-5, `query ${q} sums to 1`);
+        if (Math.floor(q / (c.lm.heads * t)) === 0) assert.ok(row[4]! < 1e-9 && row[5]! < 1e-9, 'the first row\'s two padded prompt keys');
+      }
+    }
+  } finally {
+    await model.dispose();
+  }
+});
 
 test('image normalisation: a part shared by all image tokens never reaches the language model, and every token is unit-scale', async () => {
   const c: ModelConfig = { ...MICRO, imageNorm: true };

@@ -31,8 +31,10 @@ import { normalisePixels, patchify } from '../src/web/pixels.js';
 
 const tokenizer = benchmarkTokenizer();
 // Every image option on, so the export and the page's adapter are checked with them.
-const config = presetConfig('tiny', tokenizer.size, { responseLength: 32, imageNorm: true, imagePlace: true, cellProbe: true, imageCells: true, imageKeyBias: 2 });
-const model = new DiffusionVLM(config, tokenizer, initParams(config, 4), { prompt: BENCHMARK_PROMPT, stage: 'test' });
+const config = presetConfig('tiny', tokenizer.size, { responseLength: 32, imageNorm: true, imagePlace: true, cellProbe: true, imageCells: true, imageKeyBias: 2, relativeBias: 3 });
+const params = initParams(config, 4);
+for (const [name, p] of params) if (name.endsWith('.attn.rel')) p.forEach((_, i) => (p[i] = Math.sin(3 * i + name.length))); // learned, not the zero init
+const model = new DiffusionVLM(config, tokenizer, params, { prompt: BENCHMARK_PROMPT, stage: 'test' });
 const rgb = renderScene(generateScene(new Rng(5), { seed: 5 }), config.imageSize).rgb;
 const patches = nodePatchify(normaliseRgb(rgb), config.imageSize, config.patchSize);
 const prompt = tokenizer.encode(BENCHMARK_PROMPT);

@@ -29,6 +29,7 @@ export function benchmarkTrainingRecord(r: Pick<BenchmarkRecord, 'captions' | 'h
   return {
     rgb,
     cells: sceneCells(r.scene),
+    scene: r.scene,
     prompt: tokenizer.encode(prompt),
     captions: r.captions.map((c) => tokenizer.encode(c)),
     corrections: r.hallucinations.map((h) => hallucinationPair(h, tokenizer)).filter((p): p is SpanPair => p !== null),

@@ -23,6 +23,10 @@ import { DiffusionVLM } from '../model/model.js';
 import { COLORS, SHAPES, SIZES } from '../benchmark/scene.js';
 import { PLACE_WORDS } from '../benchmark/lexicon.js';
 import { benchmarkTokenizer } from '../benchmark/captioner.js';
+import { captionPieces, evaluateParse } from '../benchmark/metrics.js';
+import { parseCaption } from '../benchmark/parser.js';
+import type { Scene } from '../benchmark/scene.js';
+import type { WordTokenizer } from '../tokenizer/word.js';
 import { UserError } from '../util/errors.js';
 
 export interface ProbeAccuracy {
@@ -186,6 +190,65 @@ export interface AttributeBinding {
   words: number;
 }
 
+/** Image embeddings of each record, in order. */
+async function recordEmbeds(c: ModelConfig, model: DiffusionVLM, records: readonly TrainingRecord[]): Promise<Float32Array[]> {
+  const embeds: Float32Array[] = [];
+  for (const chunk of batches(records)) {
+    const e = await model.encodeImages(chunk.map((r) => recordPatches(c, r.rgb)));
+    const per = e.length / chunk.length;
+    chunk.forEach((_, i) => embeds.push(e.slice(i * per, (i + 1) * per)));
+  }
+  return embeds;
+}
+
+/** A reference caption with some words hidden, and the model's guesses put back. */
+interface ReadBack {
+  /** The reference, padded with EOS to the response length. */
+  target: number[];
+  /** The reference with every hidden word replaced by the model's argmax, with the right image and with another scene's. */
+  rightImage: number[];
+  shuffledImage: number[];
+}
+
+/**
+ * Each record's first reference caption with every token in `hidden` masked, read back by the
+ * model in one pass (argmax, among `choices` when given), once with the record's own image and
+ * once with another scene's (half the records away).
+ */
+async function readBackHidden(model: DiffusionVLM, embeds: readonly Float32Array[], records: readonly TrainingRecord[], hidden: ReadonlySet<number>, choices?: readonly number[]): Promise<ReadBack[]> {
+  const c = model.config;
+  const shift = Math.floor(records.length / 2);
+  const pick = (at: Float32Array): number => (choices ? choices.reduce((best, id) => (at[id]! > at[best]! ? id : best), choices[0]!) : argmax(at));
+  const out: ReadBack[] = [];
+  for (const chunk of batches(records.map((_, i) => i))) {
+    const rows = chunk.map((i) => {
+      const target = [...records[i]!.captions[0]!];
+      while (target.length < c.responseLength) target.push(EOS_ID);
+      return { prompt: records[i]!.prompt, response: target.map((t) => (hidden.has(t) ? MASK_ID : t)), target };
+    });
+    const read: number[][][] = [];
+    for (const image of [(i: number) => i, (i: number) => (i + shift) % records.length]) {
+      const e = new Float32Array(chunk.length * embeds[0]!.length);
+      chunk.forEach((i, k) => e.set(embeds[image(i)]!, k * embeds[0]!.length));
+      const logits = await model.logits(e, rows);
+      read.push(rows.map((row, k) => row.response.map((t, j) => (t === MASK_ID ? pick(logits.subarray((k * c.responseLength + j) * c.vocabSize, (k * c.responseLength + j + 1) * c.vocabSize)) : t))));
+    }
+    rows.forEach((row, k) => out.push({ target: row.target, rightImage: read[0]![k]!, shuffledImage: read[1]![k]! }));
+  }
+  return out;
+}
+
+/** Runs `read` with the model and every record's image embeddings. */
+async function withEmbeddedRecords<T>(c: ModelConfig, params: Params, records: readonly TrainingRecord[], read: (model: DiffusionVLM, embeds: Float32Array[]) => Promise<T>): Promise<T> {
+  if (records.length < 2) throw new UserError('binding needs at least 2 scenes');
+  const model = new DiffusionVLM(c, benchmarkTokenizer(), params);
+  try {
+    return await read(model, await recordEmbeds(c, model, records));
+  } finally {
+    await model.dispose();
+  }
+}
+
 /**
  * Binding, teacher-forced: each record's first reference caption is shown whole except the
  * words of one attribute kind, which are masked; the score is the share predicted right. The
@@ -194,45 +257,69 @@ export interface AttributeBinding {
  * what each object is, so only a model that finds that object in the image does.
  */
 export async function attributeBinding(c: ModelConfig, params: Params, records: readonly TrainingRecord[]): Promise<AttributeBinding[]> {
-  if (records.length < 2) throw new UserError('binding needs at least 2 scenes');
   const tokenizer = benchmarkTokenizer();
-  const model = new DiffusionVLM(c, tokenizer, params);
-  const shift = Math.floor(records.length / 2);
-  try {
-    const embeds: Float32Array[] = [];
-    for (const chunk of batches(records)) {
-      const e = await model.encodeImages(chunk.map((r) => recordPatches(c, r.rgb)));
-      const per = e.length / chunk.length;
-      chunk.forEach((_, i) => embeds.push(e.slice(i * per, (i + 1) * per)));
-    }
+  return withEmbeddedRecords(c, params, records, async (model, embeds) => {
     const out: AttributeBinding[] = [];
     for (const [kind, words] of Object.entries(BOUND_ATTRIBUTES) as [AttributeKind, readonly string[]][]) {
       const ids = new Set(words.map((w) => tokenizer.encode(w)[0]!));
       const right = { hits: 0, n: 0 };
       const shuffled = { hits: 0, n: 0 };
-      const indices = records.map((_, i) => i);
-      for (const chunk of batches(indices)) {
-        const rows = chunk.map((i) => {
-          const target = [...records[i]!.captions[0]!];
-          while (target.length < c.responseLength) target.push(EOS_ID);
-          return { prompt: records[i]!.prompt, response: target.map((t) => (ids.has(t) ? MASK_ID : t)), target };
+      for (const r of await readBackHidden(model, embeds, records, ids)) {
+        r.target.forEach((t, j) => {
+          if (!ids.has(t)) return;
+          right.n++;
+          shuffled.n++;
+          if (r.rightImage[j] === t) right.hits++;
+          if (r.shuffledImage[j] === t) shuffled.hits++;
         });
-        for (const [tally, image] of [[right, (i: number) => i], [shuffled, (i: number) => (i + shift) % records.length]] as const) {
-          const e = new Float32Array(chunk.length * embeds[0]!.length);
-          chunk.forEach((i, k) => e.set(embeds[image(i)]!, k * embeds[0]!.length));
-          const logits = await model.logits(e, rows);
-          rows.forEach((row, k) => row.response.forEach((t, j) => {
-            if (t !== MASK_ID) return;
-            const at = logits.subarray((k * c.responseLength + j) * c.vocabSize, (k * c.responseLength + j + 1) * c.vocabSize);
-            tally.n++;
-            if (argmax(at) === row.target[j]) tally.hits++;
-          }));
-        }
       }
       out.push({ kind, rightImage: right.hits / Math.max(1, right.n), shuffledImage: shuffled.hits / Math.max(1, shuffled.n), words: right.n });
     }
     return out;
-  } finally {
-    await model.dispose();
-  }
+  });
+}
+
+export interface PlaceClaims {
+  /** Share of the reference's place claims that still hold once the model has named the places, with the right image and another scene's. */
+  rightImage: number;
+  shuffledImage: number;
+  /** Place claims in the references. */
+  claims: number;
+}
+
+/** Place claims of `ids` (a caption, EOS-padded) about `scene`: how many the caption makes and how many hold. */
+export function placeClaimsHeld(scene: Scene, ids: readonly number[], tokenizer: WordTokenizer): { claims: number; held: number } {
+  const ev = evaluateParse(scene, parseCaption(captionPieces(ids, tokenizer)));
+  let claims = 0;
+  let held = 0;
+  ev.parse.claims.forEach((claim, i) => {
+    if (claim.kind !== 'place') return;
+    claims++;
+    if (ev.verdicts[i]!.holds) held++;
+  });
+  return { claims, held };
+}
+
+/**
+ * Where each object is, teacher-forced and proof against synonyms: every place word of a
+ * reference caption is hidden ("in the [MASK] [MASK] corner"), the model names them all in one
+ * pass (the most likely place word at each), and the caption is parsed and scored. The result
+ * is the share of the reference's place claims that still hold. Word-level binding cannot say
+ * this: "upper" for "top", or "middle" for "center", is as right as the reference's word.
+ */
+export async function placeClaims(c: ModelConfig, params: Params, records: readonly TrainingRecord[]): Promise<PlaceClaims> {
+  const tokenizer = benchmarkTokenizer();
+  const placeIds = PLACE_WORDS.map((w) => tokenizer.encode(w)[0]!);
+  const read = await withEmbeddedRecords(c, params, records, (model, embeds) => readBackHidden(model, embeds, records, new Set(placeIds), placeIds));
+  let claims = 0;
+  let right = 0;
+  let shuffled = 0;
+  read.forEach((r, i) => {
+    const scene = records[i]!.scene;
+    if (!scene) throw new UserError('place claims need benchmark scenes (records with their scene graph)');
+    claims += placeClaimsHeld(scene, r.target, tokenizer).claims;
+    right += placeClaimsHeld(scene, r.rightImage, tokenizer).held;
+    shuffled += placeClaimsHeld(scene, r.shuffledImage, tokenizer).held;
+  });
+  return { rightImage: right / Math.max(1, claims), shuffledImage: shuffled / Math.max(1, claims), claims };
 }

@@ -6,7 +6,7 @@
 import { type FloatDType, Graph, type Value } from '../graph/graph.js';
 import * as op from '../graph/ops.js';
 import { gradients } from '../graph/autodiff.js';
-import { type ModelConfig, numPatches, patchDim, sequenceLength, type TransformerConfig } from './config.js';
+import { type ModelConfig, numPatches, patchDim, relativeBucket, sequenceLength, type TransformerConfig } from './config.js';
 import { paramSpecs } from './params.js';
 import { CELL_CLASSES, CELL_FACTORS, cellFactorMatrix } from '../benchmark/cells.js';
 
@@ -40,6 +40,10 @@ export interface BlockOptions {
   cached?: CachedKeys;
   /** Receives this block's own keys and values [B, N, D] (to build a cache). */
   keep?: (kv: CachedKeys) => void;
+  /** Relative-position bucket of each (query, key) pair, [N, Nk] or [B, N, Nk] (ModelConfig.relativeBias). */
+  relative?: Value;
+  /** Receives the attention probabilities [B, H, N, Nk] (for diagnosis). */
+  attention?: (probs: Value) => void;
 }
 
 /** Pre-LN bidirectional transformer block. `bias` [B,1,1,T] masks padded keys. */
@@ -61,12 +65,32 @@ export function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias
   const vh = op.transpose(op.reshape(v, [b, nk, h, dh]), [0, 2, 1, 3]);
   let scores = op.mul(op.matmul(qh, kh), 1 / Math.sqrt(dh));
   if (bias) scores = op.add(scores, bias);
-  const attn = op.matmul(op.softmax(scores), vh);
+  if (o.relative) scores = op.add(scores, relativeBias(get(p, `${prefix}.attn.rel`), o.relative));
+  const probs = op.softmax(scores);
+  o.attention?.(probs);
+  const attn = op.matmul(probs, vh);
   const merged = op.reshape(op.transpose(attn, [0, 2, 1, 3]), [b, n, d]);
   const x1 = op.add(x, op.linear(merged, get(p, `${prefix}.attn.out.w`), get(p, `${prefix}.attn.out.b`)));
   const m = op.layerNorm(x1, get(p, `${prefix}.ln2.g`), get(p, `${prefix}.ln2.b`));
   const ff = op.gelu(op.linear(m, get(p, `${prefix}.mlp.fc.w`), get(p, `${prefix}.mlp.fc.b`)));
   return op.add(x1, op.linear(ff, get(p, `${prefix}.mlp.proj.w`), get(p, `${prefix}.mlp.proj.b`)));
+}
+
+/** A layer's learned bias [buckets, H] looked up for bucket ids [N, Nk] or [B, N, Nk]: [1 or B, H, N, Nk]. */
+function relativeBias(table: Value, buckets: Value): Value {
+  const perHead = op.gather(table, buckets);
+  if (buckets.shape.length === 2) {
+    const [n, nk] = buckets.shape as [number, number];
+    return op.reshape(op.transpose(perHead, [2, 0, 1]), [1, table.shape[1]!, n, nk]);
+  }
+  return op.transpose(perHead, [0, 3, 1, 2]);
+}
+
+/** Bucket ids [T, T] of every (query, key) pair of the whole sequence. */
+function sequenceBuckets(c: ModelConfig, g: Graph): Value {
+  const t = sequenceLength(c);
+  const ids = Array.from({ length: t * t }, (_, i) => relativeBucket(c, Math.floor(i / t), i % t));
+  return g.constant(ids, [t, t], 'int64');
 }
 
 /** patches [B, Np, patchDim] -> vision features [B, Np, Dv] (the tower's output, before the projector). */
@@ -121,10 +145,19 @@ function head(c: ModelConfig, p: P, x: Value): Value {
  * [image embeddings; prompt + response tokens] -> logits at response positions [B, L, V].
  * `keep` receives each layer's keys and values over the whole sequence (a K/V cache).
  */
-function languageModel(c: ModelConfig, p: P, image: Value, tokens: Value, bias: Value, keep?: (layer: number, kv: CachedKeys) => void): Value {
+interface LayerTaps {
+  keep?: (layer: number, kv: CachedKeys) => void;
+  attention?: (layer: number, probs: Value) => void;
+}
+
+function languageModel(c: ModelConfig, p: P, image: Value, tokens: Value, bias: Value, taps: LayerTaps = {}): Value {
   const tok = op.gather(get(p, 'lm.tok'), tokens);
   let x = op.add(op.concat([image, tok], 1), get(p, 'lm.pos'));
-  for (let i = 0; i < c.lm.layers; i++) x = block(x, p, `lm.block${i}`, c.lm, bias, keep ? { keep: (kv) => keep(i, kv) } : {});
+  const relative = c.relativeBias ? sequenceBuckets(c, bias.graph) : undefined;
+  const { keep, attention } = taps;
+  for (let i = 0; i < c.lm.layers; i++) {
+    x = block(x, p, `lm.block${i}`, c.lm, bias, { relative, keep: keep && ((kv) => keep(i, kv)), attention: attention && ((a) => attention(i, a)) });
+  }
   const start = numPatches(c) + c.promptLength;
   return head(c, p, op.slice(x, 1, start, start + c.responseLength));
 }
@@ -221,15 +254,19 @@ export function buildProbeGraph(c: ModelConfig, batch: number): Graph {
 /**
  * Language graph: image_embeds, tokens, attn_bias -> logits [B, L, V]. With `withCache`, also
  * every layer's keys and values over the whole sequence, `cache_k<i>` and `cache_v<i>` [B, T, D]
- * (the K/V cache a block-decoding sampler refreshes at each block boundary).
+ * (the K/V cache a block-decoding sampler refreshes at each block boundary); with
+ * `withAttention`, every layer's attention probabilities `attention<i>` [B, H, T, T].
  */
-export function buildLanguageGraph(c: ModelConfig, batch: number, o: { withCache?: boolean } = {}): Graph {
+export function buildLanguageGraph(c: ModelConfig, batch: number, o: { withCache?: boolean; withAttention?: boolean } = {}): Graph {
   const g = new Graph('float32');
   const image = g.input('image_embeds', 'float32', [batch, numPatches(c), c.lm.width]);
   const { tokens, bias } = declareSequenceInputs(g, c, batch);
   const p = declareParams(g, c, false, languageParams);
   const kept: CachedKeys[] = [];
-  const logits = languageModel(c, p, image, tokens, bias, o.withCache ? (i, kv) => (kept[i] = kv) : undefined);
+  const taps: LayerTaps = {};
+  if (o.withCache) taps.keep = (i, kv) => (kept[i] = kv);
+  if (o.withAttention) taps.attention = (i, probs) => g.output(probs, `attention${i}`);
+  const logits = languageModel(c, p, image, tokens, bias, taps);
   g.output(logits, 'logits');
   kept.forEach((kv, i) => {
     g.output(kv.k, `cache_k${i}`);
@@ -245,7 +282,9 @@ export function buildLanguageGraph(c: ModelConfig, batch: number, o: { withCache
  * `cache_k<i>`, `cache_v<i>` [B, T-W, D] per layer: the keys and values of the positions outside
  * the window, from the full graph's `withCache` outputs (in any order: the positions are in the
  * keys already, through the position embeddings, and attention does not depend on key order);
- * attn_bias [B,1,1,T]: the cached keys' bias (padded prompt keys masked), then the window's.
+ * attn_bias [B,1,1,T]: the cached keys' bias (padded prompt keys masked), then the window's;
+ * with a relative position bias, rel_buckets [B, W, T]: the bucket of each (window query, key)
+ * pair, keys in that same order.
  * One graph thus serves every window start. Output: logits of the window's first `outLength`
  * positions [B, outLength, V] (the current block; a prefix-cache window recomputes the later
  * blocks only as keys).
@@ -264,9 +303,10 @@ export function buildCachedLanguageGraph(c: ModelConfig, batch: number, windowLe
     k: g.input(`cache_k${i}`, 'float32', [batch, t - windowLength, d]),
     v: g.input(`cache_v${i}`, 'float32', [batch, t - windowLength, d]),
   }));
+  const relative = c.relativeBias ? g.input('rel_buckets', 'int64', [batch, windowLength, t]) : undefined;
   const p = declareParams(g, c, false, languageParams);
   let x = op.add(op.gather(get(p, 'lm.tok'), tokens), op.gather(get(p, 'lm.pos'), positions));
-  for (let i = 0; i < c.lm.layers; i++) x = block(x, p, `lm.block${i}`, c.lm, bias, { cached: cache[i]! });
+  for (let i = 0; i < c.lm.layers; i++) x = block(x, p, `lm.block${i}`, c.lm, bias, { cached: cache[i]!, relative });
   g.output(head(c, p, op.slice(x, 1, 0, outLength)), 'logits');
   return g;
 }

@@ -56,6 +56,15 @@ export interface ModelConfig {
    * draw 8% of it, and the model was slow to start reading them (docs/diagnosis.md, point 27).
    */
   imageKeyBias?: number;
+  /**
+   * Learned relative position bias (T5's), the largest offset R with its own value: every
+   * attention head of every language-model layer adds a learned scalar for the offset between a
+   * text query and a text key (clipped to +-R), and one more for every pair with an image token.
+   * It starts as ALiBi (minus a per-head slope times the distance; params.ts `distancePenalty`).
+   * LLaDA uses relative positions (RoPE); with absolute position rows alone, a place word barely
+   * attended to the object named three words before it (docs/diagnosis.md, point 29).
+   */
+  relativeBias?: number;
 }
 
 export const PRESETS = {
@@ -116,6 +125,7 @@ export function validateConfig(c: ModelConfig): void {
   if (c.vocabSize < 5) bad('vocabSize too small');
   if (c.imageCells && !c.cellProbe) bad('imageCells needs cellProbe (the image tokens carry the probe head\'s reading of each cell)');
   if (c.imageKeyBias !== undefined && !(Number.isFinite(c.imageKeyBias) && Math.abs(c.imageKeyBias) <= 20)) bad(`imageKeyBias must be a number in [-20, 20], got ${c.imageKeyBias}`);
+  if (c.relativeBias !== undefined && !(Number.isInteger(c.relativeBias) && c.relativeBias >= 1 && c.relativeBias <= 64)) bad(`relativeBias must be an integer in [1, 64], got ${c.relativeBias}`);
   if (c.imagePlace && !c.imageNorm) bad('imagePlace needs imageNorm (the place embedding is sized for normalised image tokens)');
 }
 
@@ -123,3 +133,13 @@ export const numPatches = (c: ModelConfig): number => (c.imageSize / c.patchSize
 export const patchDim = (c: ModelConfig): number => c.patchSize * c.patchSize * 3;
 /** Full sequence length seen by the language model. */
 export const sequenceLength = (c: ModelConfig): number => numPatches(c) + c.promptLength + c.responseLength;
+
+/** Buckets of the relative position bias: offsets -R..R between text positions, then one for pairs with an image token. */
+export const relativeBuckets = (c: ModelConfig): number => 2 * (c.relativeBias ?? 0) + 2;
+
+/** The relative-bias bucket of a (query, key) pair of sequence positions (ModelConfig.relativeBias). */
+export function relativeBucket(c: ModelConfig, query: number, key: number): number {
+  const r = c.relativeBias ?? 0;
+  if (query < numPatches(c) || key < numPatches(c)) return 2 * r + 1;
+  return Math.max(-r, Math.min(r, key - query)) + r;
+}

@@ -8,7 +8,7 @@ import { PAD_ID } from '../tokenizer/word.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph, imagePathParams, languageParams } from './architecture.js';
-import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
+import { type ModelConfig, numPatches, patchDim, relativeBucket, sequenceLength } from './config.js';
 import { type Params, paramSpecs } from './params.js';
 
 /** Additive attention bias for a key that must not be attended (padding). */
@@ -89,6 +89,7 @@ export function cachedPassFeeds(c: ModelConfig, rows: readonly CachedRow[], wind
     bias.set(sequenceBias.subarray(i * t + cut + windowLength, (i + 1) * t), i * t + cut);
   });
   const feeds: Record<string, HostTensor> = {
+    ...(c.relativeBias ? { rel_buckets: cachedRelativeBuckets(c, rows, windowLength) } : {}),
     tokens: { dtype: 'int64', shape: [b, windowLength], data: tokens },
     positions: { dtype: 'int64', shape: [b, windowLength], data: positions },
     attn_bias: f32([b, 1, 1, t], bias),
@@ -106,6 +107,19 @@ export function cachedPassFeeds(c: ModelConfig, rows: readonly CachedRow[], wind
     }
   }
   return feeds;
+}
+
+/** Relative-bias buckets of a cached pass [B, W, T]: window queries against the cached keys, then the window's own. */
+function cachedRelativeBuckets(c: ModelConfig, rows: readonly CachedRow[], windowLength: number): HostTensor {
+  const t = sequenceLength(c);
+  const start = numPatches(c) + c.promptLength;
+  const data = new BigInt64Array(rows.length * windowLength * t);
+  rows.forEach((r, i) => {
+    const cut = start + r.from;
+    const keys = [...Array.from({ length: cut }, (_, k) => k), ...Array.from({ length: t - cut - windowLength }, (_, k) => cut + windowLength + k), ...Array.from({ length: windowLength }, (_, k) => cut + k)];
+    for (let q = 0; q < windowLength; q++) keys.forEach((k, j) => (data[(i * windowLength + q) * t + j] = BigInt(relativeBucket(c, cut + q, k))));
+  });
+  return { dtype: 'int64', shape: [rows.length, windowLength, t], data };
 }
 
 export class DiffusionVLM {
@@ -186,6 +200,16 @@ export class DiffusionVLM {
       v: Array.from({ length: c.lm.layers }, (_, l) => layer(`cache_v${l}`, i)),
     }));
     return { logits: out.logits!.data as Float32Array, caches };
+  }
+
+  /** Every layer's attention probabilities, each [B, H, T, T] flattened (for diagnosis). */
+  async attention(imageEmbeds: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): Promise<Float32Array[]> {
+    const c = this.config;
+    const b = rows.length;
+    const { tokens, bias } = sequenceFeeds(c, rows);
+    const graph = await this.sessions.get(`lm-attention:${b}`, () => serializeGraph(buildLanguageGraph(c, b, { withAttention: true })));
+    const out = await graph.run({ image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds), tokens, attn_bias: bias, ...this.paramFeeds(languageParams) });
+    return Array.from({ length: c.lm.layers }, (_, l) => out[`attention${l}`]!.data as Float32Array);
   }
 
   /**

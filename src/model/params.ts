@@ -1,10 +1,13 @@
 /** Parameter shapes and initialisation for the vision-language model. */
 import { Rng } from '../util/rng.js';
 import { CELL_CLASSES, CELL_FACTORS } from '../benchmark/cells.js';
-import { type ModelConfig, numPatches, patchDim, sequenceLength, type TransformerConfig } from './config.js';
+import { type ModelConfig, numPatches, patchDim, relativeBuckets, sequenceLength, type TransformerConfig } from './config.js';
 
-/** normal: N(0, 0.02); unit: N(0, 1); residual: N(0, 0.02 / sqrt(2 * layers)). */
-export type InitKind = 'normal' | 'unit' | 'zeros' | 'ones' | 'residual';
+/**
+ * normal: N(0, 0.02); unit: N(0, 1); residual: N(0, 0.02 / sqrt(2 * layers)); distance: the
+ * relative position bias's ALiBi start (minus a per-head slope times the distance).
+ */
+export type InitKind = 'normal' | 'unit' | 'zeros' | 'ones' | 'residual' | 'distance';
 
 export interface ParamSpec {
   name: string;
@@ -58,7 +61,10 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
     { name: 'lm.pos', shape: [sequenceLength(c), d], init: 'normal' },
   );
   if (c.cellProbe) specs.push(...probeSpecs(c));
-  for (let i = 0; i < c.lm.layers; i++) specs.push(...blockSpecs(`lm.block${i}`, c.lm));
+  for (let i = 0; i < c.lm.layers; i++) {
+    specs.push(...blockSpecs(`lm.block${i}`, c.lm));
+    if (c.relativeBias) specs.push({ name: `lm.block${i}.attn.rel`, shape: [relativeBuckets(c), c.lm.heads], init: 'distance' });
+  }
   specs.push(
     { name: 'lm.ln.g', shape: [d], init: 'ones' },
     { name: 'lm.ln.b', shape: [d], init: 'zeros' },
@@ -90,8 +96,22 @@ export function initParams(c: ModelConfig, seed: number): Params {
     const data = new Float32Array(n);
     const std = s.init === 'residual' ? 0.02 / Math.sqrt(2 * depth) : s.init === 'unit' ? 1 : 0.02;
     if (s.init === 'ones') data.fill(1);
+    else if (s.init === 'distance') data.set(distancePenalty(c));
     else if (s.init !== 'zeros') for (let i = 0; i < n; i++) data[i] = rng.normal() * std;
     params.set(s.name, data);
   }
   return params;
+}
+
+/**
+ * ALiBi's bias as the relative bias's starting point: head k of H (from 1) adds -2^(-8k/H) per
+ * position of distance between two text tokens (up to the largest offset), nothing for pairs with
+ * an image token. Some heads thus start local, as a sentence's grammar is, and the rest nearly flat.
+ */
+export function distancePenalty(c: ModelConfig): Float32Array {
+  const r = c.relativeBias ?? 0;
+  const h = c.lm.heads;
+  const out = new Float32Array(relativeBuckets(c) * h);
+  for (let b = 0; b <= 2 * r; b++) for (let k = 0; k < h; k++) out[b * h + k] = Math.abs(b - r) * -(2 ** ((-8 * (k + 1)) / h)) || 0;
+  return out;
 }

@@ -2,6 +2,7 @@
  * Training records (an image with its captions and correction pairs) and the sample mixer
  * that turns a record into one corrupted training row for the chosen objective and mix.
  */
+import type { Scene } from '../benchmark/scene.js';
 import { normaliseRgb, patchify } from '../data/image.js';
 import { patchCellTargets } from '../benchmark/cells.js';
 import { type ModelConfig, numPatches } from '../model/config.js';
@@ -28,6 +29,8 @@ export interface TrainingRecord {
   corrections: SpanPair[];
   /** Benchmark scenes only: the class of each 3x3 grid cell (benchmark/cells.ts), for the vision stage. */
   cells?: Uint8Array;
+  /** Benchmark scenes only: the scene graph, for the diagnosis's parsed checks. */
+  scene?: Scene;
 }
 
 export interface MixOptions {

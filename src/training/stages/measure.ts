@@ -5,7 +5,7 @@
  */
 import { benchmarkTokenizer } from '../../benchmark/captioner.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../../data/training-data.js';
-import { attributeBinding, imageReliance, probeAccuracy, textOnlyLoss } from '../../evaluation/diagnosis.js';
+import { attributeBinding, imageReliance, placeClaims, probeAccuracy, textOnlyLoss } from '../../evaluation/diagnosis.js';
 import type { RecordOptions } from '../../benchmark/dataset.js';
 import type { ModelConfig } from '../../model/config.js';
 import type { Params } from '../../model/params.js';
@@ -42,6 +42,8 @@ export async function measureStage(
     lines.push(`caption loss on ${r.n} ${where}: right image ${r.rightImage.toFixed(3)}, shuffled image ${r.shuffledImage.toFixed(3)} (the image is worth ${(r.shuffledImage - r.rightImage).toFixed(3)})`);
     const bound = await attributeBinding(c, params, records);
     lines.push(`binding (masked ${bound.map((b) => b.kind).join(' / ')} words named right, right image vs shuffled): ${bound.map((b) => `${pct(b.rightImage)} vs ${pct(b.shuffledImage)}`).join(' / ')}`);
+    const places = await placeClaims(c, params, records);
+    lines.push(`place claims that hold once every place word is hidden and named by the model: ${pct(places.rightImage)} vs ${pct(places.shuffledImage)} with a shuffled image (${places.claims} claims)`);
   }
   return lines.join('\n');
 }
