@@ -160,9 +160,11 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   assert.equal(base.config.imagePlace, true, 'the base carries place embeddings from its first stage on');
   assert.equal(base.config.imageCells, true, 'and the tower\'s reading of each cell');
   assert.ok(base.config.imageKeyBias! > 0, 'and image keys weighted up');
+  assert.equal(base.config.relativeBias, 16, 'and a relative position bias in the language model');
   const card = fs.readFileSync(path.join(ship, 'MODEL.md'), 'utf8');
   assert.match(card, /rediff pretrain --preset quick/);
   assert.match(card, /llada 8 tok\/step/);
+  assert.match(card, /a learned bias per head for the offset between two text positions \(up to 16; started as ALiBi\)/);
   assert.ok(fs.existsSync(path.join(ship, 'onnx', 'language.onnx')));
   const again: string[] = [];
   await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => again.push(l) });

@@ -18,7 +18,7 @@ const OBJECTIVES: Partial<Record<TrainStage, string>> = {
   'mask-prediction': '`mask-prediction` trains everything on captions (the tower at the stated fraction of the learning rate)',
 };
 
-/** What the image tokens carry besides the projected tower features (r.settings.model). */
+/** What the image tokens carry besides the projected tower features, and the language model's relative bias (r.settings.model). */
 function imagePath(r: BaseRunRecord): string {
   const m = r.settings.model ?? {};
   const parts = [
@@ -27,7 +27,8 @@ function imagePath(r: BaseRunRecord): string {
     m.imageCells ? "the probe head's reading of their cell (empty, shape, colour, size) embedded and added" : null,
     m.imageKeyBias ? `their attention logits raised by ${m.imageKeyBias.toFixed(2)} (each weighs as ${Math.exp(m.imageKeyBias).toFixed(0)} text tokens)` : null,
   ].filter((x): x is string => x !== null);
-  return parts.length ? `Image tokens: ${parts.join('; ')}.` : 'Image tokens: the projected tower features.';
+  const tokens = parts.length ? `Image tokens: ${parts.join('; ')}.` : 'Image tokens: the projected tower features.';
+  return m.relativeBias ? `${tokens} Language model: besides its position rows, a learned bias per head for the offset between two text positions (up to ${m.relativeBias}; started as ALiBi).` : tokens;
 }
 
 export function modelCard(m: ModelCardInput): string {

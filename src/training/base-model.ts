@@ -77,9 +77,11 @@ const GROUNDING_STAGE_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask:
 
 /**
  * The image path of every base: normalised image tokens with place embeddings, the tower's own
- * reading of each cell, and image keys weighted up in attention (docs/diagnosis.md, points 26-27).
+ * reading of each cell, and image keys weighted up in attention (docs/diagnosis.md, points 26-27);
+ * and a relative position bias in the language model, with which a place word finds the object
+ * named a few words before it (points 29-30).
  */
-const BASE_MODEL: Partial<ModelConfig> = { imageNorm: true, imagePlace: true, imageCells: true, imageKeyBias: Math.log(10) };
+const BASE_MODEL: Partial<ModelConfig> = { imageNorm: true, imagePlace: true, imageCells: true, imageKeyBias: Math.log(10), relativeBias: 16 };
 
 const QUICK_STEP = { batchSize: 16, checkpointEvery: 100 };
 const FULL_STEP = { batchSize: 32, checkpointEvery: 500 };
