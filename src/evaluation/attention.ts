@@ -12,9 +12,9 @@ import { type Scene, placeIndex } from '../benchmark/scene.js';
 import { type ModelConfig, numPatches, sequenceLength } from '../model/config.js';
 import { DiffusionVLM } from '../model/model.js';
 import type { Params } from '../model/params.js';
-import { EOS_ID, MASK_ID } from '../tokenizer/word.js';
 import { type TrainingRecord, recordPatches } from '../training/samples.js';
 import { UserError } from '../util/errors.js';
+import { batches, hiddenWordsRow } from './diagnosis.js';
 
 export interface HeadLooks {
   /** Mean attention on the named object's image token, and on each other object's (mean over them). */
@@ -96,13 +96,8 @@ export async function placeAttention(c: ModelConfig, params: Params, records: re
   let phrases = 0;
   const model = new DiffusionVLM(c, tokenizer, params);
   try {
-    for (let i = 0; i < usable.length; i += 32) {
-      const chunk = usable.slice(i, i + 32);
-      const rows = chunk.map((r) => {
-        const target = [...r.captions[0]!];
-        while (target.length < c.responseLength) target.push(EOS_ID);
-        return { prompt: r.prompt, response: target.map((x) => (placeIds.has(x) ? MASK_ID : x)), target };
-      });
+    for (const chunk of batches(usable)) {
+      const rows = chunk.map((r) => hiddenWordsRow(c, r, placeIds));
       const probs = await model.attention(await model.encodeImages(chunk.map((r) => recordPatches(c, r.rgb))), rows);
       const found = chunk.flatMap((r, k) => placePhrases(r.scene!, tokenizer.pieces(rows[k]!.target), k));
       for (const p of found) {

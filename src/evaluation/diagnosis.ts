@@ -17,8 +17,9 @@ import { paramSpecs } from '../model/params.js';
 import { patchCellTargets } from '../benchmark/cells.js';
 import { MASK_PREDICTION_MIX, type TrainingRecord, type TrainingSample, makeSample, recordPatches } from '../training/samples.js';
 import { batchFeeds } from '../training/trainer.js';
+import { padResponse } from '../training/corruption.js';
 import { stepRng } from '../training/run.js';
-import { EOS_ID, MASK_ID, SPECIAL_TOKENS } from '../tokenizer/word.js';
+import { MASK_ID, SPECIAL_TOKENS } from '../tokenizer/word.js';
 import { DiffusionVLM } from '../model/model.js';
 import { COLORS, SHAPES, SIZES } from '../benchmark/scene.js';
 import { PLACE_WORDS } from '../benchmark/lexicon.js';
@@ -48,7 +49,7 @@ function argmax(xs: Float32Array): number {
   return best;
 }
 
-function batches<T>(xs: readonly T[], size = BATCH): T[][] {
+export function batches<T>(xs: readonly T[], size = BATCH): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < xs.length; i += size) out.push(xs.slice(i, i + size));
   return out;
@@ -201,6 +202,12 @@ async function recordEmbeds(c: ModelConfig, model: DiffusionVLM, records: readon
   return embeds;
 }
 
+/** A record's first reference caption, padded with EOS to the response length, with every token in `hidden` masked. */
+export function hiddenWordsRow(c: ModelConfig, record: TrainingRecord, hidden: ReadonlySet<number>): { prompt: number[]; response: number[]; target: number[] } {
+  const target = padResponse(record.captions[0]!, c.responseLength);
+  return { prompt: record.prompt, response: target.map((t) => (hidden.has(t) ? MASK_ID : t)), target };
+}
+
 /** A reference caption with some words hidden, and the model's guesses put back. */
 interface ReadBack {
   /** The reference, padded with EOS to the response length. */
@@ -221,11 +228,7 @@ async function readBackHidden(model: DiffusionVLM, embeds: readonly Float32Array
   const pick = (at: Float32Array): number => (choices ? choices.reduce((best, id) => (at[id]! > at[best]! ? id : best), choices[0]!) : argmax(at));
   const out: ReadBack[] = [];
   for (const chunk of batches(records.map((_, i) => i))) {
-    const rows = chunk.map((i) => {
-      const target = [...records[i]!.captions[0]!];
-      while (target.length < c.responseLength) target.push(EOS_ID);
-      return { prompt: records[i]!.prompt, response: target.map((t) => (hidden.has(t) ? MASK_ID : t)), target };
-    });
+    const rows = chunk.map((i) => hiddenWordsRow(c, records[i]!, hidden));
     const read: number[][][] = [];
     for (const image of [(i: number) => i, (i: number) => (i + shift) % records.length]) {
       const e = new Float32Array(chunk.length * embeds[0]!.length);

@@ -141,14 +141,15 @@ function head(c: ModelConfig, p: P, x: Value): Value {
   return op.reshape(logits, [x.shape[0]!, x.shape[1]!, c.vocabSize]);
 }
 
-/**
- * [image embeddings; prompt + response tokens] -> logits at response positions [B, L, V].
- * `keep` receives each layer's keys and values over the whole sequence (a K/V cache).
- */
+/** What a caller may take out of each language-model layer. */
 interface LayerTaps {
+  /** Each layer's keys and values over the whole sequence (a K/V cache). */
   keep?: (layer: number, kv: CachedKeys) => void;
+  /** Each layer's attention probabilities (diagnosis). */
   attention?: (layer: number, probs: Value) => void;
 }
+
+/** [image embeddings; prompt + response tokens] -> logits at response positions [B, L, V]. */
 
 function languageModel(c: ModelConfig, p: P, image: Value, tokens: Value, bias: Value, taps: LayerTaps = {}): Value {
   const tok = op.gather(get(p, 'lm.tok'), tokens);

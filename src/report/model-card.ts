@@ -19,7 +19,7 @@ const OBJECTIVES: Partial<Record<TrainStage, string>> = {
 };
 
 /** What the image tokens carry besides the projected tower features, and the language model's relative bias (r.settings.model). */
-function imagePath(r: BaseRunRecord): string {
+function architectureNote(r: BaseRunRecord): string {
   const m = r.settings.model ?? {};
   const parts = [
     m.imageNorm ? 'centred over the image and LayerNormed' : null,
@@ -46,7 +46,7 @@ export function modelCard(m: ModelCardInput): string {
     '# rediff base model',
     '',
     'Our stand-in for LLaDA-V: the pretrained masked-diffusion captioner every system of the study starts from.',
-    `The \`${r.settings.modelPreset}\` preset, ${m.parameters.toLocaleString('en-US')} parameters (with the vision tower's per-cell probe head). ${imagePath(r)}`,
+    `The \`${r.settings.modelPreset}\` preset, ${m.parameters.toLocaleString('en-US')} parameters (with the vision tower's per-cell probe head). ${architectureNote(r)}`,
     '',
     '## Training',
     '',
