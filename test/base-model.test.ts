@@ -23,7 +23,7 @@ import { MASK_PREDICTION_MIX, type TrainingRecord } from '../src/training/sample
 import { stagePlan } from '../src/training/stages/plans.js';
 import { Trainer } from '../src/training/trainer.js';
 import { makeSample } from '../src/training/samples.js';
-import { MASK_ID, SPECIAL_TOKENS } from '../src/tokenizer/word.js';
+import { EOS_ID, MASK_ID, SPECIAL_TOKENS } from '../src/tokenizer/word.js';
 import { Rng } from '../src/util/rng.js';
 
 const tokenizer = benchmarkTokenizer();
@@ -165,6 +165,7 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   assert.match(card, /rediff pretrain --preset quick/);
   assert.match(card, /llada 8 tok\/step/);
   assert.match(card, /a learned bias per head for the offset between two text positions \(up to 16; started as ALiBi\)/);
+  assert.match(card, /\| blocks \| `mask-prediction` \| all \| - \| 50% \(blocks of 32\) \|/, 'the last stage trains on the masks of block decoding');
   assert.ok(fs.existsSync(path.join(ship, 'onnx', 'language.onnx')));
   const again: string[] = [];
   await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => again.push(l) });
@@ -191,5 +192,29 @@ test('grounding masks: in their share of samples every word of one attribute is 
   // share 0: the sample is the plain mix's.
   const plain = makeSample(GRID_TINY, recs[0]!, new Rng(5), MASK_PREDICTION_MIX, vocab);
   const none = makeSample(GRID_TINY, recs[0]!, new Rng(5), { ...MASK_PREDICTION_MIX, groundingMask: { share: 0, groups } }, vocab);
+  assert.deepEqual(none.corrupted.input, plain.corrupted.input);
+});
+
+test('block masks in a mix: the share of samples the sampler would be writing, uniform masks otherwise', () => {
+  const { recs } = records('train', 8, { minObjects: 3, maxObjects: 6 });
+  const vocab = { firstOrdinaryId: SPECIAL_TOKENS.length, vocabSize: tokenizer.size };
+  const L = GRID_TINY.responseLength;
+  let blocks = 0;
+  let n = 0;
+  for (const [i, r] of recs.entries()) {
+    for (let j = 0; j < 20; j++, n++) {
+      const s = makeSample(GRID_TINY, r, new Rng(100 * i + j), { ...MASK_PREDICTION_MIX, blockMask: { share: 0.5, blockLength: 32 } }, vocab);
+      const ignored = s.corrupted.types.indexOf('ignore');
+      if (ignored < 0) continue;
+      blocks++;
+      assert.equal(ignored % 32, 0, 'unscored from a block boundary');
+      assert.ok(s.corrupted.types.slice(ignored).every((t) => t === 'ignore') && ignored < L);
+      assert.ok(s.corrupted.target.slice(0, ignored).every((x) => x !== EOS_ID), 'the block written holds no EOS');
+    }
+  }
+  assert.ok(blocks > 0.3 * n && blocks < 0.6 * n, `${blocks} of ${n} samples with block masks`);
+  // share 0: the sample is the plain mix's.
+  const plain = makeSample(GRID_TINY, recs[0]!, new Rng(5), MASK_PREDICTION_MIX, vocab);
+  const none = makeSample(GRID_TINY, recs[0]!, new Rng(5), { ...MASK_PREDICTION_MIX, blockMask: { share: 0, blockLength: 32 } }, vocab);
   assert.deepEqual(none.corrupted.input, plain.corrupted.input);
 });

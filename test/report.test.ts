@@ -11,17 +11,23 @@ import type { StepTrace } from '../src/sampling/sampler.js';
 
 const METRICS = ['factuality', 'objectFactuality', 'coverage', 'factCoverage', 'capture', 'f1Object', 'f1Attribute', 'f1Relation', 'fluency', 'parses', 'repeatRate', 'unreadableShare', 'tokens'];
 
-/** A row whose CAPTURE is `capture` ±0.02, factuality capture + 0.1, coverage capture − 0.1. */
-function row(sampler: string, tokensPerStep: number, capture: number) {
+/** A row whose CAPTURE is `capture` ±0.02, factuality capture + 0.1, coverage capture − 0.1, parses `parses`. */
+function row(sampler: string, tokensPerStep: number, capture: number, parses = 0.5) {
   const summary: Record<string, { mean: number; lo: number; hi: number; n: number }> = {};
   for (const m of METRICS) summary[m] = { mean: 0.5, lo: 0.48, hi: 0.52, n: 3 };
   summary.capture = { mean: capture, lo: capture - 0.02, hi: capture + 0.02, n: 3 };
   summary.factuality = { mean: capture + 0.1, lo: capture + 0.09, hi: capture + 0.11, n: 3 };
   summary.coverage = { mean: capture - 0.1, lo: capture - 0.13, hi: capture - 0.07, n: 3 };
+  summary.parses = { mean: parses, lo: parses - 0.02, hi: parses + 0.02, n: 3 };
   return { sampler, tokensPerStep, achievedTokensPerStep: tokensPerStep, meanSteps: 96 / tokensPerStep, seconds: 1, summary };
 }
 
-function results(system: string, rows: ReturnType<typeof row>[]) {
+/** A confidence-threshold row: no set rate, `achieved` tokens per step. */
+function thresholdRow(sampler: string, achieved: number, capture: number) {
+  return { ...row(sampler, achieved, capture), tokensPerStep: null, label: `${sampler} @0.9` };
+}
+
+function results(system: string, rows: (ReturnType<typeof row> | ReturnType<typeof thresholdRow>)[]) {
   return { system, label: system, checkpoint: `runs/${system}`, rows };
 }
 
@@ -51,6 +57,7 @@ function fakeStudy(): string {
     finishedAt: '2025-01-01T01:02:03Z',
     seconds: 3723,
     timings: { data: 12.5, baseline: 1800, evaluate: 90 },
+    base: { dir: 'models/base', fromScratch: false, weights: 'abcdef0123456789' },
     settings: { seed: 1 },
     machine: { cpus: 2, node: 'v20.0.0' },
   });
@@ -59,10 +66,10 @@ function fakeStudy(): string {
   writeJson(path.join(dir, 'results', 'baseline.json'), results('baseline', [...speeds.map((k, i) => row('llada', k, base.llada[i]!)), ...speeds.map((k, i) => row('rediff', k, base.rediff[i]!))]));
   writeJson(path.join(dir, 'results', 'stage1.json'), results('stage1', [row('rediff', 1, 0.6), row('rediff', 4, 0.58), row('rediff', 8, 0.5)]));
   const red = [0.63, 0.63, 0.62, 0.55];
-  writeJson(path.join(dir, 'results', 'rediff.json'), results('rediff', speeds.map((k, i) => row('rediff', k, red[i]!))));
+  writeJson(path.join(dir, 'results', 'rediff.json'), results('rediff', [...speeds.map((k, i) => row('rediff', k, red[i]!)), thresholdRow('threshold-rediff', 4.5, 0.625)]));
   const ids = ['s1', 's2', 's3'];
   fs.writeFileSync(path.join(dir, 'results', 'baseline.jsonl'), ids.map((id, i) => JSON.stringify(record(id, 'llada 1 tok/step', 0.6 + (i - 1) * 0.01))).join('\n') + '\n');
-  fs.writeFileSync(path.join(dir, 'results', 'rediff.jsonl'), ids.map((id, i) => JSON.stringify(record(id, 'rediff 4 tok/step', 0.62 + (i - 1) * 0.02))).join('\n') + '\n');
+  fs.writeFileSync(path.join(dir, 'results', 'rediff.jsonl'), ids.map((id, i) => JSON.stringify(record(id, 'rediff 8 tok/step', 0.55 + (i - 1) * 0.02))).join('\n') + '\n');
   writeJson(path.join(dir, 'results', 'examples.json'), [
     {
       sceneId: 'scene-7',
@@ -101,7 +108,7 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   const readme = fs.readFileSync(path.join(out, 'README.md'), 'utf8');
 
   // What was run.
-  assert.match(readme, /preset: `quick`; model preset: `tiny`/);
+  assert.match(readme, /preset: `quick`; every system starts from the base at `models\/base` \(weights sha256 abcdef012345\)/);
   assert.match(readme, /total time: \*\*1 h 02 min\*\* on 2 CPU cores/);
   assert.match(readme, /\| baseline \| 30 min 00 s \| 1800\.0 \|/);
 
@@ -124,11 +131,19 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   assert.match(tableRow(readme, '## Stage II rounds', '| Online round 2'), /\| not run \| not run \|$/);
   assert.match(readme, /\| ReDiff, Stage II round 2 \| `rediff-round2` \| not run \|/);
 
+  // Threshold decoding: its own table, not a column of the rate tables.
+  assert.equal(
+    tableRow(readme, '## Confidence-threshold decoding', '| ReDiff (Stage I + II)'),
+    '| ReDiff (Stage I + II) | confidence-threshold refining sampler | threshold-rediff @0.9 | 4.50 | 62.5 ±2.0 | 72.5 ±1.0 | 52.5 ±3.0 | 50.0 ±2.0 |',
+  );
+
   // Targets.
-  assert.match(readme, /\*\*\(a\) MET\*\* — .*As measured: ReDiff at 4 tok\/step 62\.00 .*baseline at 1 tok\/step 60\.00/);
-  assert.match(readme, /\(a\) MET.*Paired difference over the same 3 test scenes: \+2\.00 points/);
-  assert.match(readme, /\*\*\(b\) MISSED\*\* — .*ReDiff keeps 87\.3% \(55\.00 at 8 tok\/step of 63\.00 at 1 tok\/step\)\. The mask-pred baseline keeps with the LLaDA sampler 66\.7%/);
+  assert.match(readme, /\*\*\(a\) MISSED\*\* — .*As measured: ReDiff at 8 tok\/step 55\.00 .*baseline at 1 tok\/step 60\.00/);
+  assert.match(readme, /\(a\) MISSED.*Paired difference over the same 3 test scenes: -5\.00 points \(95% CI .*; the interval excludes 0\)/);
+  assert.match(readme, /\*\*\(b\) MISSED\*\* — .*ReDiff keeps 87\.3% \(55\.00 at 8 tok\/step of 63\.00 at 1 tok\/step\).*goes from 60\.00 at 1 tok\/step to 40\.00 at 8: it falls\./);
   assert.match(readme, /\*\*\(c\) NOT EVALUATED\*\* — .*Stage II only \(refining sampler\) at 4 tok\/step, not run/);
+  assert.match(readme, /\*\*\(d\) MET\*\* — .*As measured \(threshold-rediff @0\.9\): 4\.50 tok\/step achieved, 62\.50 /);
+  assert.match(readme, /\*\*\(time\) MET\*\* — .*62\.0 minutes of work/);
 
   // Expert statistics.
   assert.match(readme, /\| Stage I \+ II \(from ReDiff-Base\) \| 1 \| 40 \| 10 \(25%\) \| 28 \| 1 \| 1 \| 50 \| 44 \| 6: not-found 4 \(67%\), length-mismatch 2 \(33%\) \| 27 \| count 6 \(60%\), attribute 3 \(30%\), relation 1 \(10%\) \|/);
@@ -146,10 +161,10 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   const res = JSON.parse(fs.readFileSync(path.join(out, 'results.json'), 'utf8'));
   assert.equal(res.study.preset, 'quick');
   assert.equal(res.systems['stage2-only'], null);
-  assert.equal(res.systems.rediff.rows.length, 4);
+  assert.equal(res.systems.rediff.rows.length, 5);
   assert.equal(res.rounds.stage2[0].drafts, 40);
   assert.equal(res.rounds['stage2-only'], null);
-  assert.deepEqual(res.targets.map((t: { verdict: string }) => t.verdict), ['MET', 'MISSED', 'NOT EVALUATED']);
+  assert.deepEqual(res.targets.map((t: { verdict: string }) => t.verdict), ['MISSED', 'MISSED', 'NOT EVALUATED', 'MET', 'MET']);
   assert.equal(res.examples[0].rediff.caption, 'A red circle.');
 
   // SVGs.
@@ -168,22 +183,29 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('evaluateTargets: MET and MISSED for Stage I + II against each stage alone', async () => {
+test('evaluateTargets: each target MET and MISSED on its own numbers', async () => {
   const dir = fakeStudy();
   const s2 = path.join(dir, 'results', 'stage2-only.json');
+  const verdict = async (id: string) => evaluateTargets(await readStudy(dir)).find((t) => t.id === id)!;
+  // (c): above both stages alone at 4 and at 8, then not above Stage II alone at 8.
   writeJson(s2, results('stage2-only', [row('rediff', 1, 0.61), row('rediff', 4, 0.6), row('rediff', 8, 0.52)]));
-  let c = evaluateTargets(await readStudy(dir)).find((t) => t.id === 'c')!;
-  assert.equal(c.verdict, 'MET');
-  assert.match(c.detail, /I \+ II is above both/);
-  writeJson(s2, results('stage2-only', [row('rediff', 4, 0.65)]));
-  c = evaluateTargets(await readStudy(dir)).find((t) => t.id === 'c')!;
+  assert.equal((await verdict('c')).verdict, 'MET');
+  writeJson(s2, results('stage2-only', [row('rediff', 4, 0.6), row('rediff', 8, 0.56)]));
+  const c = await verdict('c');
   assert.equal(c.verdict, 'MISSED');
-  assert.match(c.detail, /above Stage I only/);
-  // (a) missed when the baseline at 1 tok/step is higher; (b) met at exactly 90%.
-  writeJson(path.join(dir, 'results', 'rediff.json'), results('rediff', [row('rediff', 1, 0.6), row('rediff', 4, 0.59), row('rediff', 8, 0.54)]));
-  const t = evaluateTargets(await readStudy(dir));
-  assert.equal(t[0]!.verdict, 'MISSED');
-  assert.equal(t[1]!.verdict, 'MET');
+  assert.match(c.detail, /at 8 tok\/step versus Stage II alone \(56\.00\): not above/);
+  // (a) met when ReDiff at 8 reaches the baseline at 1; (b) then hangs on the parse rate alone.
+  const rediff = path.join(dir, 'results', 'rediff.json');
+  writeJson(rediff, results('rediff', [row('rediff', 1, 0.6), row('rediff', 4, 0.59), row('rediff', 8, 0.6, 0.89), thresholdRow('threshold-rediff', 3.9, 0.6)]));
+  assert.equal((await verdict('a')).verdict, 'MET');
+  assert.equal((await verdict('b')).verdict, 'MISSED');
+  assert.equal((await verdict('d')).verdict, 'MISSED', 'under 4 tok/step achieved');
+  writeJson(rediff, results('rediff', [row('rediff', 1, 0.6), row('rediff', 4, 0.59), row('rediff', 8, 0.58, 0.9), thresholdRow('threshold-rediff', 4, 0.585)]));
+  assert.equal((await verdict('b')).verdict, 'MET', '96.7% kept, 90% parse, and the baseline falls');
+  assert.equal((await verdict('d')).verdict, 'MISSED', '1.5 points below ReDiff at 1 tok/step');
+  writeJson(rediff, results('rediff', [row('rediff', 1, 0.6), row('rediff', 4, 0.59), row('rediff', 8, 0.56, 0.95), thresholdRow('threshold-rediff', 4, 0.591)]));
+  assert.equal((await verdict('b')).verdict, 'MISSED', '93.3% kept');
+  assert.equal((await verdict('d')).verdict, 'MET');
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -194,7 +216,7 @@ test('writeReport: an empty study reports everything as not run; a missing direc
   const readme = fs.readFileSync(path.join(dir, 'out', 'README.md'), 'utf8');
   assert.match(readme, /study\.json was not found/);
   assert.match(readme, /\| Mask-pred baseline \| LLaDA sampler \| not run \| not run \| not run \| not run \|/);
-  assert.equal((readme.match(/NOT EVALUATED/g) ?? []).length, 3);
+  assert.equal((readme.match(/NOT EVALUATED/g) ?? []).length, 5);
   assert.match(readme, /No examples were recorded/);
   await assert.rejects(writeReport(path.join(dir, 'nope'), path.join(dir, 'out2')), /study directory not found/);
   fs.rmSync(dir, { recursive: true, force: true });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { type ModelConfig } from '../src/model/config.js';
 import { DiffusionVLM } from '../src/model/model.js';
 import { initParams } from '../src/model/params.js';
-import { corruptResponse, type CorruptedResponse, spanCorrectionSample, type TokenType } from '../src/training/corruption.js';
+import { blockMaskResponse, corruptResponse, type CorruptedResponse, spanCorrectionSample, type TokenType } from '../src/training/corruption.js';
 import { lossWeights } from '../src/training/loss.js';
 import { batchFeeds, Trainer } from '../src/training/trainer.js';
 import { recordPatches, type TrainingSample } from '../src/training/samples.js';
@@ -111,4 +111,53 @@ test('mask-prediction loss weights: 1/p on masked positions over the response le
   const c = corruptResponse([5, 6, 7, 8], new Rng(6), { syntaxNoise: 0, ...vocab }, 0.5);
   const w = lossWeights(c, 'mask-prediction');
   c.types.forEach((t, i) => assert.equal(w[i], t === 'mask' ? Math.fround(1 / c.p / 4) : 0));
+});
+
+test('block masks: the blocks before k written, block k masked at rate p, later positions masked and not scored', () => {
+  // 10 words, then EOS padding to 16: with blocks of 4, blocks 0 and 1 are text, block 2 holds the first EOS.
+  const clean = [...Array.from({ length: 10 }, (_, i) => 10 + i), ...new Array<number>(6).fill(EOS_ID)];
+  const rng = new Rng(11);
+  const seen = new Map<number, number>();
+  for (let n = 0; n < 400; n++) {
+    const c = blockMaskResponse(clean, rng, 4)!;
+    assert.deepEqual(c.target, clean);
+    // The block being written is the one before the first unscored position.
+    const k = c.types.indexOf('ignore') / 4 - 1;
+    assert.ok(Number.isInteger(k) && k >= 0, `unscored positions start at a block boundary (${c.types.indexOf('ignore')})`);
+    seen.set(k, (seen.get(k) ?? 0) + 1);
+    c.types.forEach((t, i) => {
+      const b = Math.floor(i / 4);
+      if (b < k) assert.equal(t, 'clean', 'written prefix');
+      else if (b === k) assert.ok(t === 'clean' || t === 'mask');
+      else assert.equal(t, 'ignore', 'later blocks');
+      assert.equal(c.input[i], t === 'clean' ? clean[i] : MASK_ID);
+    });
+    const w = lossWeights(c, 'mask-prediction');
+    c.types.forEach((t, i) => assert.equal(w[i], t === 'mask' ? Math.fround(1 / c.p / 4) : 0, 'averaged over the block'));
+  }
+  assert.deepEqual([...seen.keys()].sort(), [0, 1], 'only blocks of text: where to stop is left to uniform masks');
+  for (const n of seen.values()) assert.ok(n > 150, `blocks drawn evenly: ${[...seen.values()]}`);
+  assert.equal(blockMaskResponse([10, 11, 12, ...new Array<number>(13).fill(EOS_ID)], rng, 4), null, 'a caption that ends in its first block');
+  assert.throws(() => blockMaskResponse(clean, rng, 5), /block length 5 must divide the response length 16/);
+});
+
+test('block masks with the revision objective: written tokens get syntax noise, later positions never do', () => {
+  const clean = [...Array.from({ length: 12 }, (_, i) => 10 + i), ...new Array<number>(4).fill(EOS_ID)];
+  const rng = new Rng(3);
+  let written = 0;
+  let noised = 0;
+  for (let n = 0; n < 300; n++) {
+    const c = blockMaskResponse(clean, rng, 4, { noise: { syntaxNoise: 0.3, ...vocab } })!;
+    c.types.forEach((t, i) => {
+      if (t === 'clean' || t === 'syntax') written++;
+      if (t === 'syntax') {
+        noised++;
+        assert.ok(c.input[i] !== clean[i] && c.input[i]! >= vocab.firstOrdinaryId, 'noise is a real error');
+      }
+      if (t === 'ignore') assert.equal(c.input[i], MASK_ID);
+    });
+    const w = lossWeights(c, 'revision');
+    c.types.forEach((t, i) => assert.equal(w[i]! > 0, t !== 'ignore', 'every position but the later ones is scored'));
+  }
+  assert.ok(Math.abs(noised / written - 0.3) < 0.05, `noise rate ${noised / written}`);
 });

@@ -7,7 +7,7 @@ import { UserError } from '../util/errors.js';
 /** The repository root (two levels above this file in both src/ and dist/). */
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-export function shippedModelDir(name: 'rediff' | 'baseline'): string {
+export function shippedModelDir(name: 'rediff' | 'baseline' | 'base'): string {
   return path.join(PACKAGE_ROOT, 'models', name);
 }
 

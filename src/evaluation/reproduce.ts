@@ -1,14 +1,17 @@
 /**
- * `rediff reproduce`: the paper's comparative study from nothing, resumable step by step.
+ * `rediff reproduce`: the paper's comparative study, resumable step by step.
  *
- * One mask-prediction pretraining stands in for LLaDA-V (the pretrained starting point of
- * every system in the paper). From it, with equal budgets and the same seed: the baseline
- * (more mask prediction), Stage I (ReDiff-Base) and its three Table 5 variants; Stage II from
- * ReDiff-Base (ReDiff, then a second round) and from the baseline ("Stage II alone"). Every
- * system is evaluated on the test split with the LLaDA and the refining sampler at 1/2/4/8
- * tokens per step. A finished step is never redone: checkpoints, drafts, expert answers and
- * evaluation results are all reused on a rerun.
+ * Every system starts from one base model, our stand-in for LLaDA-V (the pretrained starting
+ * point of every system in the paper): the shipped `models/base`, another base checkpoint, or
+ * one trained here first by the base pipeline (`fromScratch`). From it, with equal budgets and
+ * the same seed: the baseline (more mask prediction), Stage I (ReDiff-Base) and its three
+ * Table 5 variants; Stage II from ReDiff-Base (ReDiff, then a second round) and from the
+ * baseline ("Stage II alone"). Every system is evaluated on the test split with the LLaDA and
+ * the refining sampler at 1/2/4/8 tokens per step and with both confidence-threshold samplers.
+ * A finished step is never redone: checkpoints, drafts, expert answers and evaluation results
+ * are all reused on a rerun.
  */
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,29 +21,31 @@ import { scoreCaption } from '../benchmark/metrics.js';
 import { normaliseRgb } from '../data/image.js';
 import { type InMemorySplit, benchmarkTrainingRecord, generateBenchmarkSplit } from '../data/training-data.js';
 import { GroundedExpert } from '../experts/grounded.js';
-import { presetConfig } from '../model/config.js';
 import { loadModel, loadModelState } from '../model/io.js';
-import { initParams } from '../model/params.js';
 import { captionImages, stepsForTokensPerStep } from '../sampling/caption.js';
 import { samplerOptions } from '../sampling/sampler.js';
+import { BLOCK_MIX, baseModelDir, trainBaseModel } from '../training/base-model.js';
 import { type TrainSettings, runTraining } from '../training/run.js';
-import { MASK_PREDICTION_MIX, type MixOptions, type TrainingRecord } from '../training/samples.js';
+import type { MixOptions, TrainingRecord } from '../training/samples.js';
 import { draftImagesFromSplit, runSelfCorrection } from '../training/self-correction.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
+import { withWallTime } from '../util/wall-time.js';
 import { type EvalSetting, evaluate } from './evaluate.js';
 
 export interface StudyPreset {
-  modelPreset: string;
+  /** The base pipeline (`rediff pretrain --preset`) a `fromScratch` study trains first. */
+  basePreset: 'quick' | 'full';
   trainScenes: number;
   testScenes: number;
-  pretrain: Omit<TrainSettings, 'stage' | 'mix'>;
   finetune: Omit<TrainSettings, 'stage' | 'mix'>;
   stage2: Omit<TrainSettings, 'stage' | 'mix'>;
   draftImages: number;
   draftTokensPerStep: number[];
   stage1Share: number;
   tokensPerStep: number[];
+  /** Confidence threshold of the `threshold` and `threshold-rediff` evaluations. */
+  threshold: number;
 }
 
 const common = { batchSize: 32, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0 };
@@ -48,33 +53,42 @@ const common = { batchSize: 32, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1,
 export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
   /** Minutes, tiny model: proves the pipeline end to end (used by the test suite). */
   quick: {
-    modelPreset: 'tiny',
+    basePreset: 'quick',
     trainScenes: 400,
     testScenes: 12,
-    pretrain: { ...common, steps: 150, lr: 3e-3, warmupSteps: 20, checkpointEvery: 150 },
     finetune: { ...common, steps: 40, lr: 1e-3, warmupSteps: 5, checkpointEvery: 40 },
     stage2: { ...common, steps: 30, lr: 5e-4, warmupSteps: 5, checkpointEvery: 30 },
     draftImages: 24,
     draftTokensPerStep: [4, 8],
     stage1Share: 0.2,
     tokensPerStep: [1, 2, 4, 8],
+    threshold: 0.9,
   },
-  /** The committed study: small model, about 1.5-2 hours on 2 cores. */
+  /**
+   * The committed study, from the shipped base (small model): about 1.5-2 hours on 2 cores.
+   * The rates stay below the base's own peak (1e-3) and the pretrained tower keeps the base's
+   * 0.1x, so that more training does not first undo what the base learned.
+   */
   full: {
-    modelPreset: 'small',
+    basePreset: 'full',
     trainScenes: 20000,
     testScenes: 200,
-    pretrain: { ...common, steps: 4000, lr: 2e-3, warmupSteps: 200, checkpointEvery: 250 },
-    finetune: { ...common, steps: 2000, lr: 1e-3, warmupSteps: 100, checkpointEvery: 500 },
-    stage2: { ...common, steps: 1000, lr: 5e-4, warmupSteps: 50, checkpointEvery: 250 },
+    finetune: { ...common, steps: 2000, lr: 3e-4, warmupSteps: 100, checkpointEvery: 500, visionLrScale: 0.1 },
+    stage2: { ...common, steps: 1000, lr: 1.5e-4, warmupSteps: 50, checkpointEvery: 250, visionLrScale: 0.1 },
     draftImages: 1000,
     draftTokensPerStep: [1, 4, 8],
     stage1Share: 0.2,
     tokensPerStep: [1, 2, 4, 8],
+    threshold: 0.9,
   },
 };
 
-const STAGE1_MIX: MixOptions = { objective: 'revision', syntaxNoise: 0.05, dynamicSyntaxNoise: false, correctionShare: 0.25 };
+/**
+ * Every system keeps the base's last recipe: half the caption samples with the masks of block
+ * decoding (training/base-model.ts BLOCK_MIX), so that more training does not undo it.
+ */
+const BASELINE_MIX: MixOptions = BLOCK_MIX;
+const STAGE1_MIX: MixOptions = { objective: 'revision', syntaxNoise: 0.05, dynamicSyntaxNoise: false, correctionShare: 0.25, blockMask: BLOCK_MIX.blockMask };
 
 /** The Stage I variants of the paper's Table 5 (the default "both" is the stage1 system). */
 export const ABLATIONS: Record<string, MixOptions> = {
@@ -97,8 +111,29 @@ export const SYSTEM_LABELS: Record<string, string> = {
 export interface ReproduceOptions {
   out: string;
   preset: 'quick' | 'full';
+  /** The base checkpoint every system starts from (e.g. the shipped models/base). */
+  base?: string;
+  /** Instead: train the base first with the preset's base pipeline, into OUT/base. */
+  fromScratch?: boolean;
   progress?: boolean;
   log?: (line: string) => void;
+}
+
+/** What the study started from: kept in study.json so that a resumed study cannot switch bases. */
+export interface StudyBase {
+  dir: string;
+  fromScratch: boolean;
+  /** sha256 of the base's weights file(s). */
+  weights: string;
+}
+
+/** sha256 over a checkpoint's weights files (model-*.safetensors), in name order. */
+export function weightsFingerprint(dir: string): string {
+  const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /^model-.*\.safetensors$/.test(f)).sort() : [];
+  if (files.length === 0) throw new UserError(`no base model at ${dir} (no model-*.safetensors; train one with "rediff pretrain")`);
+  const h = createHash('sha256');
+  for (const f of files) h.update(fs.readFileSync(path.join(dir, f)));
+  return h.digest('hex');
 }
 
 const done = (dir: string, steps: number): boolean => {
@@ -110,22 +145,30 @@ const done = (dir: string, steps: number): boolean => {
 export async function reproduce(opts: ReproduceOptions): Promise<void> {
   const p = STUDY_PRESETS[opts.preset];
   if (!p) throw new UserError(`unknown study preset "${opts.preset}" (quick or full)`);
+  if (opts.fromScratch && opts.base !== undefined) throw new UserError('give a base checkpoint or train one from scratch, not both');
+  if (!opts.fromScratch && opts.base === undefined) throw new UserError('no base model: give a base checkpoint (e.g. models/base) or train one from scratch');
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const progress = opts.progress !== false;
   const out = path.resolve(opts.out);
+  // A given base is checked before anything is written.
+  if (!opts.fromScratch) weightsFingerprint(path.resolve(opts.base!));
   fs.mkdirSync(path.join(out, 'results'), { recursive: true });
   const studyFile = path.join(out, 'study.json');
-  const previous = fs.existsSync(studyFile) ? (JSON.parse(fs.readFileSync(studyFile, 'utf8')) as { preset?: string; timings?: Record<string, number>; startedAt?: string }) : null;
+  const previous = fs.existsSync(studyFile)
+    ? (JSON.parse(fs.readFileSync(studyFile, 'utf8')) as { preset?: string; timings?: Record<string, number>; startedAt?: string; base?: StudyBase })
+    : null;
   if (previous && previous.preset !== opts.preset) {
     throw new UserError(`${out} holds a "${previous.preset}" study; use another --out for "${opts.preset}"`);
   }
   const timings: Record<string, number> = { ...(previous?.timings ?? {}) };
   const startedAt = previous?.startedAt ?? new Date().toISOString();
+  let base: StudyBase | undefined = previous?.base;
   const saveStudy = async (finished: boolean): Promise<void> => {
-    const seconds = Object.values(timings).reduce((a, b) => a + b, 0);
+    // The base's own training is not part of the study's time (the shipped base is trained once).
+    const seconds = Object.entries(timings).reduce((sum, [k, v]) => (k === 'base' ? sum : sum + v), 0);
     await writeFileAtomic(studyFile, JSON.stringify({
-      preset: opts.preset, modelPreset: p.modelPreset, startedAt, ...(finished ? { finishedAt: new Date().toISOString() } : {}),
-      seconds, timings, settings: { ...p, stage1Mix: STAGE1_MIX, ablations: ABLATIONS }, machine: { cpus: os.cpus().length, node: process.version },
+      preset: opts.preset, startedAt, ...(finished ? { finishedAt: new Date().toISOString() } : {}), ...(base ? { base } : {}),
+      seconds, timings, settings: { ...p, baselineMix: BASELINE_MIX, stage1Mix: STAGE1_MIX, ablations: ABLATIONS }, machine: { cpus: os.cpus().length, node: process.version },
     }, null, 2) + '\n');
   };
   const step = async (name: string, isDone: () => boolean, fn: () => Promise<void>): Promise<void> => {
@@ -134,31 +177,48 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
       return;
     }
     log(`[reproduce] ${name} ...`);
-    const t0 = performance.now();
-    await fn();
-    timings[name] = (timings[name] ?? 0) + (performance.now() - t0) / 1000;
-    await saveStudy(false);
+    const before = timings[name] ?? 0;
+    await withWallTime(fn, async (seconds) => {
+      timings[name] = before + seconds;
+      await saveStudy(false);
+    });
   };
 
+  // The base: trained here (resumable like any step) or given, and the same one on every rerun.
+  const scratchOut = path.join(out, 'base');
+  const baseDir = opts.fromScratch ? baseModelDir(scratchOut, p.basePreset) : path.resolve(opts.base!);
+  if (opts.fromScratch) {
+    const finished = (): boolean => fs.existsSync(path.join(scratchOut, 'base.json')) && (JSON.parse(fs.readFileSync(path.join(scratchOut, 'base.json'), 'utf8')) as { finishedAt?: string }).finishedAt !== undefined;
+    await step('base', finished, async () => {
+      await trainBaseModel({ out: scratchOut, preset: p.basePreset, progress, log });
+    });
+  }
+  const current: StudyBase = { dir: baseDir, fromScratch: opts.fromScratch === true, weights: weightsFingerprint(baseDir) };
+  if (base && base.weights !== current.weights) {
+    throw new UserError(`${out} is a study started from the base at ${base.dir}; ${baseDir} holds other weights (use another --out, or the same base)`);
+  }
+  base = current;
+  await saveStudy(false);
+  const baseState = await loadModelState(baseDir);
+  const imageSize = baseState.config.imageSize;
+
   const tokenizer = benchmarkTokenizer();
-  const config = presetConfig(p.modelPreset, tokenizer.size);
   // The benchmark splits: test on disk (inspectable), train regenerated in memory (identical, faster).
   await step('data', () => fs.existsSync(path.join(out, 'data', 'test', 'data.jsonl')), async () => {
-    await makeSplit({ split: 'test', n: p.testScenes, seed: 0, out: path.join(out, 'data', 'test'), imageSize: config.imageSize, overwrite: true, checkSiblings: false });
+    await makeSplit({ split: 'test', n: p.testScenes, seed: 0, out: path.join(out, 'data', 'test'), imageSize, overwrite: true, checkSiblings: false });
   });
-  const train = generateBenchmarkSplit('train', 0, p.trainScenes, config.imageSize);
-  const test = generateBenchmarkSplit('test', 0, p.testScenes, config.imageSize);
+  const train = generateBenchmarkSplit('train', 0, p.trainScenes, imageSize);
+  const test = generateBenchmarkSplit('test', 0, p.testScenes, imageSize);
   const records: TrainingRecord[] = train.records.map((r, i) => benchmarkTrainingRecord(r, train.rgb[i]!, tokenizer));
 
+  /** `init`: null for the base, else a system directory inside the study. */
   const trainRun = async (name: string, init: string | null, stage: string, s: Omit<TrainSettings, 'stage' | 'mix'>, mix: MixOptions): Promise<void> => {
     const dir = path.join(out, name);
     await step(name, () => done(dir, s.steps), async () => {
-      const initial = init
-        ? await loadModelState(path.join(out, init)).then((m) => ({ config: m.config, tokenizer: m.tokenizer, params: m.params }))
-        : { config, tokenizer, params: initParams(config, s.seed) };
+      const from = init === null ? baseState : await loadModelState(path.join(out, init));
       await runTraining({
-        outDir: dir, records, initial, settings: { ...s, stage, mix }, progress,
-        resume: fs.existsSync(path.join(dir, 'checkpoint.json')), meta: { prompt: BENCHMARK_PROMPT, init },
+        outDir: dir, records, initial: { config: from.config, tokenizer: from.tokenizer, params: from.params }, settings: { ...s, stage, mix }, progress,
+        resume: fs.existsSync(path.join(dir, 'checkpoint.json')), meta: { prompt: BENCHMARK_PROMPT, init: init ?? baseDir },
       });
     });
   };
@@ -174,13 +234,12 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   // Each system is evaluated as soon as it exists, so an interrupted study still has results.
   const evalStep = async (system: string): Promise<void> => {
     const file = path.join(out, 'results', `${system}.json`);
-    await step(`eval ${system}`, () => fs.existsSync(file), async () => evaluateSystem(path.join(out, checkpoints[system]!), system, test, p.tokensPerStep, file, progress));
+    await step(`eval ${system}`, () => fs.existsSync(file), async () => evaluateSystem(path.join(out, checkpoints[system]!), system, test, p, file, progress));
   };
 
-  await trainRun('pretrain', null, 'mask-prediction', p.pretrain, MASK_PREDICTION_MIX);
-  await trainRun('baseline', 'pretrain', 'mask-prediction', p.finetune, MASK_PREDICTION_MIX);
+  await trainRun('baseline', null, 'mask-prediction', p.finetune, BASELINE_MIX);
   await evalStep('baseline');
-  await trainRun('stage1', 'pretrain', 'revision', p.finetune, STAGE1_MIX);
+  await trainRun('stage1', null, 'revision', p.finetune, STAGE1_MIX);
   await evalStep('stage1');
 
   const selfCorrect = async (name: string, init: string, rounds: number): Promise<void> => {
@@ -205,29 +264,37 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   await selfCorrect('stage2', 'stage1', 2);
   await evalStep('rediff-round2');
   for (const [name, mix] of Object.entries(ABLATIONS)) {
-    await trainRun(name, 'pretrain', 'revision', p.finetune, mix);
+    await trainRun(name, null, 'revision', p.finetune, mix);
     await evalStep(name);
   }
   await saveStudy(true);
-  log(`[reproduce] finished in ${Object.values(timings).reduce((a, b) => a + b, 0).toFixed(0)} s of work; results in ${out}`);
+  const seconds = Object.entries(timings).reduce((sum, [k, v]) => (k === 'base' ? sum : sum + v), 0);
+  log(`[reproduce] finished in ${seconds.toFixed(0)} s of work (the base's training not counted); results in ${out}`);
 }
 
-async function evaluateSystem(dir: string, system: string, test: InMemorySplit, rates: number[], file: string, progress: boolean): Promise<void> {
+/** The study's settings: the LLaDA and refining samplers at each rate, then both threshold samplers. */
+export function studySettings(p: Pick<StudyPreset, 'tokensPerStep' | 'threshold'>, responseLength: number): EvalSetting[] {
+  const settings: EvalSetting[] = [];
+  for (const sampler of ['llada', 'rediff']) {
+    for (const k of p.tokensPerStep) {
+      settings.push({ label: `${sampler} ${k} tok/step`, sampler, tokensPerStep: k, options: samplerOptions(sampler, { steps: stepsForTokensPerStep(responseLength, k) }) });
+    }
+  }
+  for (const sampler of ['threshold', 'threshold-rediff']) {
+    settings.push({ label: `${sampler} @${p.threshold}`, sampler, tokensPerStep: null, options: samplerOptions(sampler, { steps: responseLength }, p.threshold) });
+  }
+  return settings;
+}
+
+async function evaluateSystem(dir: string, system: string, test: InMemorySplit, p: StudyPreset, file: string, progress: boolean): Promise<void> {
   const model = await loadModel(dir);
   try {
-    const settings: EvalSetting[] = [];
-    for (const sampler of ['llada', 'rediff']) {
-      for (const k of rates) {
-        const options = samplerOptions(sampler, { steps: stepsForTokensPerStep(model.config.responseLength, k) });
-        settings.push({ label: `${sampler} ${k} tok/step`, sampler, tokensPerStep: k, options });
-      }
-    }
-    const rows = await evaluate(model, test, settings, progress ? { onProgress: () => undefined } : {});
+    const rows = await evaluate(model, test, studySettings(p, model.config.responseLength), progress ? { onProgress: () => undefined } : {});
     const json = {
       system,
       label: SYSTEM_LABELS[system] ?? system,
       checkpoint: dir,
-      rows: rows.map((r) => ({ sampler: r.setting.sampler, tokensPerStep: r.setting.tokensPerStep, achievedTokensPerStep: r.achievedTokensPerStep, meanSteps: r.meanSteps, seconds: r.seconds, summary: r.summary })),
+      rows: rows.map((r) => ({ sampler: r.setting.sampler, tokensPerStep: r.setting.tokensPerStep, label: r.setting.label, achievedTokensPerStep: r.achievedTokensPerStep, meanSteps: r.meanSteps, seconds: r.seconds, summary: r.summary })),
     };
     await writeFileAtomic(file.replace(/\.json$/, '.jsonl'), rows.flatMap((r) => r.records.map((rec) => JSON.stringify(rec) + '\n')).join(''));
     await writeFileAtomic(file, JSON.stringify(json, null, 2) + '\n');

@@ -39,7 +39,8 @@ export function modelCard(m: ModelCardInput): string {
     const scale = b.visionLrScale !== undefined ? `, vision tower at ${b.visionLrScale}x` : '';
     const scenes = s.scenes ? `${s.scenes.count.toLocaleString('en-US')} of ${s.scenes.minObjects}-${s.scenes.maxObjects} objects` : 'all';
     const masks = s.mix?.groundingMask ? `${s.mix.groundingMask.share * 100}%` : '-';
-    return `| ${s.name} | \`${s.stage}\` | ${scenes} | ${masks} | ${b.steps} x ${b.batchSize} | ${b.lr}${scale} | ${formatDuration(r.timings[s.name])} |`;
+    const blocks = s.mix?.blockMask ? `${s.mix.blockMask.share * 100}% (blocks of ${s.mix.blockMask.blockLength})` : '-';
+    return `| ${s.name} | \`${s.stage}\` | ${scenes} | ${masks} | ${blocks} | ${b.steps} x ${b.batchSize} | ${b.lr}${scale} | ${formatDuration(r.timings[s.name])} |`;
   });
   const measured = r.settings.stages.map((s) => `- **${s.name}**: ${(r.measurements[s.name] ?? '(not measured)').split('\n').join('; ')}`);
   return [
@@ -51,10 +52,10 @@ export function modelCard(m: ModelCardInput): string {
     '## Training',
     '',
     `Produced by \`rediff pretrain --preset ${r.preset}\` (resumable; rerun it to re-create this model) on ${r.settings.trainScenes.toLocaleString('en-US')} generated training scenes (benchmark split \`train\`, seed 0), on ${r.machine.cpus} CPU cores (Node ${r.machine.node}), ${formatDuration(total)} of training in all.`,
-    `Each stage starts from the previous one's weights. ${[...new Set(r.settings.stages.map((s) => s.stage))].map((st) => OBJECTIVES[st] ?? `\`${st}\``).join('; ')}. Grounding masks hide every mention of one attribute (colour, shape or size words), or every place word, in that share of samples. \`docs/diagnosis.md\` says why the pipeline is built this way.`,
+    `Each stage starts from the previous one's weights. ${[...new Set(r.settings.stages.map((s) => s.stage))].map((st) => OBJECTIVES[st] ?? `\`${st}\``).join('; ')}. Grounding masks hide every mention of one attribute (colour, shape or size words), or every place word, in that share of samples. Block masks show, in that share of samples, what decoding in blocks meets while it writes: the blocks before one written, that block masked, every later position masked and not scored. \`docs/diagnosis.md\` says why the pipeline is built this way.`,
     '',
-    '| stage | objective | training scenes | grounding masks | steps x batch | peak learning rate | wall time |',
-    '| --- | --- | --- | ---: | ---: | --- | ---: |',
+    '| stage | objective | training scenes | grounding masks | block masks | steps x batch | peak learning rate | wall time |',
+    '| --- | --- | --- | ---: | ---: | ---: | --- | ---: |',
     ...stages,
     '',
     'Measured after each stage on validation scenes:',

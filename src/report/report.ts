@@ -25,6 +25,7 @@ import {
   speedTable,
   studySpeeds,
   targetLines,
+  thresholdTable,
   withOtherSamplers,
 } from './tables.js';
 
@@ -60,7 +61,10 @@ function whatWasRun(study: Study): string[] {
   if (info === null) out.push('study.json was not found: the preset, settings and timings are unknown.', '');
   else {
     out.push(
-      `- preset: \`${info.preset ?? 'unknown'}\`; model preset: \`${info.modelPreset ?? 'unknown'}\``,
+      `- preset: \`${info.preset ?? 'unknown'}\`; ` +
+        (info.base?.dir !== undefined
+          ? `every system starts from the base at \`${info.base.dir}\`${info.base.fromScratch ? ', trained first by this study' : ''} (weights sha256 ${info.base.weights?.slice(0, 12) ?? 'unknown'})`
+          : `model preset: \`${info.modelPreset ?? 'unknown'}\``),
       `- started ${info.startedAt ?? 'unknown'}, finished ${info.finishedAt ?? 'unknown'}`,
       `- total time: **${formatDuration(info.seconds)}**` + (info.machine ? ` on ${info.machine.cpus ?? '?'} CPU cores, Node ${info.machine.node ?? '?'}` : ''),
       '',
@@ -107,7 +111,7 @@ function buildReadme(study: Study, extra: { plots: Partial<Record<Metric, string
     ...whatWasRun(study),
     '## Targets',
     '',
-    'Evaluated on the CAPTURE-style score, ReDiff with the refining sampler.',
+    'Evaluated on the CAPTURE-style score unless named, ReDiff with the refining sampler, each with its paired difference over the same test scenes.',
     '',
     ...targetLines(evaluateTargets(study)),
     '',
@@ -120,6 +124,17 @@ function buildReadme(study: Study, extra: { plots: Partial<Record<Metric, string
     out.push(table(speedTable(study, m, mainRows, speeds)), '');
     const plot = extra.plots[m];
     if (plot) out.push(`![${METRIC_TITLES[m]} against tokens per step, every system and sampler](${plot})`, '');
+  }
+  const thresholds = thresholdTable(study);
+  if (thresholds.length > 1) {
+    out.push(
+      '## Confidence-threshold decoding',
+      '',
+      'Each step commits every masked position of the block whose confidence reaches the threshold (at least one), so the rate is what the model achieved, not a setting.',
+      '',
+      table(thresholds),
+      '',
+    );
   }
   out.push(
     '## Training stages (Table 4)',

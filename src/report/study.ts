@@ -33,7 +33,12 @@ export const STAGE2_RUNS = [
 /** Systems whose per-caption records are read (for paired differences in the targets). */
 const RECORD_SYSTEMS = ['baseline', 'stage1', 'stage2-only', 'rediff'];
 
-export const SAMPLER_NAMES: Record<string, string> = { llada: 'LLaDA sampler', rediff: 'refining sampler' };
+export const SAMPLER_NAMES: Record<string, string> = {
+  llada: 'LLaDA sampler',
+  rediff: 'refining sampler',
+  threshold: 'confidence-threshold sampler',
+  'threshold-rediff': 'confidence-threshold refining sampler',
+};
 
 export function samplerName(sampler: string): string {
   return SAMPLER_NAMES[sampler] ?? `${sampler} sampler`;
@@ -71,7 +76,10 @@ export interface SystemResults {
 
 export interface StudyInfo {
   preset?: string;
+  /** Studies before the shipped base trained their own starting point of this preset. */
   modelPreset?: string;
+  /** The base checkpoint every system started from. */
+  base?: { dir?: string; fromScratch?: boolean; weights?: string };
   startedAt?: string;
   finishedAt?: string;
   seconds?: number;

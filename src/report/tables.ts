@@ -49,14 +49,15 @@ export function studySpeeds(study: Study): number[] {
   return s.size > 0 ? [...s].sort((a, b) => a - b) : [1, 2, 4, 8];
 }
 
-/** Adds, after each system's listed rows, a row for every other sampler that system was evaluated with. */
+/** Adds, after each system's listed rows, a row for every other sampler that system was evaluated with at set rates. */
 export function withOtherSamplers(study: Study, rows: readonly TableRow[]): TableRow[] {
   const out: TableRow[] = [];
   rows.forEach((row, i) => {
     out.push(row);
     if (rows[i + 1]?.system === row.system) return;
     const listed = new Set(rows.filter((r) => r.system === row.system).map((r) => r.sampler));
-    const extra = [...new Set(study.systems.get(row.system)?.rows.map((r) => r.sampler) ?? [])].filter((s) => !listed.has(s)).sort();
+    const rated = study.systems.get(row.system)?.rows.filter((r) => typeof r.tokensPerStep === 'number') ?? [];
+    const extra = [...new Set(rated.map((r) => r.sampler))].filter((s) => !listed.has(s)).sort();
     for (const sampler of extra) out.push({ system: row.system, sampler, name: row.name });
   });
   return out;
@@ -104,13 +105,29 @@ export function ablationTable(study: Study, rows: readonly TableRow[], metrics: 
   return [header, ...rows.map((r) => [rowTitle(study, r), samplerName(r.sampler), ...metrics.flatMap((m) => speeds.map((k) => cell(study, r, k, m)))])];
 }
 
+/** Confidence-threshold decoding: per system, the rate it achieved and what it scored. */
+export function thresholdTable(study: Study): string[][] {
+  const header = ['system', 'sampler', 'setting', 'achieved tok/step', 'CAPTURE', 'factuality', 'objects described', 'parses'];
+  const body: string[][] = [];
+  for (const [id, res] of study.systems) {
+    for (const r of res.rows.filter((x) => typeof x.tokensPerStep !== 'number')) {
+      const e = (k: string) => {
+        const v = r.summary[k];
+        return v !== undefined && Number.isFinite(v.mean) ? formatEstimate(v.mean, v.lo, v.hi, true) : NOT_EVALUATED;
+      };
+      body.push([systemName(id, res.label), samplerName(r.sampler), rowLabel(r), r.achievedTokensPerStep.toFixed(2), e('capture'), e('factuality'), e('coverage'), e('parses')]);
+    }
+  }
+  return [header, ...body];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Targets
 
 export type Verdict = 'MET' | 'MISSED' | 'NOT EVALUATED';
 
 export interface TargetResult {
-  id: 'a' | 'b' | 'c';
+  id: 'a' | 'b' | 'c' | 'd' | 'time';
   target: string;
   verdict: Verdict;
   /** One or more sentences with the measured numbers. */
@@ -120,13 +137,34 @@ export interface TargetResult {
 const pct = (x: number): string => (x * 100).toFixed(2);
 const est = (e: EstimateJSON): string => `${pct(e.mean)} (95% CI ${pct(e.lo)}–${pct(e.hi)}, n = ${e.n})`;
 
+type Setting = { system: string; sampler: string; tokensPerStep: number | null };
+
+/** A row by setting; threshold rows (tokensPerStep null) are found by sampler alone. */
+function settingRow(study: Study, s: Setting): EvalRowJSON | undefined {
+  return study.systems.get(s.system)?.rows.find((r) => r.sampler === s.sampler && (r.tokensPerStep ?? null) === s.tokensPerStep);
+}
+
+function summaryOf(study: Study, s: Setting, key: string): EstimateJSON | undefined {
+  const e = settingRow(study, s)?.summary[key];
+  return e !== undefined && Number.isFinite(e.mean) ? e : undefined;
+}
+
+const settingName = (s: Setting): string => `${systemName(s.system)} (${samplerName(s.sampler)})${s.tokensPerStep === null ? '' : ` at ${s.tokensPerStep} tok/step`}`;
+
+function lacking(study: Study, needs: Setting[]): string | undefined {
+  const gaps = needs.filter((n) => summaryOf(study, n, 'capture') === undefined);
+  if (gaps.length === 0) return undefined;
+  return `Needs ${gaps.map((g) => `${settingName(g)}${study.systems.has(g.system) ? '' : ', not run'}`).join('; ')}.`;
+}
+
+
 /**
  * Mean paired difference a − b of a per-caption metric over the test scenes both settings
  * captioned, from the .jsonl records; undefined without records for both.
  */
-export function pairedDifference(study: Study, a: { system: string; sampler: string; tokensPerStep: number }, b: { system: string; sampler: string; tokensPerStep: number }, metric: Metric): EstimateJSON | undefined {
-  const recs = (s: typeof a) => {
-    const row = findRow(study, s.system, s.sampler, s.tokensPerStep);
+export function pairedDifference(study: Study, a: Setting, b: Setting, metric: Metric): EstimateJSON | undefined {
+  const recs = (s: Setting) => {
+    const row = settingRow(study, s);
     return row === undefined ? undefined : study.records.get(s.system)?.get(rowLabel(row));
   };
   const ra = recs(a);
@@ -148,79 +186,81 @@ function pairedText(d: EstimateJSON | undefined): string {
   return ` Paired difference over the same ${d.n} test scenes: ${sign}${pct(d.mean)} points (95% CI ${pct(d.lo)} to ${pct(d.hi)}; ${excludesZero ? 'the interval excludes 0' : 'the interval includes 0'}).`;
 }
 
-function missing(study: Study, needs: { system: string; sampler: string; tokensPerStep: number }[]): string | undefined {
-  const gaps = needs.filter((n) => estimateOf(study, n.system, n.sampler, n.tokensPerStep, 'capture') === undefined);
-  if (gaps.length === 0) return undefined;
-  return `Needs ${gaps.map((g) => `${systemName(g.system)} (${samplerName(g.sampler)}) at ${g.tokensPerStep} tok/step${study.systems.has(g.system) ? '' : ', not run'}`).join('; ')}.`;
-}
+/** The study's wall-time budget (issue: at most 2 hours with nothing else running). */
+export const STUDY_BUDGET_SECONDS = 2 * 3600;
 
-/** The issue's three targets, on CAPTURE, evaluated from the numbers as measured. */
+/** The issue's targets, on CAPTURE unless named, evaluated from the numbers as measured. */
 export function evaluateTargets(study: Study): TargetResult[] {
   const out: TargetResult[] = [];
-  const R = (tokensPerStep: number) => ({ system: 'rediff', sampler: 'rediff', tokensPerStep });
-  const B = (tokensPerStep: number, sampler = 'llada') => ({ system: 'baseline', sampler, tokensPerStep });
-  const get = (s: { system: string; sampler: string; tokensPerStep: number }) => estimateOf(study, s.system, s.sampler, s.tokensPerStep, 'capture')!;
+  const R = (tokensPerStep: number): Setting => ({ system: 'rediff', sampler: 'rediff', tokensPerStep });
+  const B = (tokensPerStep: number): Setting => ({ system: 'baseline', sampler: 'llada', tokensPerStep });
+  const get = (s: Setting, key = 'capture') => summaryOf(study, s, key)!;
+  const add = (id: TargetResult['id'], target: string, needs: Setting[], judge: () => { met: boolean; detail: string }): void => {
+    const gap = lacking(study, needs);
+    if (gap !== undefined) out.push({ id, target, verdict: 'NOT EVALUATED', detail: gap });
+    else {
+      const { met, detail } = judge();
+      out.push({ id, target, verdict: met ? 'MET' : 'MISSED', detail });
+    }
+  };
 
-  {
-    const target = 'ReDiff at 4 tok/step (refining sampler) scores at least the mask-pred baseline at 1 tok/step (LLaDA sampler) on CAPTURE';
-    const gap = missing(study, [R(4), B(1)]);
-    if (gap !== undefined) out.push({ id: 'a', target, verdict: 'NOT EVALUATED', detail: gap });
-    else {
-      const r = get(R(4));
-      const b = get(B(1));
-      out.push({
-        id: 'a',
-        target,
-        verdict: r.mean >= b.mean ? 'MET' : 'MISSED',
-        detail: `As measured: ReDiff at 4 tok/step ${est(r)}; baseline at 1 tok/step ${est(b)}.` + pairedText(pairedDifference(study, R(4), B(1), 'capture')),
-      });
+  add('a', 'ReDiff at 8 tok/step (refining sampler) scores at least the mask-pred baseline at 1 tok/step (LLaDA sampler)', [R(8), B(1)], () => {
+    const r = get(R(8));
+    const b = get(B(1));
+    return { met: r.mean >= b.mean, detail: `As measured: ReDiff at 8 tok/step ${est(r)}; baseline at 1 tok/step ${est(b)}.` + pairedText(pairedDifference(study, R(8), B(1), 'capture')) };
+  });
+
+  add('b', 'ReDiff at 8 tok/step keeps at least 95% of its own 1 tok/step score and at least 90% of its captions parse, while the baseline with the LLaDA sampler falls at 8', [R(8), R(1), B(8), B(1)], () => {
+    const r8 = get(R(8));
+    const r1 = get(R(1));
+    const ratio = r1.mean > 0 ? r8.mean / r1.mean : NaN;
+    const parses = summaryOf(study, R(8), 'parses');
+    const fall = pairedDifference(study, B(8), B(1), 'capture');
+    const falls = fall !== undefined ? fall.hi < 0 : get(B(8)).hi < get(B(1)).lo;
+    const met = Number.isFinite(ratio) && ratio >= 0.95 && parses !== undefined && parses.mean >= 0.9 && falls;
+    return {
+      met,
+      detail:
+        `As measured: ReDiff keeps ${(100 * ratio).toFixed(1)}% (${pct(r8.mean)} at 8 tok/step of ${pct(r1.mean)} at 1 tok/step); ` +
+        `captions at 8 tok/step that parse completely, in %: ${parses ? est(parses) : 'unknown'}. ` +
+        `The baseline (LLaDA sampler) goes from ${pct(get(B(1)).mean)} at 1 tok/step to ${pct(get(B(8)).mean)} at 8` +
+        (fall ? `, a paired difference of ${pct(fall.mean)} points (95% CI ${pct(fall.lo)} to ${pct(fall.hi)}): ${falls ? 'it falls' : 'no fall shown'}.` : `: ${falls ? 'it falls' : 'no fall shown'}.`),
+    };
+  });
+
+  const S1 = (k: number): Setting => ({ system: 'stage1', sampler: 'rediff', tokensPerStep: k });
+  const S2 = (k: number): Setting => ({ system: 'stage2-only', sampler: 'rediff', tokensPerStep: k });
+  add('c', 'Stage I + II beats Stage I alone and Stage II alone at 4 and at 8 tok/step (refining sampler)', [R(4), S1(4), S2(4), R(8), S1(8), S2(8)], () => {
+    const parts: string[] = [];
+    let met = true;
+    for (const k of [4, 8]) {
+      for (const [other, name] of [[S1(k), 'Stage I alone'], [S2(k), 'Stage II alone']] as const) {
+        const above = get(R(k)).mean > get(other).mean;
+        met &&= above;
+        parts.push(`at ${k} tok/step versus ${name} (${pct(get(other).mean)}): ${above ? 'above' : 'not above'}.` + pairedText(pairedDifference(study, R(k), other, 'capture')));
+      }
     }
-  }
-  {
-    const target = 'ReDiff at 8 tok/step keeps at least 90% of its own 1 tok/step CAPTURE';
-    const gap = missing(study, [R(8), R(1)]);
-    const share = (hi: EstimateJSON, lo: EstimateJSON) => `${((100 * hi.mean) / lo.mean).toFixed(1)}%`;
-    const baselineShares = ['llada', 'rediff']
-      .filter((s) => estimateOf(study, 'baseline', s, 8, 'capture') !== undefined && estimateOf(study, 'baseline', s, 1, 'capture') !== undefined)
-      .map((s) => `with the ${samplerName(s)} ${share(get(B(8, s)), get(B(1, s)))} (${pct(get(B(8, s)).mean)} of ${pct(get(B(1, s)).mean)})`);
-    const baselineText = baselineShares.length > 0 ? ` The mask-pred baseline keeps ${baselineShares.join('; ')}.` : ' The baseline share is not available.';
-    if (gap !== undefined) out.push({ id: 'b', target, verdict: 'NOT EVALUATED', detail: gap + baselineText });
-    else {
-      const r8 = get(R(8));
-      const r1 = get(R(1));
-      const ratio = r1.mean > 0 ? r8.mean / r1.mean : NaN;
-      out.push({
-        id: 'b',
-        target,
-        verdict: Number.isFinite(ratio) && ratio >= 0.9 ? 'MET' : 'MISSED',
-        detail: `As measured: ReDiff keeps ${share(r8, r1)} (${pct(r8.mean)} at 8 tok/step of ${pct(r1.mean)} at 1 tok/step).` + baselineText,
-      });
-    }
-  }
-  {
-    const target = 'Stage I + II beats Stage I alone and Stage II alone at 4 tok/step (refining sampler) on CAPTURE';
-    const S1 = { system: 'stage1', sampler: 'rediff', tokensPerStep: 4 };
-    const S2 = { system: 'stage2-only', sampler: 'rediff', tokensPerStep: 4 };
-    const gap = missing(study, [R(4), S1, S2]);
-    if (gap !== undefined) out.push({ id: 'c', target, verdict: 'NOT EVALUATED', detail: gap });
-    else {
-      const r = get(R(4));
-      const s1 = get(S1);
-      const s2 = get(S2);
-      const beaten = [s1.mean < r.mean ? 'Stage I' : undefined, s2.mean < r.mean ? 'Stage II' : undefined].filter(Boolean);
-      const p1 = pairedDifference(study, R(4), S1, 'capture');
-      const p2 = pairedDifference(study, R(4), S2, 'capture');
-      out.push({
-        id: 'c',
-        target,
-        verdict: beaten.length === 2 ? 'MET' : 'MISSED',
-        detail:
-          `As measured at 4 tok/step: Stage I + II ${est(r)}; Stage I only ${est(s1)}; Stage II only ${est(s2)}. ` +
-          (beaten.length === 2 ? 'I + II is above both.' : beaten.length === 1 ? `I + II is above ${beaten[0]} only.` : 'I + II is above neither.') +
-          (p1 ? pairedText(p1).replace('Paired difference', 'Versus Stage I, paired difference') : '') +
-          (p2 ? pairedText(p2).replace('Paired difference', 'Versus Stage II, paired difference') : ''),
-      });
-    }
+    return { met, detail: `As measured, Stage I + II at 4 / 8 tok/step: ${est(get(R(4)))} / ${est(get(R(8)))}; ` + parts.join(' ') };
+  });
+
+  const T: Setting = { system: 'rediff', sampler: 'threshold-rediff', tokensPerStep: null };
+  add('d', 'ReDiff with threshold-rediff decoding achieves at least 4 tok/step on average, scoring within 1 point of ReDiff at 1 tok/step', [T, R(1)], () => {
+    const row = settingRow(study, T)!;
+    const t = get(T);
+    const r1 = get(R(1));
+    const met = row.achievedTokensPerStep >= 4 && t.mean >= r1.mean - 0.01;
+    return {
+      met,
+      detail: `As measured (${rowLabel(row)}): ${row.achievedTokensPerStep.toFixed(2)} tok/step achieved, ${est(t)}; ReDiff at 1 tok/step ${est(r1)}.` + pairedText(pairedDifference(study, T, R(1), 'capture')),
+    };
+  });
+
+  const seconds = study.info?.seconds;
+  const target = `The whole study runs in at most ${STUDY_BUDGET_SECONDS / 3600} hours on this machine (the base's own training not counted)`;
+  if (seconds === undefined || !Number.isFinite(seconds) || study.info?.finishedAt === undefined) {
+    out.push({ id: 'time', target, verdict: 'NOT EVALUATED', detail: 'The study has not finished (study.json has no finish time).' });
+  } else {
+    out.push({ id: 'time', target, verdict: seconds <= STUDY_BUDGET_SECONDS ? 'MET' : 'MISSED', detail: `As measured: ${(seconds / 60).toFixed(1)} minutes of work, summed over the study's steps (the time table above).` });
   }
   return out;
 }

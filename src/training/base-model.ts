@@ -6,7 +6,8 @@
  *              learns to read the image token that holds the object);
  *   3. base:   mask-prediction fine-tuning of everything on all scenes, the pretrained tower
  *              at a lower rate;
- *   4. polish: a shorter, low-rate phase of plain mask prediction (the masks the sampler meets).
+ *   4. blocks: a shorter, low-rate phase where half the samples carry the masks that decoding in
+ *              blocks of 32 meets while it writes (docs/diagnosis.md, point 31).
  * LLaDA-V's text-only language model and projector-only alignment (the `language` and `align`
  * stages of `rediff train`) are not in the presets: a model that first learned captions from
  * text alone did not learn to read the image afterwards (docs/diagnosis.md, point 23).
@@ -25,10 +26,11 @@ import { loadModel, loadModelState } from '../model/io.js';
 import { countParams, initParams } from '../model/params.js';
 import { type ModelCardInput, modelCard } from '../report/model-card.js';
 import { stepsForTokensPerStep } from '../sampling/caption.js';
-import { samplerOptions } from '../sampling/sampler.js';
+import { DEFAULT_BLOCK_LENGTH, samplerOptions } from '../sampling/sampler.js';
 import { splitWords } from '../tokenizer/word.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
+import { withWallTime } from '../util/wall-time.js';
 import { type TrainSettings, runTraining } from './run.js';
 import { MASK_PREDICTION_MIX, type MixOptions, type TrainingRecord } from './samples.js';
 import { measureStage } from './stages/measure.js';
@@ -75,6 +77,9 @@ export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask
  */
 const GROUNDING_STAGE_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups: GROUNDED_GROUPS } };
 
+/** The last stage: half the samples with the masks of block decoding (the sampler's default blocks of 32). */
+export const BLOCK_MIX: MixOptions = { ...MASK_PREDICTION_MIX, blockMask: { share: 0.5, blockLength: DEFAULT_BLOCK_LENGTH } };
+
 /**
  * The image path of every base: normalised image tokens with place embeddings, the tower's own
  * reading of each cell, and image keys weighted up in attention (docs/diagnosis.md, points 26-27);
@@ -101,7 +106,7 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
         budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 2, minLrRatio: 1, visionLrScale: 0.1 },
       },
       { name: 'base', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 5, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
-      { name: 'polish', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 10, lr: 3e-4, warmupSteps: 2, visionLrScale: 0.1 }, mix: MASK_PREDICTION_MIX },
+      { name: 'blocks', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 10, lr: 3e-4, warmupSteps: 2, visionLrScale: 0.1 }, mix: BLOCK_MIX },
     ],
   },
   /** The shipped base: small model, within 90 minutes on 2 cores. */
@@ -119,8 +124,9 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
         budget: { ...FULL_STEP, steps: 1500, lr: 1e-3, warmupSteps: 100, minLrRatio: 1, visionLrScale: 0.1 },
       },
       { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
-      // LLaDA's pretraining ends in a low-rate phase; here it is on the masks the sampler meets (docs/diagnosis.md, point 28).
-      { name: 'polish', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 3000, lr: 3e-4, warmupSteps: 100, visionLrScale: 0.1 }, mix: MASK_PREDICTION_MIX },
+      // Uniform masks rarely show the context block decoding writes in (docs/diagnosis.md, point 31); plain
+      // mask prediction at this rate (point 28's polish) changed nothing once the relative bias was in.
+      { name: 'blocks', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 1500, lr: 3e-4, warmupSteps: 100, visionLrScale: 0.1 }, mix: BLOCK_MIX },
     ],
   },
 };
@@ -215,20 +221,24 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
       ? await loadModelState(from)
       : { config, tokenizer, params: initParams(config, seed) };
     const settings: TrainSettings = { stage: s.stage, seed, weightDecay: 0.01, clipNorm: 1, mix: s.mix ?? MASK_PREDICTION_MIX, ...s.budget, minLrRatio: s.budget.minLrRatio ?? 0.1 };
-    const t0 = performance.now();
-    const res = await runTraining({
-      outDir: dir,
-      records: trainRecords(s.scenes),
-      initial: { config: initial.config, tokenizer: initial.tokenizer, params: initial.params },
-      settings,
-      plan: stagePlan(s.stage, s.budget.visionLrScale ?? 1),
-      resume: true,
-      progress: opts.progress,
-      meta: { prompt: BENCHMARK_PROMPT, init: from },
+    const before = record.timings[s.name] ?? 0;
+    const { res, m } = await withWallTime(async () => {
+      const res = await runTraining({
+        outDir: dir,
+        records: trainRecords(s.scenes),
+        initial: { config: initial.config, tokenizer: initial.tokenizer, params: initial.params },
+        settings,
+        plan: stagePlan(s.stage, s.budget.visionLrScale ?? 1),
+        resume: true,
+        progress: opts.progress,
+        meta: { prompt: BENCHMARK_PROMPT, init: from },
+      });
+      // Measured on the scenes the stage trained on: a one-object stage says nothing about full scenes.
+      return { res, m: await measureStage(s.stage, res.config, res.params, p.measureScenes, s.scenes) };
+    }, async (seconds) => {
+      record.timings[s.name] = before + seconds;
+      await save();
     });
-    // Measured on the scenes the stage trained on: a one-object stage says nothing about full scenes.
-    const m = await measureStage(s.stage, res.config, res.params, p.measureScenes, s.scenes);
-    record.timings[s.name] = (record.timings[s.name] ?? 0) + (performance.now() - t0) / 1000;
     record.measurements[s.name] = m;
     log(`[base] ${s.name}: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}\n${m}`);
     await save();

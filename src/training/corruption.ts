@@ -20,6 +20,8 @@ export interface CorruptedResponse {
   p: number;
   /** The sampled noise level t (NaN for unmasked samples). */
   t: number;
+  /** Positions the loss is averaged over (default: every response position). */
+  scored?: number;
 }
 
 export const MIN_MASK_PROB = 1e-3;
@@ -40,6 +42,58 @@ export function padResponse(ids: readonly number[], length: number, what = 'capt
     throw new UserError(`${what} has ${ids.length} tokens, more than the generation length ${length} minus one EOS`);
   }
   return [...ids, ...new Array<number>(length - ids.length).fill(EOS_ID)];
+}
+
+/**
+ * The masks the semi-autoregressive sampler meets while it writes (blocks of `blockLength`): the
+ * blocks before block k written, block k masked at the usual rate p(t), every later position
+ * masked but not scored. Uniform masks almost never show a model this context, a written prefix
+ * and nothing but masks after the block, which is where it decides what to say next (and where
+ * the base described objects twice; docs/diagnosis.md, point 31). Block k is drawn uniformly from
+ * the blocks of text, those wholly before the first EOS; where the caption ends stays learned
+ * from uniform masks alone, since a model that also learned to end captions in this context
+ * committed the EOS tail of a block first and wrote captions a fifth shorter (point 31). The
+ * loss is averaged over the block, so that a block sample weighs as much as a uniform one (the
+ * revision objective keeps its per-type averages). With `noise`, written tokens get the revision
+ * objective's syntax noise. Null when the caption has no block of text (it ends inside the
+ * first block).
+ */
+export function blockMaskResponse(
+  clean: readonly number[],
+  rng: Rng,
+  blockLength: number,
+  opts: { noise?: NoiseOptions; fixedT?: number } = {},
+): CorruptedResponse | null {
+  if (!(Number.isInteger(blockLength) && blockLength > 0 && clean.length % blockLength === 0)) {
+    throw new UserError(`block length ${blockLength} must divide the response length ${clean.length}`);
+  }
+  const firstEos = clean.indexOf(EOS_ID);
+  const textBlocks = Math.floor((firstEos < 0 ? clean.length : firstEos) / blockLength);
+  if (textBlocks === 0) return null;
+  const k = rng.int(textBlocks);
+  const t = opts.fixedT ?? rng.next();
+  const p = (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB;
+  const noise = opts.noise;
+  const q = noise ? (noise.dynamicSyntaxNoise ? (t < 0.1 ? t : 0) : noise.syntaxNoise) : 0;
+  const input: number[] = [];
+  const types: TokenType[] = [];
+  clean.forEach((tok, i) => {
+    const block = Math.floor(i / blockLength);
+    if (block < k || (block === k && !(rng.next() < p))) {
+      // Written tokens get the revision objective's noise, as in corruptResponse.
+      if (q > 0 && rng.next() < q) {
+        input.push(randomOrdinaryToken(rng, noise!, tok));
+        types.push('syntax');
+      } else {
+        input.push(tok);
+        types.push('clean');
+      }
+    } else {
+      input.push(MASK_ID);
+      types.push(block === k ? 'mask' : 'ignore');
+    }
+  });
+  return { input, target: [...clean], types, p, t, scored: blockLength };
 }
 
 /** Draws a uniformly random ordinary token other than `avoid`, so noise is always a real error. */

@@ -16,8 +16,9 @@ export function lossWeights(sample: CorruptedResponse, objective: Objective): Fl
   const w = new Float32Array(n);
   const invP = 1 / sample.p;
   if (objective === 'mask-prediction') {
+    const scored = sample.scored ?? n;
     for (let i = 0; i < n; i++) {
-      if (sample.types[i] === 'mask') w[i] = invP / n;
+      if (sample.types[i] === 'mask') w[i] = invP / scored;
       else if (sample.types[i] === 'hallucination') w[i] = invP / countOf(sample.types, 'hallucination');
     }
     return w;

@@ -8,7 +8,7 @@ import { patchCellTargets } from '../benchmark/cells.js';
 import { type ModelConfig, numPatches } from '../model/config.js';
 import { UserError } from '../util/errors.js';
 import type { Rng } from '../util/rng.js';
-import { type CorruptedResponse, corruptResponse, padResponse, spanCorrectionSample } from './corruption.js';
+import { type CorruptedResponse, type NoiseOptions, blockMaskResponse, corruptResponse, padResponse, spanCorrectionSample } from './corruption.js';
 import { type Objective, lossWeights } from './loss.js';
 import { MASK_ID } from '../tokenizer/word.js';
 
@@ -49,6 +49,12 @@ export interface MixOptions {
    * (docs/diagnosis.md). These tokens carry the sample's usual 1/p weight.
    */
   groundingMask?: { share: number; groups: readonly (readonly number[])[] };
+  /**
+   * Block masks: in this share of the caption samples, the masks semi-autoregressive decoding in
+   * blocks of `blockLength` meets while it writes (corruption.ts blockMaskResponse) instead of
+   * uniform ones; a caption that ends inside its first block gets uniform masks.
+   */
+  blockMask?: { share: number; blockLength: number };
 }
 
 export const MASK_PREDICTION_MIX: MixOptions = { objective: 'mask-prediction', syntaxNoise: 0, dynamicSyntaxNoise: false, correctionShare: 0 };
@@ -96,15 +102,23 @@ export function makeSample(
     );
   } else {
     const clean = padResponse(rng.choice(record.captions), c.responseLength);
-    corrupted = corruptResponse(clean, rng, {
-      syntaxNoise: mix.objective === 'revision' ? mix.syntaxNoise : 0,
-      dynamicSyntaxNoise: mix.objective === 'revision' && mix.dynamicSyntaxNoise,
-      ...vocab,
-    });
-    const gm = mix.groundingMask;
-    if (gm && gm.groups.length > 0 && rng.next() < gm.share) corrupted = maskGroup(corrupted, new Set(rng.choice(gm.groups)));
+    const bm = mix.blockMask;
+    const block = bm && bm.share > 0 && rng.next() < bm.share ? blockMaskResponse(clean, rng, bm.blockLength, { noise: noiseOptions(mix, vocab) }) : null;
+    corrupted = block ?? uniformSample(clean, rng, mix, vocab);
   }
   return { patches: recordPatches(c, record.rgb), prompt: record.prompt, corrupted, weights: lossWeights(corrupted, mix.objective) };
+}
+
+/** The syntax noise of a mix: the revision objective's, none for mask prediction. */
+function noiseOptions(mix: MixOptions, vocab: { firstOrdinaryId: number; vocabSize: number }): NoiseOptions {
+  return { syntaxNoise: mix.objective === 'revision' ? mix.syntaxNoise : 0, dynamicSyntaxNoise: mix.objective === 'revision' && mix.dynamicSyntaxNoise, ...vocab };
+}
+
+/** Uniform masks (with the revision objective's noise), and the grounding masks where the mix asks. */
+function uniformSample(clean: number[], rng: Rng, mix: MixOptions, vocab: { firstOrdinaryId: number; vocabSize: number }): CorruptedResponse {
+  const corrupted = corruptResponse(clean, rng, noiseOptions(mix, vocab));
+  const gm = mix.groundingMask;
+  return gm && gm.groups.length > 0 && rng.next() < gm.share ? maskGroup(corrupted, new Set(rng.choice(gm.groups))) : corrupted;
 }
 
 /** `sample` with every token whose target is in `ids` masked as well. */

@@ -14,11 +14,11 @@ test('rediff reproduce --preset quick runs the whole study, writes the report, a
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-reproduce-'));
   const study = path.join(dir, 'study');
   const lines: string[] = [];
-  await reproduce({ out: study, preset: 'quick', progress: false, log: (l) => lines.push(l) });
+  await reproduce({ out: study, preset: 'quick', fromScratch: true, progress: false, log: (l) => lines.push(l) });
   const systems = ['baseline', 'stage1', 'stage2-only', 'rediff', 'rediff-round2', 'ablation-hallucination-only', 'ablation-syntax-only', 'ablation-dynamic'];
   for (const s of systems) {
     const res = JSON.parse(fs.readFileSync(path.join(study, 'results', `${s}.json`), 'utf8')) as { rows: { sampler: string; tokensPerStep: number; summary: { capture: { mean: number; n: number } } }[] };
-    assert.equal(res.rows.length, 8, `${s}: 2 samplers x 4 rates`);
+    assert.equal(res.rows.length, 10, `${s}: 2 samplers x 4 rates, and 2 threshold samplers`);
     for (const r of res.rows) assert.ok(r.summary.capture.n === 12 && r.summary.capture.mean >= 0 && r.summary.capture.mean <= 1);
   }
   const examples = JSON.parse(fs.readFileSync(path.join(study, 'results', 'examples.json'), 'utf8')) as { rediff: { trace: unknown[] } }[];
@@ -32,8 +32,13 @@ test('rediff reproduce --preset quick runs the whole study, writes the report, a
   // Rerun: every step is reused.
   const again: string[] = [];
   const t0 = performance.now();
-  await reproduce({ out: study, preset: 'quick', progress: false, log: (l) => again.push(l) });
-  assert.ok(again.filter((l) => l.includes('reused')).length >= 15, again.join('\n'));
+  await reproduce({ out: study, preset: 'quick', fromScratch: true, progress: false, log: (l) => again.push(l) });
+  assert.ok(again.filter((l) => l.includes('reused')).length >= 16, again.join('\n'));
   assert.ok(!again.some((l) => l.endsWith(' ...')), `nothing redone:\n${again.join('\n')}`);
   assert.ok(performance.now() - t0 < 30_000);
+  // The study cannot switch bases: the shipped base is not the one this study started from.
+  const info = JSON.parse(fs.readFileSync(path.join(study, 'study.json'), 'utf8')) as { base: { fromScratch: boolean; weights: string } };
+  assert.equal(info.base.fromScratch, true);
+  assert.match(info.base.weights, /^[0-9a-f]{64}$/);
+  await assert.rejects(reproduce({ out: study, preset: 'quick', base: path.join(study, 'stage1'), progress: false, log: () => undefined }), /started from the base at .*holds other weights/);
 });

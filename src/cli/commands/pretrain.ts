@@ -6,7 +6,7 @@ import { intOption } from '../options.js';
 export function registerPretrain(program: Command): void {
   program
     .command('pretrain')
-    .description('train the base model from nothing: vision tower, language model, alignment, then mask-prediction fine-tuning (resumable)')
+    .description('train the base model from nothing: the vision tower, a grounding curriculum on one-object scenes, mask-prediction fine-tuning of everything, then a stage on the masks of block decoding (resumable)')
     .addOption(new Option('--preset <name>', 'quick: seconds, tiny model; full: the shipped base, small model').choices(['quick', 'full']).default('full'))
     .option('--out <dir>', 'run directory (one checkpoint per stage, base.json)', 'runs/base')
     .option('--ship <dir>', 'then write the base in shipping form with its model card (e.g. models/base)')

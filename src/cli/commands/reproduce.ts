@@ -2,6 +2,17 @@ import * as path from 'node:path';
 import { type Command, Option } from 'commander';
 import { reproduce } from '../../evaluation/reproduce.js';
 import { writeReport } from '../../report/report.js';
+import { shippedModelDir } from '../models.js';
+
+/**
+ * Where the study starts: a given base, else from scratch when asked or for the quick preset (the
+ * shipped base is the small model, too slow for a toy study), else the shipped models/base.
+ */
+export function studyBase(f: { preset: 'quick' | 'full'; base?: string; fromScratch?: boolean }): { base?: string; fromScratch: boolean } {
+  if (f.base !== undefined) return { base: f.base, fromScratch: false };
+  if (f.fromScratch || f.preset === 'quick') return { fromScratch: true };
+  return { base: shippedModelDir('base'), fromScratch: false };
+}
 
 /**
  * Where a study and its report go: the report lands in the study's own folder unless --report
@@ -14,14 +25,16 @@ export function reproducePaths(f: { out: string; report?: string }): { out: stri
 export function registerReproduce(program: Command): void {
   program
     .command('reproduce')
-    .description("run the paper's comparative study from nothing (resumable) and write the report")
+    .description("run the paper's comparative study from the base model (resumable) and write the report")
     .addOption(new Option('--preset <name>', 'quick: minutes, tiny model; full: the committed study, small model').choices(['quick', 'full']).default('full'))
+    .addOption(new Option('--base <dir>', 'the base checkpoint every system starts from (default: the shipped models/base; with --preset quick, a tiny base trained first)').conflicts('fromScratch'))
+    .option('--from-scratch', "train the base first with the preset's base pipeline (rediff pretrain), into OUT/base")
     .option('--out <dir>', 'study directory (checkpoints, drafts, expert answers, results)', 'runs/study')
     .option('--report <dir>', 'where the Markdown report, raw JSON and SVG plots go (default: OUT/report; the committed study is in reports/)')
     .option('--no-progress', 'no progress bars')
-    .action(async (f: { preset: 'quick' | 'full'; out: string; report?: string; progress: boolean }) => {
+    .action(async (f: { preset: 'quick' | 'full'; base?: string; fromScratch?: boolean; out: string; report?: string; progress: boolean }) => {
       const where = reproducePaths(f);
-      await reproduce({ out: where.out, preset: f.preset, progress: f.progress });
+      await reproduce({ out: where.out, preset: f.preset, ...studyBase(f), progress: f.progress });
       const { files } = await writeReport(where.out, where.report);
       console.log(`report: ${path.join(where.report, 'README.md')} (${files.length} files)`);
     });
