@@ -67,3 +67,14 @@ test('a diverging run stops with a message and keeps the last good checkpoint', 
     for (const [k, v] of saved.params) assert.ok(v.every(Number.isFinite), `${k} saved non-finite`);
   }
 });
+
+test('without an explicit plan, settings.visionLrScale slows the tower (0 freezes it), for a Stage II round too', async () => {
+  for (const stage of ['mask-prediction', 'self-correct round 1']) {
+    const start = initial();
+    const res = await runTraining({ outDir: tmp(), records, initial: start, settings: { ...settings, stage, steps: 3, visionLrScale: 0 }, resume: false, progress: false });
+    const moved = (n: string) => res.params.get(n)!.some((x, i) => x !== start.params.get(n)![i]);
+    const names = [...res.params.keys()];
+    assert.ok(names.filter((n) => n.startsWith('vision.')).every((n) => !moved(n)), `${stage}: the tower is frozen`);
+    assert.ok(names.filter((n) => n.startsWith('lm.block')).some(moved), `${stage}: the language model trains`);
+  }
+});

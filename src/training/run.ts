@@ -16,6 +16,7 @@ import { Rng } from '../util/rng.js';
 import { DEFAULT_ADAMW } from './optimizer.js';
 import { type MixOptions, type TrainingRecord, makeCellSample, makeSample } from './samples.js';
 import { learningRate } from './schedule.js';
+import { isTrainStage, stagePlan } from './stages/plans.js';
 import { Trainer, type TrainingPlan } from './trainer.js';
 
 export interface TrainSettings {
@@ -48,7 +49,10 @@ export interface TrainJob {
   pick?: (rng: Rng) => TrainingRecord;
   /** Stored in the checkpoint's state (e.g. the prompt the model was trained with). */
   meta?: Record<string, unknown>;
-  /** What is optimised (default: every parameter on the captioning loss). */
+  /**
+   * What is optimised. Default: the plan of `settings.stage` (a caption stage for a stage name
+   * outside TRAIN_STAGES, such as a Stage II round), with the tower at `settings.visionLrScale`.
+   */
   plan?: TrainingPlan;
   /** Called after every step (tests, reports). */
   onStep?: (step: number, loss: number) => void;
@@ -88,6 +92,7 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
   let startStep = 0;
   let trainer: Trainer;
   const adamw = { ...DEFAULT_ADAMW, weightDecay: s.weightDecay, clipNorm: s.clipNorm };
+  const plan = job.plan ?? stagePlan(isTrainStage(s.stage) ? s.stage : 'self-correct', s.visionLrScale ?? 1);
   if (exists && !job.resume) {
     throw new UserError(`${job.outDir} already holds a checkpoint; pass --resume to continue it, or choose another --out`);
   }
@@ -100,12 +105,12 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
     }
     ({ config, tokenizer, params } = saved);
     startStep = Number(saved.state.step ?? 0);
-    trainer = new Trainer(config, params, saved.optimizer, adamw, job.plan);
+    trainer = new Trainer(config, params, saved.optimizer, adamw, plan);
   } else {
     params = new Map([...params].map(([k, v]) => [k, Float32Array.from(v)]));
-    trainer = new Trainer(config, params, undefined, adamw, job.plan);
+    trainer = new Trainer(config, params, undefined, adamw, plan);
   }
-  const cells = job.plan?.graph.loss === 'cells';
+  const cells = plan.graph.loss === 'cells';
 
   const save = async (step: number): Promise<void> =>
     saveModel(job.outDir, { config, tokenizer, params, optimizer: trainer.optimizer, state: { ...job.meta, step, stage: s.stage, settings: s } });

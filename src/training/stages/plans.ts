@@ -11,6 +11,8 @@ import type { TrainingPlan } from '../trainer.js';
 export const TRAIN_STAGES = ['vision', 'language', 'align', 'mask-prediction', 'revision', 'self-correct'] as const;
 export type TrainStage = (typeof TRAIN_STAGES)[number];
 
+export const isTrainStage = (s: string): s is TrainStage => (TRAIN_STAGES as readonly string[]).includes(s);
+
 const isVision = (n: string): boolean => n.startsWith('vision.');
 
 /** What stage `stage` optimises; `visionLrScale` slows a pretrained tower down during fine-tuning. */
