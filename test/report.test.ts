@@ -206,6 +206,13 @@ test('evaluateTargets: each target MET and MISSED on its own numbers', async () 
   writeJson(rediff, results('rediff', [row('rediff', 1, 0.6), row('rediff', 4, 0.59), row('rediff', 8, 0.56, 0.95), thresholdRow('threshold-rediff', 4, 0.591)]));
   assert.equal((await verdict('b')).verdict, 'MISSED', '93.3% kept');
   assert.equal((await verdict('d')).verdict, 'MET');
+  // (d) reads the study's own threshold when the results also hold an earlier one's rows.
+  const info = JSON.parse(fs.readFileSync(path.join(dir, 'study.json'), 'utf8'));
+  writeJson(path.join(dir, 'study.json'), { ...info, settings: { threshold: 0.7 } });
+  writeJson(rediff, results('rediff', [row('rediff', 1, 0.6), row('rediff', 8, 0.56), thresholdRow('threshold-rediff', 4.2, 0.6), { ...thresholdRow('threshold-rediff', 3, 0.6), label: 'threshold-rediff @0.7' }]));
+  const d = await verdict('d');
+  assert.equal(d.verdict, 'MISSED');
+  assert.match(d.detail, /threshold-rediff @0\.7\): 3\.00 tok\/step achieved/);
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

@@ -28,7 +28,7 @@ import { BLOCK_MIX, baseModelDir, trainBaseModel } from '../training/base-model.
 import { type TrainSettings, runTraining } from '../training/run.js';
 import type { MixOptions, TrainingRecord } from '../training/samples.js';
 import { draftImagesFromSplit, runSelfCorrection } from '../training/self-correction.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { readJsonFileSync, writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { withWallTime } from '../util/wall-time.js';
 import { type EvalSetting, evaluate } from './evaluate.js';
@@ -115,6 +115,11 @@ export interface ReproduceOptions {
   base?: string;
   /** Instead: train the base first with the preset's base pipeline, into OUT/base. */
   fromScratch?: boolean;
+  /**
+   * Confidence threshold of the threshold samplers instead of the preset's. Changed on a
+   * finished study, only the settings it lacks are evaluated (the earlier rows stay).
+   */
+  threshold?: number;
   progress?: boolean;
   log?: (line: string) => void;
 }
@@ -143,8 +148,10 @@ const done = (dir: string, steps: number): boolean => {
 };
 
 export async function reproduce(opts: ReproduceOptions): Promise<void> {
-  const p = STUDY_PRESETS[opts.preset];
-  if (!p) throw new UserError(`unknown study preset "${opts.preset}" (quick or full)`);
+  const preset = STUDY_PRESETS[opts.preset];
+  if (!preset) throw new UserError(`unknown study preset "${opts.preset}" (quick or full)`);
+  if (opts.threshold !== undefined && !(opts.threshold > 0 && opts.threshold <= 1)) throw new UserError(`confidence threshold must be in (0, 1], got ${opts.threshold}`);
+  const p: StudyPreset = { ...preset, threshold: opts.threshold ?? preset.threshold };
   if (opts.fromScratch && opts.base !== undefined) throw new UserError('give a base checkpoint or train one from scratch, not both');
   if (!opts.fromScratch && opts.base === undefined) throw new UserError('no base model: give a base checkpoint (e.g. models/base) or train one from scratch');
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
@@ -232,9 +239,12 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
     ...Object.fromEntries(Object.keys(ABLATIONS).map((k) => [k, k])),
   };
   // Each system is evaluated as soon as it exists, so an interrupted study still has results.
+  const settings = studySettings(p, baseState.config.responseLength);
   const evalStep = async (system: string): Promise<void> => {
     const file = path.join(out, 'results', `${system}.json`);
-    await step(`eval ${system}`, () => fs.existsSync(file), async () => evaluateSystem(path.join(out, checkpoints[system]!), system, test, p, file, progress));
+    await step(`eval ${system}`, () => missingSettings(file, settings).length === 0, async () =>
+      evaluateSystem(path.join(out, checkpoints[system]!), system, test, missingSettings(file, settings), file, progress),
+    );
   };
 
   await trainRun('baseline', null, 'mask-prediction', p.finetune, BASELINE_MIX);
@@ -286,17 +296,42 @@ export function studySettings(p: Pick<StudyPreset, 'tokensPerStep' | 'threshold'
   return settings;
 }
 
-async function evaluateSystem(dir: string, system: string, test: InMemorySplit, p: StudyPreset, file: string, progress: boolean): Promise<void> {
+interface SystemResultsFile {
+  system: string;
+  label: string;
+  checkpoint: string;
+  rows: { label: string }[];
+}
+
+/** The settings a system's results file does not have yet (all of them without the file). */
+function missingSettings(file: string, settings: readonly EvalSetting[]): EvalSetting[] {
+  if (!fs.existsSync(file)) return [...settings];
+  const done = new Set((readJsonFileSync(file, 'study results') as SystemResultsFile).rows.map((r) => r.label));
+  return settings.filter((s) => !done.has(s.label));
+}
+
+/** Evaluates `settings` and adds their rows and per-caption records to the system's results. */
+async function evaluateSystem(dir: string, system: string, test: InMemorySplit, settings: EvalSetting[], file: string, progress: boolean): Promise<void> {
   const model = await loadModel(dir);
   try {
-    const rows = await evaluate(model, test, studySettings(p, model.config.responseLength), progress ? { onProgress: () => undefined } : {});
+    const rows = await evaluate(model, test, settings, progress ? { onProgress: () => undefined } : {});
+    const before = fs.existsSync(file) ? (readJsonFileSync(file, 'study results') as SystemResultsFile).rows : [];
     const json = {
       system,
       label: SYSTEM_LABELS[system] ?? system,
       checkpoint: dir,
-      rows: rows.map((r) => ({ sampler: r.setting.sampler, tokensPerStep: r.setting.tokensPerStep, label: r.setting.label, achievedTokensPerStep: r.achievedTokensPerStep, meanSteps: r.meanSteps, seconds: r.seconds, summary: r.summary })),
+      rows: [
+        ...before,
+        ...rows.map((r) => ({ sampler: r.setting.sampler, tokensPerStep: r.setting.tokensPerStep, label: r.setting.label, achievedTokensPerStep: r.achievedTokensPerStep, meanSteps: r.meanSteps, seconds: r.seconds, summary: r.summary })),
+      ],
     };
-    await writeFileAtomic(file.replace(/\.json$/, '.jsonl'), rows.flatMap((r) => r.records.map((rec) => JSON.stringify(rec) + '\n')).join(''));
+    const recordsFile = file.replace(/\.json$/, '.jsonl');
+    // Records of these settings left by an interrupted write are replaced, not repeated.
+    const labels = new Set(settings.map((x) => x.label));
+    const earlier = before.length > 0 && fs.existsSync(recordsFile)
+      ? fs.readFileSync(recordsFile, 'utf8').split('\n').filter((l) => l.trim() !== '' && !labels.has((JSON.parse(l) as { setting: string }).setting)).map((l) => l + '\n').join('')
+      : '';
+    await writeFileAtomic(recordsFile, earlier + rows.flatMap((r) => r.records.map((rec) => JSON.stringify(rec) + '\n')).join(''));
     await writeFileAtomic(file, JSON.stringify(json, null, 2) + '\n');
   } finally {
     await model.dispose();

@@ -137,11 +137,11 @@ export interface TargetResult {
 const pct = (x: number): string => (x * 100).toFixed(2);
 const est = (e: EstimateJSON): string => `${pct(e.mean)} (95% CI ${pct(e.lo)}–${pct(e.hi)}, n = ${e.n})`;
 
-type Setting = { system: string; sampler: string; tokensPerStep: number | null };
+/** A setting of a system; a threshold setting (tokensPerStep null) may name its row's label. */
+type Setting = { system: string; sampler: string; tokensPerStep: number | null; label?: string };
 
-/** A row by setting; threshold rows (tokensPerStep null) are found by sampler alone. */
 function settingRow(study: Study, s: Setting): EvalRowJSON | undefined {
-  return study.systems.get(s.system)?.rows.find((r) => r.sampler === s.sampler && (r.tokensPerStep ?? null) === s.tokensPerStep);
+  return study.systems.get(s.system)?.rows.find((r) => r.sampler === s.sampler && (r.tokensPerStep ?? null) === s.tokensPerStep && (s.label === undefined || rowLabel(r) === s.label));
 }
 
 function summaryOf(study: Study, s: Setting, key: string): EstimateJSON | undefined {
@@ -243,7 +243,9 @@ export function evaluateTargets(study: Study): TargetResult[] {
     return { met, detail: `As measured, Stage I + II at 4 / 8 tok/step: ${est(get(R(4)))} / ${est(get(R(8)))}; ` + parts.join(' ') };
   });
 
-  const T: Setting = { system: 'rediff', sampler: 'threshold-rediff', tokensPerStep: null };
+  // The study's threshold (a study may also hold rows of an earlier one).
+  const threshold = (study.info?.settings as { threshold?: number } | undefined)?.threshold;
+  const T: Setting = { system: 'rediff', sampler: 'threshold-rediff', tokensPerStep: null, ...(threshold !== undefined ? { label: `threshold-rediff @${threshold}` } : {}) };
   add('d', 'ReDiff with threshold-rediff decoding achieves at least 4 tok/step on average, scoring within 1 point of ReDiff at 1 tok/step', [T, R(1)], () => {
     const row = settingRow(study, T)!;
     const t = get(T);

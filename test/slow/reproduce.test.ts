@@ -36,6 +36,15 @@ test('rediff reproduce --preset quick runs the whole study, writes the report, a
   assert.ok(again.filter((l) => l.includes('reused')).length >= 16, again.join('\n'));
   assert.ok(!again.some((l) => l.endsWith(' ...')), `nothing redone:\n${again.join('\n')}`);
   assert.ok(performance.now() - t0 < 30_000);
+  // Another threshold: only the two new threshold settings are evaluated, the earlier rows stay.
+  const more: string[] = [];
+  await reproduce({ out: study, preset: 'quick', fromScratch: true, threshold: 0.5, progress: false, log: (l) => more.push(l) });
+  assert.equal(more.filter((l) => /^\[reproduce\] eval .* \.\.\.$/.test(l)).length, systems.length, more.join('\n'));
+  assert.ok(!more.some((l) => /^\[reproduce\] (baseline|stage1) \.\.\.$/.test(l)), 'no training redone');
+  const res = JSON.parse(fs.readFileSync(path.join(study, 'results', 'rediff.json'), 'utf8')) as { rows: { label: string }[] };
+  assert.deepEqual(res.rows.slice(-4).map((r) => r.label), ['threshold @0.9', 'threshold-rediff @0.9', 'threshold @0.5', 'threshold-rediff @0.5']);
+  const records = fs.readFileSync(path.join(study, 'results', 'rediff.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { setting: string });
+  assert.equal(records.length, 12 * 12, '12 settings x 12 test scenes, none repeated');
   // The study cannot switch bases: the shipped base is not the one this study started from.
   const info = JSON.parse(fs.readFileSync(path.join(study, 'study.json'), 'utf8')) as { base: { fromScratch: boolean; weights: string } };
   assert.equal(info.base.fromScratch, true);

@@ -3,6 +3,7 @@ import { type Command, Option } from 'commander';
 import { reproduce } from '../../evaluation/reproduce.js';
 import { writeReport } from '../../report/report.js';
 import { shippedModelDir } from '../models.js';
+import { floatOption } from '../options.js';
 
 /**
  * Where the study starts: a given base, else from scratch when asked or for the quick preset (the
@@ -29,12 +30,13 @@ export function registerReproduce(program: Command): void {
     .addOption(new Option('--preset <name>', 'quick: minutes, tiny model; full: the committed study, small model').choices(['quick', 'full']).default('full'))
     .addOption(new Option('--base <dir>', 'the base checkpoint every system starts from (default: the shipped models/base; with --preset quick, a tiny base trained first)').conflicts('fromScratch'))
     .option('--from-scratch', "train the base first with the preset's base pipeline (rediff pretrain), into OUT/base")
+    .option('--threshold <x>', 'confidence threshold of the threshold samplers (default: the preset\'s, 0.9); on a finished study only the new settings are evaluated', floatOption('--threshold', 0, 1, { exclusiveMin: true }))
     .option('--out <dir>', 'study directory (checkpoints, drafts, expert answers, results)', 'runs/study')
     .option('--report <dir>', 'where the Markdown report, raw JSON and SVG plots go (default: OUT/report; the committed study is in reports/)')
     .option('--no-progress', 'no progress bars')
-    .action(async (f: { preset: 'quick' | 'full'; base?: string; fromScratch?: boolean; out: string; report?: string; progress: boolean }) => {
+    .action(async (f: { preset: 'quick' | 'full'; base?: string; fromScratch?: boolean; threshold?: number; out: string; report?: string; progress: boolean }) => {
       const where = reproducePaths(f);
-      await reproduce({ out: where.out, preset: f.preset, ...studyBase(f), progress: f.progress });
+      await reproduce({ out: where.out, preset: f.preset, ...studyBase(f), threshold: f.threshold, progress: f.progress });
       const { files } = await writeReport(where.out, where.report);
       console.log(`report: ${path.join(where.report, 'README.md')} (${files.length} files)`);
     });
