@@ -31,6 +31,7 @@ import { draftImagesFromSplit, runSelfCorrection } from '../training/self-correc
 import { readJsonFileSync, writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { withWallTime } from '../util/wall-time.js';
+import { type EvalRowJSON, type SystemResults, rowLabel } from '../report/study.js';
 import { type EvalSetting, evaluate } from './evaluate.js';
 
 export interface StudyPreset {
@@ -158,7 +159,7 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   const progress = opts.progress !== false;
   const out = path.resolve(opts.out);
   // A given base is checked before anything is written.
-  if (!opts.fromScratch) weightsFingerprint(path.resolve(opts.base!));
+  const givenWeights = opts.fromScratch ? undefined : weightsFingerprint(path.resolve(opts.base!));
   fs.mkdirSync(path.join(out, 'results'), { recursive: true });
   const studyFile = path.join(out, 'study.json');
   const previous = fs.existsSync(studyFile)
@@ -200,7 +201,7 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
       await trainBaseModel({ out: scratchOut, preset: p.basePreset, progress, log });
     });
   }
-  const current: StudyBase = { dir: baseDir, fromScratch: opts.fromScratch === true, weights: weightsFingerprint(baseDir) };
+  const current: StudyBase = { dir: baseDir, fromScratch: opts.fromScratch === true, weights: givenWeights ?? weightsFingerprint(baseDir) };
   if (base && base.weights !== current.weights) {
     throw new UserError(`${out} is a study started from the base at ${base.dir}; ${baseDir} holds other weights (use another --out, or the same base)`);
   }
@@ -218,14 +219,13 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   const test = generateBenchmarkSplit('test', 0, p.testScenes, imageSize);
   const records: TrainingRecord[] = train.records.map((r, i) => benchmarkTrainingRecord(r, train.rgb[i]!, tokenizer));
 
-  /** `init`: null for the base, else a system directory inside the study. */
-  const trainRun = async (name: string, init: string | null, stage: string, s: Omit<TrainSettings, 'stage' | 'mix'>, mix: MixOptions): Promise<void> => {
+  /** A system fine-tuned from the base. */
+  const trainRun = async (name: string, stage: string, s: Omit<TrainSettings, 'stage' | 'mix'>, mix: MixOptions): Promise<void> => {
     const dir = path.join(out, name);
     await step(name, () => done(dir, s.steps), async () => {
-      const from = init === null ? baseState : await loadModelState(path.join(out, init));
       await runTraining({
-        outDir: dir, records, initial: { config: from.config, tokenizer: from.tokenizer, params: from.params }, settings: { ...s, stage, mix }, progress,
-        resume: fs.existsSync(path.join(dir, 'checkpoint.json')), meta: { prompt: BENCHMARK_PROMPT, init: init ?? baseDir },
+        outDir: dir, records, initial: { config: baseState.config, tokenizer: baseState.tokenizer, params: baseState.params }, settings: { ...s, stage, mix }, progress,
+        resume: fs.existsSync(path.join(dir, 'checkpoint.json')), meta: { prompt: BENCHMARK_PROMPT, init: baseDir },
       });
     });
   };
@@ -247,9 +247,9 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
     );
   };
 
-  await trainRun('baseline', null, 'mask-prediction', p.finetune, BASELINE_MIX);
+  await trainRun('baseline', 'mask-prediction', p.finetune, BASELINE_MIX);
   await evalStep('baseline');
-  await trainRun('stage1', null, 'revision', p.finetune, STAGE1_MIX);
+  await trainRun('stage1', 'revision', p.finetune, STAGE1_MIX);
   await evalStep('stage1');
 
   const selfCorrect = async (name: string, init: string, rounds: number): Promise<void> => {
@@ -274,7 +274,7 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   await selfCorrect('stage2', 'stage1', 2);
   await evalStep('rediff-round2');
   for (const [name, mix] of Object.entries(ABLATIONS)) {
-    await trainRun(name, null, 'revision', p.finetune, mix);
+    await trainRun(name, 'revision', p.finetune, mix);
     await evalStep(name);
   }
   await saveStudy(true);
@@ -296,17 +296,14 @@ export function studySettings(p: Pick<StudyPreset, 'tokensPerStep' | 'threshold'
   return settings;
 }
 
-interface SystemResultsFile {
-  system: string;
-  label: string;
-  checkpoint: string;
-  rows: { label: string }[];
+/** The rows of a system's results file (none without the file). */
+function resultRows(file: string): EvalRowJSON[] {
+  return fs.existsSync(file) ? (readJsonFileSync(file, 'study results') as SystemResults).rows : [];
 }
 
-/** The settings a system's results file does not have yet (all of them without the file). */
+/** The settings a system's results file does not have yet (rows of older studies carry no label: rowLabel names them). */
 function missingSettings(file: string, settings: readonly EvalSetting[]): EvalSetting[] {
-  if (!fs.existsSync(file)) return [...settings];
-  const done = new Set((readJsonFileSync(file, 'study results') as SystemResultsFile).rows.map((r) => r.label));
+  const done = new Set(resultRows(file).map(rowLabel));
   return settings.filter((s) => !done.has(s.label));
 }
 
@@ -315,7 +312,7 @@ async function evaluateSystem(dir: string, system: string, test: InMemorySplit, 
   const model = await loadModel(dir);
   try {
     const rows = await evaluate(model, test, settings, progress ? { onProgress: () => undefined } : {});
-    const before = fs.existsSync(file) ? (readJsonFileSync(file, 'study results') as SystemResultsFile).rows : [];
+    const before = resultRows(file);
     const json = {
       system,
       label: SYSTEM_LABELS[system] ?? system,

@@ -150,7 +150,6 @@ interface LayerTaps {
 }
 
 /** [image embeddings; prompt + response tokens] -> logits at response positions [B, L, V]. */
-
 function languageModel(c: ModelConfig, p: P, image: Value, tokens: Value, bias: Value, taps: LayerTaps = {}): Value {
   const tok = op.gather(get(p, 'lm.tok'), tokens);
   let x = op.add(op.concat([image, tok], 1), get(p, 'lm.pos'));

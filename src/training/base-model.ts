@@ -34,7 +34,7 @@ import { withWallTime } from '../util/wall-time.js';
 import { type TrainSettings, runTraining } from './run.js';
 import { MASK_PREDICTION_MIX, type MixOptions, type TrainingRecord } from './samples.js';
 import { measureStage } from './stages/measure.js';
-import { type TrainStage, stagePlan } from './stages/plans.js';
+import type { TrainStage } from './stages/plans.js';
 
 type StageBudget = Omit<TrainSettings, 'stage' | 'mix' | 'seed' | 'minLrRatio' | 'weightDecay' | 'clipNorm'> & {
   /** The cosine schedule's floor as a share of the peak (default 0.1; 1 = constant after warmup). */
@@ -228,7 +228,6 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
         records: trainRecords(s.scenes),
         initial: { config: initial.config, tokenizer: initial.tokenizer, params: initial.params },
         settings,
-        plan: stagePlan(s.stage, s.budget.visionLrScale ?? 1),
         resume: true,
         progress: opts.progress,
         meta: { prompt: BENCHMARK_PROMPT, init: from },

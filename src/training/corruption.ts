@@ -73,22 +73,13 @@ export function blockMaskResponse(
   const k = rng.int(textBlocks);
   const t = opts.fixedT ?? rng.next();
   const p = (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB;
-  const noise = opts.noise;
-  const q = noise ? (noise.dynamicSyntaxNoise ? (t < 0.1 ? t : 0) : noise.syntaxNoise) : 0;
+  const q = opts.noise ? syntaxNoiseRate(opts.noise, t) : 0;
   const input: number[] = [];
   const types: TokenType[] = [];
   clean.forEach((tok, i) => {
     const block = Math.floor(i / blockLength);
-    if (block < k || (block === k && !(rng.next() < p))) {
-      // Written tokens get the revision objective's noise, as in corruptResponse.
-      if (q > 0 && rng.next() < q) {
-        input.push(randomOrdinaryToken(rng, noise!, tok));
-        types.push('syntax');
-      } else {
-        input.push(tok);
-        types.push('clean');
-      }
-    } else {
+    if (block < k || (block === k && !(rng.next() < p))) pushShown(tok, rng, q, opts.noise, input, types);
+    else {
       input.push(MASK_ID);
       types.push(block === k ? 'mask' : 'ignore');
     }
@@ -109,22 +100,32 @@ export function randomOrdinaryToken(rng: Rng, opts: Pick<NoiseOptions, 'firstOrd
 export function corruptResponse(clean: readonly number[], rng: Rng, opts: NoiseOptions, fixedT?: number): CorruptedResponse {
   const t = fixedT ?? rng.next();
   const p = (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB;
-  const q = opts.dynamicSyntaxNoise ? (t < 0.1 ? t : 0) : opts.syntaxNoise;
+  const q = syntaxNoiseRate(opts, t);
   const input: number[] = [];
   const types: TokenType[] = [];
   for (const tok of clean) {
     if (rng.next() < p) {
       input.push(MASK_ID);
       types.push('mask');
-    } else if (q > 0 && rng.next() < q) {
-      input.push(randomOrdinaryToken(rng, opts, tok));
-      types.push('syntax');
-    } else {
-      input.push(tok);
-      types.push('clean');
-    }
+    } else pushShown(tok, rng, q, opts, input, types);
   }
   return { input, target: [...clean], types, p, t };
+}
+
+/** The syntax-noise rate at noise level t (the dynamic ablation: q = t while t < 0.1). */
+function syntaxNoiseRate(o: NoiseOptions, t: number): number {
+  return o.dynamicSyntaxNoise ? (t < 0.1 ? t : 0) : o.syntaxNoise;
+}
+
+/** An unmasked token: kept, or with probability q replaced by noise that is always a real error. */
+function pushShown(tok: number, rng: Rng, q: number, vocab: Pick<NoiseOptions, 'firstOrdinaryId' | 'vocabSize'> | undefined, input: number[], types: TokenType[]): void {
+  if (q > 0 && rng.next() < q) {
+    input.push(randomOrdinaryToken(rng, vocab!, tok));
+    types.push('syntax');
+  } else {
+    input.push(tok);
+    types.push('clean');
+  }
 }
 
 /**

@@ -6,7 +6,7 @@ import { PRESET_NAMES, presetConfig } from '../../model/config.js';
 import { loadModelState } from '../../model/io.js';
 import { countParams, initParams } from '../../model/params.js';
 import { type TrainSettings, runTraining } from '../../training/run.js';
-import { TRAIN_STAGES, type TrainStage, stagePlan } from '../../training/stages/plans.js';
+import { TRAIN_STAGES, type TrainStage } from '../../training/stages/plans.js';
 import { measureStage } from '../../training/stages/measure.js';
 import type { MixOptions, TrainingRecord } from '../../training/samples.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
@@ -177,8 +177,8 @@ export function registerTrain(program: Command): void {
       };
       process.stderr.write(`training ${f.stage}: ${countParams(initial.config).toLocaleString('en-US')} parameters, ${records.length} images, ${f.steps} steps of ${f.batchSize}\n`);
       if (f.stage === 'revision') process.stderr.write(`${REVISION_LOSS_NOTE}\n`);
-      const plan = stagePlan(f.stage, f.visionLrScale);
-      const res = await runTraining({ outDir: f.out, records, initial, settings, plan, resume: Boolean(f.resume), progress: f.progress, meta: { prompt: BENCHMARK_PROMPT, init: f.init ?? null } });
+      // runTraining trains by the stage's plan, the tower at settings.visionLrScale.
+      const res = await runTraining({ outDir: f.out, records, initial, settings, resume: Boolean(f.resume), progress: f.progress, meta: { prompt: BENCHMARK_PROMPT, init: f.init ?? null } });
       console.log(`done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s; checkpoint in ${f.out}`);
       if (f.measureScenes > 0) console.log(await measureStage(f.stage, res.config, res.params, f.measureScenes));
     });
