@@ -162,18 +162,33 @@ test('grounded: hand-written drafts (lengths that differ, articles, several erro
     assert.equal(r.chaosAfter, 0, c.draft);
     assert.equal(r.fixedErrors, r.falseClaimsBefore);
   }
-  // Problems without a same-length fix: not right, but no pair is invented.
-  for (const draft of [
-    `There are three shapes. A small red circle is at the top. ${TAIL.slice(0, -1)}`, // cut off
-    `There are three shapes. A small red circle is at the top. ${TAIL} A small red circle is at the top.`, // described twice
-  ]) {
-    const r = correctDraft(SCENE, draft, tok);
-    assert.deepEqual(r.answer, { kind: 'pairs', pairs: [] }, draft);
-    assert.equal(r.corrected, joinWords(splitWords(draft)));
-  }
+  // A problem without a same-length fix (cut off): not right, but no pair is invented.
+  const cut = `There are three shapes. A small red circle is at the top. ${TAIL.slice(0, -1)}`;
+  const r = correctDraft(SCENE, cut, tok);
+  assert.deepEqual(r.answer, { kind: 'pairs', pairs: [] }, cut);
+  assert.equal(r.corrected, joinWords(splitWords(cut)));
   // Deterministic.
   const d = `There are three shapes. An orange circle is at the top. ${TAIL}`;
   assert.deepEqual(correctDraft(SCENE, d, tok), correctDraft(SCENE, d));
+});
+
+test('grounded: sentences beyond word-level repair are rewritten to true captioner sentences of the same length', () => {
+  const head = 'There are three shapes. A small red circle is at the top.';
+  for (const draft of [
+    `${head} ${TAIL} A small red circle is at the top.`, // described twice: no word swap removes the duplicate
+    `${head} A large blue star in in bottom bottom and and a large large square.`, // parallel-decoding chaos
+  ]) {
+    const r = correctDraft(SCENE, draft, tok);
+    const pairs = assertContract(draft, r.answer, draft);
+    assert.ok(pairs.length > 0, draft);
+    assert.equal(r.remainingErrors, 0, r.corrected);
+    assert.equal(r.chaosAfter, 0, r.corrected);
+    assert.equal(splitWords(r.corrected).length, splitWords(draft).length);
+    // Right sentences stay (at most a word of a neighbour moves, to make up a dropped stutter).
+    assert.ok(r.corrected.startsWith('There are three shapes. A small red circle is'), r.corrected);
+    const score = scoreCaption(SCENE, r.corrected);
+    assert.ok(score.parses && score.trueClaims >= scoreCaption(SCENE, draft).trueClaims, r.corrected);
+  }
 });
 
 test('grounded: orgs are made unique with neighbours; a case-sensitive tokenizer gets the draft spelling', () => {
@@ -210,8 +225,8 @@ test('grounded: orgs are made unique with neighbours; a case-sensitive tokenizer
 
 test('GroundedExpert.review: right, pairs, error without a scene graph, rejects when aborted', async () => {
   const expert = new GroundedExpert();
-  assert.equal(expert.name, 'grounded');
-  assert.equal(new GroundedExpert({ minSegmentTokens: 1 }).name, 'grounded:seg1');
+  assert.equal(expert.name, 'grounded:v2');
+  assert.equal(new GroundedExpert({ minSegmentTokens: 1 }).name, 'grounded:v2:seg1');
   const base = { id: 'x', question: 'describe the image in detail .', reference: '' };
   const rightDraft = `There are three shapes. A small red circle is at the top. ${TAIL}`;
   // The scene as it comes out of data.jsonl (plain JSON), relations optional.

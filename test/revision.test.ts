@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { type ModelConfig } from '../src/model/config.js';
 import { DiffusionVLM } from '../src/model/model.js';
 import { initParams } from '../src/model/params.js';
-import { blockMaskResponse, corruptResponse, type CorruptedResponse, spanCorrectionSample, type TokenType } from '../src/training/corruption.js';
+import { blockCorrectionSample, blockMaskResponse, corruptResponse, type CorruptedResponse, spanCorrectionSample, type TokenType } from '../src/training/corruption.js';
 import { lossWeights } from '../src/training/loss.js';
 import { batchFeeds, Trainer } from '../src/training/trainer.js';
 import { recordPatches, type TrainingSample } from '../src/training/samples.js';
@@ -105,6 +105,50 @@ test('revision loss equals a direct computation of SPEC 3, including empty types
     }
   });
   assert.ok(Math.abs(graphLoss - direct) < 1e-4 * Math.abs(direct), `graph ${graphLoss} vs direct ${direct}`);
+});
+
+test("span corrections: only the spans are scored (Eq. 5), or with keepRest the draft's other tokens too, each type averaged alone", () => {
+  const wrong = [5, 6, 20, 21, 9, EOS_ID];
+  const right = [5, 6, 7, 8, 9, EOS_ID];
+  const spans = [{ start: 2, length: 2 }];
+  const only = spanCorrectionSample(wrong, right, spans);
+  assert.deepEqual(only.types, ['ignore', 'ignore', 'hallucination', 'hallucination', 'ignore', 'ignore']);
+  assert.deepEqual([...lossWeights(only, 'revision')], [0, 0, 0.5, 0.5, 0, 0]);
+  const keep = spanCorrectionSample(wrong, right, spans, true);
+  assert.deepEqual(keep.input, wrong);
+  assert.deepEqual(keep.target, right);
+  assert.deepEqual(keep.types, ['clean', 'clean', 'hallucination', 'hallucination', 'clean', 'clean']);
+  assert.deepEqual([...lossWeights(keep, 'revision')], [0.25, 0.25, 0.5, 0.5, 0.25, 0.25]);
+});
+
+test('block correction samples: blocks before k shown as drafted, flagged tokens always shown and scored, later positions masked and not scored', () => {
+  const B = 4;
+  // A 10-token draft in a 16-token response: blocks 0 and 1 are wholly text; block 2 holds its end.
+  const wrong = [5, 6, 20, 21, 9, 10, 11, 12, 13, 30, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID];
+  const right = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID];
+  const spans = [{ start: 2, length: 2 }, { start: 9, length: 1 }];
+  const rng = new Rng(7);
+  const blocks = new Set<number>();
+  let masked = 0;
+  for (let n = 0; n < 300; n++) {
+    const s = blockCorrectionSample(wrong, right, spans, rng, B)!;
+    assert.deepEqual(s.target, right);
+    const k = Math.max(...s.types.map((t, i) => (t === 'ignore' ? -1 : Math.floor(i / B))));
+    blocks.add(k);
+    s.types.forEach((t, i) => {
+      const block = Math.floor(i / B);
+      if (block > k) assert.ok(t === 'ignore' && s.input[i] === MASK_ID);
+      else if (i === 2 || i === 3 || i === 9) assert.ok(t === 'hallucination' && s.input[i] === wrong[i]);
+      else if (block < k) assert.ok(t === 'clean' && s.input[i] === wrong[i]);
+      else if (t === 'mask') { assert.equal(s.input[i], MASK_ID); masked++; }
+      else assert.ok(t === 'clean' && s.input[i] === wrong[i]);
+    });
+    assert.equal(s.p, 1);
+  }
+  assert.deepEqual([...blocks].sort(), [0, 1]);
+  assert.ok(masked > 0);
+  // A draft that ends inside its first block has no block of text.
+  assert.equal(blockCorrectionSample([5, EOS_ID, EOS_ID, EOS_ID], [6, EOS_ID, EOS_ID, EOS_ID], [{ start: 0, length: 1 }], rng, B), null);
 });
 
 test('mask-prediction loss weights: 1/p on masked positions over the response length', () => {

@@ -251,6 +251,11 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   await evalStep('baseline');
   await trainRun('stage1', 'revision', p.finetune, STAGE1_MIX);
   await evalStep('stage1');
+  // The Table 5 variants are Stage I runs too: they come before everything that depends on the expert.
+  for (const [name, mix] of Object.entries(ABLATIONS)) {
+    await trainRun(name, 'revision', p.finetune, mix);
+    await evalStep(name);
+  }
 
   const selfCorrect = async (name: string, init: string, rounds: number): Promise<void> => {
     const dir = path.join(out, name);
@@ -273,10 +278,6 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   await evalStep('stage2-only');
   await selfCorrect('stage2', 'stage1', 2);
   await evalStep('rediff-round2');
-  for (const [name, mix] of Object.entries(ABLATIONS)) {
-    await trainRun(name, 'revision', p.finetune, mix);
-    await evalStep(name);
-  }
   await saveStudy(true);
   const seconds = Object.entries(timings).reduce((sum, [k, v]) => (k === 'base' ? sum : sum + v), 0);
   log(`[reproduce] finished in ${seconds.toFixed(0)} s of work (the base's training not counted); results in ${out}`);

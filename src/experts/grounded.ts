@@ -26,6 +26,11 @@
  *    the the top" -> "in the top center"). Taken when the caption gets more readable without
  *    a new false claim or fewer claims. A chaos fix is kept only if its sentence parses
  *    completely in the end; otherwise the chaos is left alone (nothing is invented).
+ *  - when no word-level fix is accepted (drafts at 4 or 8 tokens per step, "in in bottom bottom
+ *    and and"; an object described twice): the sentence, alone or with the next one, rewritten
+ *    to one or two sentences the captioner writes about this scene with the same token count,
+ *    those keeping most tokens in place first. Taken when it removes the problem and loses no
+ *    true claim or covered fact.
  *  - the parser is lenient (it reads "there we can see", "an red"), so every edited word pair
  *    must also be one the captioner writes (class bigrams, e.g. "COLOR SHAPE", "there is"),
  *    with "a"/"an" agreeing.
@@ -138,8 +143,9 @@ export class GroundedExpert implements Expert {
   constructor(options: GroundedOptions = {}) {
     this.tokenizer = options.tokenizer ?? defaultTokenizer();
     this.options = { ...(options.minSegmentTokens !== undefined ? { minSegmentTokens: options.minSegmentTokens } : {}), ...(options.maxSteps !== undefined ? { maxSteps: options.maxSteps } : {}) };
-    // Settings that change answers are part of the name (a cache written with others is refused).
-    const tags: string[] = [];
+    // Settings that change answers are part of the name (a cache written with others is refused);
+    // so is the algorithm's version (v2: sentence rewrites), so that old answers are never mixed in.
+    const tags: string[] = ['v2'];
     if ((options.minSegmentTokens ?? 2) !== 2) tags.push(`seg${options.minSegmentTokens}`);
     if ((options.maxSteps ?? 24) !== 24) tags.push(`steps${options.maxSteps}`);
     this.name = ['grounded', ...tags].join(':');
@@ -627,10 +633,80 @@ function localChaos(tokens: readonly string[], a: number, b: number): number {
   return p.unreadable.reduce((s, [x, y]) => s + y - x, 0) + p.sentences.filter((s) => !s.complete).length;
 }
 
+/**
+ * Sentences the captioner writes about the scene (from many of its captions), by token count:
+ * what a chaotic sentence may be rewritten to when no one-word fix reads. At 4 or 8 tokens per
+ * step a draft's sentences are often beyond local repair ("in in bottom bottom and and").
+ * Openings ("There are five objects.") only ever replace a caption's first sentence.
+ */
+interface SentencePool {
+  opening: Map<number, string[][]>;
+  body: Map<number, string[][]>;
+}
+function sentencePool(scene: Scene): SentencePool {
+  const rng = new Rng(scene.seed ^ 0x5e7c);
+  const seen = new Set<string>();
+  const pool: SentencePool = { opening: new Map(), body: new Map() };
+  for (let k = 0; k < POOL_CAPTIONS; k++) {
+    const tokens = writeCaption(scene, rng.fork()).tokens;
+    for (let a = 0, i = 0; i < tokens.length; i++) {
+      if (tokens[i] !== '.') continue;
+      const sentence = tokens.slice(a, i + 1);
+      const into = a === 0 ? pool.opening : pool.body;
+      a = i + 1;
+      const key = `${into === pool.opening}:${sentence.join(' ')}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const list = into.get(sentence.length) ?? [];
+      list.push(sentence);
+      into.set(sentence.length, list);
+    }
+  }
+  return pool;
+}
+const POOL_CAPTIONS = 64;
+
+/**
+ * The chaotic sentence [ss, se) (alone, or with the next sentence) rewritten to one or two pool
+ * sentences of the same total length, those keeping most of its tokens in place first.
+ */
+function* sentenceRewrites(pool: SentencePool, tokens: readonly string[], parse: ParseResult, at: number): Generator<string[]> {
+  const k = parse.sentences.findIndex((x) => x.span[0] <= at && at < x.span[1]);
+  if (k < 0) return;
+  const spans: Span[] = [parse.sentences[k]!.span];
+  const next = parse.sentences[k + 1];
+  if (next) spans.push([parse.sentences[k]!.span[0], next.span[1]]);
+  const first = k === 0 ? pool.opening : pool.body;
+  const kept = (rep: readonly string[], start: number): number => rep.reduce((n, w, j) => n + (tokens[start + j] === w ? 1 : 0), 0);
+  for (const [ss, se] of spans) {
+    const n = se - ss;
+    const reps: string[][] = [...(first.get(n) ?? [])];
+    for (const [len, heads] of first) for (const head of heads) for (const tail of pool.body.get(n - len) ?? []) if (head !== tail) reps.push([...head, ...tail]);
+    reps.sort((x, y) => kept(y, ss) - kept(x, ss));
+    for (const rep of reps.slice(0, MAX_REWRITES)) yield [...tokens.slice(0, ss), ...rep, ...tokens.slice(se)];
+  }
+}
+const MAX_REWRITES = 150;
+
+/** A rewrite loses nothing: no true claim, no covered fact, no new repeat. */
+const losesNothing = (cur: Quality, next: Quality): boolean => next.trueClaims >= cur.trueClaims && next.covered >= cur.covered && next.repeats <= cur.repeats;
+/** A rewrite for a false claim: removes one, loses nothing, reads no worse. */
+const rewriteFixesFact = (cur: Quality, next: Quality): boolean =>
+  losesNothing(cur, next) && next.falseClaims < cur.falseClaims && next.unreadable + next.broken <= cur.unreadable + cur.broken;
+/** A rewrite for chaos: reads better, loses nothing, adds no false claim. */
+const rewriteFixesChaos = (cur: Quality, next: Quality): boolean =>
+  losesNothing(cur, next) && next.falseClaims <= cur.falseClaims && next.unreadable + next.broken < cur.unreadable + cur.broken;
+
 /** Greedy repair: fixes issues one at a time until nothing more helps. */
 function search(judge: Judge, orig: readonly string[], maxSteps: number): string[] {
   let cur = judge.measure(orig);
   const failed = new Set<string>();
+  let pool: SentencePool | undefined;
+  const rewrite = (at: number, accepts: (c: Quality, n: Quality) => boolean): Quality | null => {
+    pool ??= sentencePool(judge.scene);
+    const [t, p] = [cur.tokens, cur.parse];
+    return bestOf(judge, cur, [() => sentenceRewrites(pool!, t, p, at)], accepts);
+  };
   for (let step = 0; step < maxSteps && !isClean(cur); ) {
     let progressed = false;
     for (const issue of issuesOf(cur)) {
@@ -639,6 +715,8 @@ function search(judge: Judge, orig: readonly string[], maxSteps: number): string
       let next: Quality | null;
       if (issue.kind === 'fact') {
         next = bestOf(judge, cur, factStages(judge.scene, cur, issue.error), acceptsFact);
+        // No word-level fix (an object described twice, a relation between wrong objects).
+        next ??= rewrite(blameWindow(issue.error)[0], rewriteFixesFact);
       } else {
         const positions = chaosPositions(cur, issue.span);
         const [ra, rb] = chaosRegion(cur.parse, issue.span);
@@ -651,6 +729,7 @@ function search(judge: Judge, orig: readonly string[], maxSteps: number): string
           acceptsChaos,
           (cand) => localChaos(cand, ra, rb) < before,
         );
+        next ??= rewrite(issue.span[0], rewriteFixesChaos);
       }
       if (next) {
         cur = next;

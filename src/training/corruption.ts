@@ -130,15 +130,65 @@ function pushShown(tok: number, rng: Rng, q: number, vocab: Pick<NoiseOptions, '
 
 /**
  * A span-correction sample (a hallucination pair, or an expert's correction of a draft):
- * fed unmasked; only the differing span positions are in the loss.
+ * fed unmasked; the differing span positions are in the loss, and with `keepRest` every other
+ * position too, as a clean token to keep.
  */
 export function spanCorrectionSample(
   wrong: readonly number[],
   correct: readonly number[],
   spans: readonly { start: number; length: number }[],
+  keepRest = false,
 ): CorruptedResponse {
   if (wrong.length !== correct.length) throw new Error('span correction: wrong and correct differ in length');
-  const types: TokenType[] = wrong.map(() => 'ignore');
+  const types: TokenType[] = wrong.map(() => (keepRest ? 'clean' : 'ignore'));
   for (const s of spans) for (let i = s.start; i < s.start + s.length; i++) if (i < types.length) types[i] = 'hallucination';
   return { input: [...wrong], target: [...correct], types, p: 1, t: Number.NaN };
 }
+
+/**
+ * A draft's correction in the context the refining sampler revises it in (Stage II with block
+ * masks): the blocks before a block k shown as drafted, block k shown with its other tokens
+ * masked at a random rate, every later position masked and not scored. Flagged tokens are always
+ * shown (they are what is to be corrected) and scored; shown tokens are scored as ones to keep,
+ * masked ones of block k as masks. Each type is averaged on its own, without the 1/p weight
+ * (p = 1), like the unmasked correction sample. Block k is drawn, as in blockMaskResponse, from
+ * the blocks wholly before the draft's first EOS (drafts learned to end early otherwise: their
+ * captions came out an eighth shorter); null when there is none.
+ */
+export function blockCorrectionSample(
+  wrong: readonly number[],
+  correct: readonly number[],
+  spans: readonly { start: number; length: number }[],
+  rng: Rng,
+  blockLength: number,
+): CorruptedResponse | null {
+  if (wrong.length !== correct.length) throw new Error('span correction: wrong and correct differ in length');
+  const flagged = new Set<number>();
+  for (const s of spans) for (let i = s.start; i < s.start + s.length; i++) flagged.add(i);
+  const firstEos = wrong.indexOf(EOS_ID);
+  const textBlocks = Math.floor((firstEos < 0 ? wrong.length : firstEos) / blockLength);
+  if (textBlocks === 0) return null;
+  const k = rng.int(textBlocks);
+  const t = rng.next();
+  const p = (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB;
+  const input: number[] = [];
+  const types: TokenType[] = [];
+  wrong.forEach((tok, i) => {
+    const block = Math.floor(i / blockLength);
+    if (block > k) {
+      input.push(MASK_ID);
+      types.push('ignore');
+    } else if (flagged.has(i)) {
+      input.push(tok);
+      types.push('hallucination');
+    } else if (block === k && rng.next() < p) {
+      input.push(MASK_ID);
+      types.push('mask');
+    } else {
+      input.push(tok);
+      types.push('clean');
+    }
+  });
+  return { input, target: [...correct], types, p: 1, t };
+}
+

@@ -8,7 +8,7 @@ import { patchCellTargets } from '../benchmark/cells.js';
 import { type ModelConfig, numPatches } from '../model/config.js';
 import { UserError } from '../util/errors.js';
 import type { Rng } from '../util/rng.js';
-import { type CorruptedResponse, type NoiseOptions, blockMaskResponse, corruptResponse, padResponse, spanCorrectionSample } from './corruption.js';
+import { type CorruptedResponse, type NoiseOptions, blockCorrectionSample, blockMaskResponse, corruptResponse, padResponse, spanCorrectionSample } from './corruption.js';
 import { type Objective, lossWeights } from './loss.js';
 import { MASK_ID } from '../tokenizer/word.js';
 
@@ -17,6 +17,11 @@ export interface SpanPair {
   wrong: number[];
   correct: number[];
   spans: { start: number; length: number }[];
+  /**
+   * Score the tokens outside the spans too, as clean tokens the model must keep (Stage II's keep
+   * term, see self-correction.ts); without it only the spans are in the loss (SPEC 4, Eq. 5).
+   */
+  keepRest?: boolean;
 }
 
 export interface TrainingRecord {
@@ -95,11 +100,12 @@ export function makeSample(
   let corrupted: CorruptedResponse;
   if (record.corrections.length > 0 && mix.correctionShare > 0 && (record.captions.length === 0 || rng.next() < mix.correctionShare)) {
     const pair = rng.choice(record.corrections);
-    corrupted = spanCorrectionSample(
-      padResponse(pair.wrong, c.responseLength, 'correction draft'),
-      padResponse(pair.correct, c.responseLength, 'correction target'),
-      pair.spans,
-    );
+    const wrong = padResponse(pair.wrong, c.responseLength, 'correction draft');
+    const correct = padResponse(pair.correct, c.responseLength, 'correction target');
+    // A Stage II draft also in the block context the refining sampler revises it in.
+    const bm = mix.blockMask;
+    const block = pair.keepRest === true && bm && bm.share > 0 && rng.next() < bm.share ? blockCorrectionSample(wrong, correct, pair.spans, rng, bm.blockLength) : null;
+    corrupted = block ?? spanCorrectionSample(wrong, correct, pair.spans, pair.keepRest === true);
   } else {
     const clean = padResponse(rng.choice(record.captions), c.responseLength);
     const bm = mix.blockMask;

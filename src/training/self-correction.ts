@@ -41,6 +41,13 @@ export interface SelfCorrectionSettings {
   draftSampler: string;
   /** Share of Stage I samples mixed into each Stage II batch (the rest are draft corrections). */
   stage1Share: number;
+  /**
+   * Also score a corrected draft's other tokens, as clean tokens to keep (default true). The
+   * paper's Eq. 5 scores only the flagged spans (false): then every scored position of a draft
+   * sample asks for a change, and a small model learns to rewrite correct tokens too, which the
+   * refining sampler then does at every step (docs/diagnosis.md, point 32).
+   */
+  keepTerm?: boolean;
   /** Training of each round; `mix` applies to the Stage I samples. */
   train: TrainSettings;
   /** Send each image to the expert (LLM experts need it; the grounded one reads the scene graph). */
@@ -305,7 +312,7 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
       const pair = draftCorrection(d, reviewed.answers.get(d.id), tokenizer, model.config.responseLength);
       if (!pair) continue;
       const img = job.images[d.record]!;
-      draftRecords.push({ rgb: img.rgb, prompt: tokenizer.encode(img.question), captions: [], corrections: [pair] });
+      draftRecords.push({ rgb: img.rgb, prompt: tokenizer.encode(img.question), captions: [], corrections: [{ ...pair, keepRest: s.keepTerm !== false }] });
       pairsOut.push({ id: d.id, draft: d.text, corrected: tokenizer.decode(pair.correct), spans: pair.spans, image: img.id });
     }
     await writeFileAtomic(path.join(dir, 'pairs.jsonl'), pairsOut.map((p) => JSON.stringify(p) + '\n').join(''));
@@ -339,7 +346,7 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
         settings: { ...s.train, stage: `self-correct round ${round}` },
         resume: fs.existsSync(path.join(ckpt, 'checkpoint.json')),
         progress,
-        meta: { prompt: BENCHMARK_PROMPT, init: current, round, stage1Share: s.stage1Share },
+        meta: { prompt: BENCHMARK_PROMPT, init: current, round, stage1Share: s.stage1Share, keepTerm: s.keepTerm !== false },
       });
     }
     reports.push(report);

@@ -51,6 +51,7 @@ interface TrainFlags {
   draftImages: number;
   draftTokensPerStep: number[];
   stage1Share: number;
+  spanOnly: boolean;
   expert: 'grounded' | 'llm';
   expertUrl?: string;
   expertModel?: string;
@@ -138,6 +139,7 @@ export function registerTrain(program: Command): void {
     .option('--draft-images <n>', 'self-correct: training images drafted per round', intOption('--draft-images'), 1000)
     .option('--draft-tokens-per-step <list>', 'self-correct: step budgets of the drafts, as tokens per step', intListOption('--draft-tokens-per-step'), [1, 4, 8])
     .option('--stage1-share <x>', 'self-correct: share of Stage I samples mixed into each batch', floatOption('--stage1-share', 0, 1), 0.2)
+    .option('--span-only', "self-correct: score only a draft's corrected spans (the paper's Eq. 5), not also its other tokens as ones to keep", false)
     .addOption(new Option('--expert <kind>', 'self-correct: who corrects the drafts').choices(['grounded', 'llm']).default('grounded'))
     .option('--expert-url <url>', 'llm expert: OpenAI-compatible base URL (key from REDIFF_EXPERT_API_KEY or OPENAI_API_KEY)')
     .option('--expert-model <name>', 'llm expert: model name', 'o4-mini')
@@ -210,7 +212,8 @@ async function selfCorrect(f: TrainFlags): Promise<void> {
   const { images, stage1Records } = await selfCorrectionData(f, init.tokenizer, init.config.imageSize);
   if (images.length === 0) throw new UserError('no images to draft on');
   const expert = makeExpert(f);
-  if (f.stage1Share > 0) process.stderr.write(`note: the Stage II loss averages the corrected spans' mean cross-entropy with a share (--stage1-share) of Stage I samples, whose loss is the revision loss below\n${REVISION_LOSS_NOTE}\n`);
+  const draftLoss = f.spanOnly ? "the corrected spans' mean cross-entropy" : "the corrected spans' mean cross-entropy plus the mean over the draft's other tokens (kept)";
+  if (f.stage1Share > 0) process.stderr.write(`note: the Stage II loss averages ${draftLoss} with a share (--stage1-share) of Stage I samples, whose loss is the revision loss below\n${REVISION_LOSS_NOTE}\n`);
   const reports = await runSelfCorrection({
     outDir: f.out,
     init: f.init,
@@ -224,6 +227,7 @@ async function selfCorrect(f: TrainFlags): Promise<void> {
       draftTokensPerStep: f.draftTokensPerStep,
       draftSampler: 'rediff',
       stage1Share: f.stage1Share,
+      keepTerm: !f.spanOnly,
       sendImages: f.expert === 'llm',
       maxExpertFailures: f.maxExpertFailures,
       train: {
