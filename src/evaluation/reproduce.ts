@@ -80,7 +80,9 @@ export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
     draftTokensPerStep: [1, 4, 8],
     stage1Share: 0.2,
     tokensPerStep: [1, 2, 4, 8],
-    threshold: 0.9,
+    // The highest threshold (in steps of 0.05) at which ReDiff's threshold-rediff decoding
+    // reached 4 tokens per step on the validation split (docs/diagnosis.md, point 32).
+    threshold: 0.55,
   },
 };
 

@@ -30,7 +30,7 @@ export function registerReproduce(program: Command): void {
     .addOption(new Option('--preset <name>', 'quick: minutes, tiny model; full: the committed study, small model').choices(['quick', 'full']).default('full'))
     .addOption(new Option('--base <dir>', 'the base checkpoint every system starts from (default: the shipped models/base; with --preset quick, a tiny base trained first)').conflicts('fromScratch'))
     .option('--from-scratch', "train the base first with the preset's base pipeline (rediff pretrain), into OUT/base")
-    .option('--threshold <x>', 'confidence threshold of the threshold samplers (default: the preset\'s, 0.9); on a finished study only the new settings are evaluated', floatOption('--threshold', 0, 1, { exclusiveMin: true }))
+    .option('--threshold <x>', 'confidence threshold of the threshold samplers (default: the preset\'s: 0.55 full, 0.9 quick); on a finished study only the new settings are evaluated', floatOption('--threshold', 0, 1, { exclusiveMin: true }))
     .option('--out <dir>', 'study directory (checkpoints, drafts, expert answers, results)', 'runs/study')
     .option('--report <dir>', 'where the Markdown report, raw JSON and SVG plots go (default: OUT/report; the committed study is in reports/)')
     .option('--no-progress', 'no progress bars')
