@@ -85,6 +85,13 @@ test('a truncated checkpoint fails with a message naming the file', async () => 
   assertCleanFailure(await rediff('generate', '--checkpoint', broken, '--image', image()), new RegExp(weights.replace('.', '\\.')));
 });
 
+test('reproduce --notes: a file that cannot be read fails at once, naming it, before any work', async () => {
+  const out = path.join(tmp, 'study-notes');
+  const notes = path.join(tmp, 'no-such-notes.md');
+  assertCleanFailure(await rediff('reproduce', '--preset', 'quick', '--out', out, '--notes', notes, '--no-progress'), new RegExp(`--notes: cannot read .*no-such-notes\\.md`));
+  assert.equal(fs.existsSync(out), false, 'nothing was started');
+});
+
 test('info describes a checkpoint', async () => {
   const r = await rediff('info', ckpt);
   assert.equal(r.code, 0, r.stderr);
