@@ -39,11 +39,11 @@ test('the study evaluates LLaDA and refining samplers at every rate, then both t
   assert.deepEqual(settings.map((s) => s.label), [
     'llada 1 tok/step', 'llada 2 tok/step', 'llada 4 tok/step', 'llada 8 tok/step',
     'rediff 1 tok/step', 'rediff 2 tok/step', 'rediff 4 tok/step', 'rediff 8 tok/step',
-    'threshold @0.9', 'threshold-rediff @0.9',
+    'threshold @0.55', 'threshold-rediff @0.55',
   ]);
   const t = settings.find((s) => s.sampler === 'threshold-rediff')!;
   assert.equal(t.tokensPerStep, null);
-  assert.deepEqual(t.options.commit, { kind: 'threshold', threshold: 0.9 });
+  assert.deepEqual(t.options.commit, { kind: 'threshold', threshold: 0.55 });
   assert.ok(t.options.refine !== null, 'threshold-rediff refines');
   assert.equal(settings.find((s) => s.label === 'llada 8 tok/step')!.options.steps, 12);
 });
