@@ -210,7 +210,9 @@ interface Quality {
 }
 
 const badness = (q: Quality): number => 4 * q.falseClaims + 2 * q.unreadable + 2 * q.broken + q.repeats;
-const chaos = (q: Quality): number => q.unreadable + q.broken + q.repeats;
+/** Unreadable tokens plus sentences that do not parse completely. */
+const illegible = (q: Quality): number => q.unreadable + q.broken;
+const chaos = (q: Quality): number => illegible(q) + q.repeats;
 const isClean = (q: Quality): boolean => q.tokens.length > 0 && q.falseClaims === 0 && chaos(q) === 0;
 
 /** Scores token sequences against one scene, memoised. */
@@ -263,7 +265,7 @@ function acceptsChaos(cur: Quality, next: Quality): boolean {
   return (
     next.falseClaims <= cur.falseClaims &&
     next.repeats <= cur.repeats &&
-    next.unreadable + next.broken < cur.unreadable + cur.broken &&
+    illegible(next) < illegible(cur) &&
     next.claims >= cur.claims
   );
 }
@@ -692,10 +694,10 @@ const MAX_REWRITES = 150;
 const losesNothing = (cur: Quality, next: Quality): boolean => next.trueClaims >= cur.trueClaims && next.covered >= cur.covered && next.repeats <= cur.repeats;
 /** A rewrite for a false claim: removes one, loses nothing, reads no worse. */
 const rewriteFixesFact = (cur: Quality, next: Quality): boolean =>
-  losesNothing(cur, next) && next.falseClaims < cur.falseClaims && next.unreadable + next.broken <= cur.unreadable + cur.broken;
+  losesNothing(cur, next) && next.falseClaims < cur.falseClaims && illegible(next) <= illegible(cur);
 /** A rewrite for chaos: reads better, loses nothing, adds no false claim. */
 const rewriteFixesChaos = (cur: Quality, next: Quality): boolean =>
-  losesNothing(cur, next) && next.falseClaims <= cur.falseClaims && next.unreadable + next.broken < cur.unreadable + cur.broken;
+  losesNothing(cur, next) && next.falseClaims <= cur.falseClaims && illegible(next) < illegible(cur);
 
 /** Greedy repair: fixes issues one at a time until nothing more helps. */
 function search(judge: Judge, orig: readonly string[], maxSteps: number): string[] {

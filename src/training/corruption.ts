@@ -64,15 +64,10 @@ export function blockMaskResponse(
   blockLength: number,
   opts: { noise?: NoiseOptions; fixedT?: number } = {},
 ): CorruptedResponse | null {
-  if (!(Number.isInteger(blockLength) && blockLength > 0 && clean.length % blockLength === 0)) {
-    throw new UserError(`block length ${blockLength} must divide the response length ${clean.length}`);
-  }
-  const firstEos = clean.indexOf(EOS_ID);
-  const textBlocks = Math.floor((firstEos < 0 ? clean.length : firstEos) / blockLength);
-  if (textBlocks === 0) return null;
-  const k = rng.int(textBlocks);
+  const k = drawTextBlock(clean, rng, blockLength);
+  if (k === null) return null;
   const t = opts.fixedT ?? rng.next();
-  const p = (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB;
+  const p = maskProbability(t);
   const q = opts.noise ? syntaxNoiseRate(opts.noise, t) : 0;
   const input: number[] = [];
   const types: TokenType[] = [];
@@ -87,6 +82,29 @@ export function blockMaskResponse(
   return { input, target: [...clean], types, p, t, scored: blockLength };
 }
 
+/** The masking probability at noise level t: p = (1 - eps) t + eps, never 0. */
+const maskProbability = (t: number): number => (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB;
+
+/**
+ * Block k of the sampler's context, drawn uniformly from the blocks of text (those wholly before
+ * the first EOS); null when there is none.
+ */
+function drawTextBlock(response: readonly number[], rng: Rng, blockLength: number): number | null {
+  if (!(Number.isInteger(blockLength) && blockLength > 0 && response.length % blockLength === 0)) {
+    throw new UserError(`block length ${blockLength} must divide the response length ${response.length}`);
+  }
+  const firstEos = response.indexOf(EOS_ID);
+  const textBlocks = Math.floor((firstEos < 0 ? response.length : firstEos) / blockLength);
+  return textBlocks === 0 ? null : rng.int(textBlocks);
+}
+
+/** The positions a correction's spans cover. */
+function spanPositions(spans: readonly { start: number; length: number }[]): Set<number> {
+  const out = new Set<number>();
+  for (const s of spans) for (let i = s.start; i < s.start + s.length; i++) out.add(i);
+  return out;
+}
+
 /** Draws a uniformly random ordinary token other than `avoid`, so noise is always a real error. */
 export function randomOrdinaryToken(rng: Rng, opts: Pick<NoiseOptions, 'firstOrdinaryId' | 'vocabSize'>, avoid: number): number {
   const n = opts.vocabSize - opts.firstOrdinaryId;
@@ -99,7 +117,7 @@ export function randomOrdinaryToken(rng: Rng, opts: Pick<NoiseOptions, 'firstOrd
 /** Masks (and optionally noises) a clean response; `t` may be fixed for tests. */
 export function corruptResponse(clean: readonly number[], rng: Rng, opts: NoiseOptions, fixedT?: number): CorruptedResponse {
   const t = fixedT ?? rng.next();
-  const p = (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB;
+  const p = maskProbability(t);
   const q = syntaxNoiseRate(opts, t);
   const input: number[] = [];
   const types: TokenType[] = [];
@@ -140,8 +158,8 @@ export function spanCorrectionSample(
   keepRest = false,
 ): CorruptedResponse {
   if (wrong.length !== correct.length) throw new Error('span correction: wrong and correct differ in length');
-  const types: TokenType[] = wrong.map(() => (keepRest ? 'clean' : 'ignore'));
-  for (const s of spans) for (let i = s.start; i < s.start + s.length; i++) if (i < types.length) types[i] = 'hallucination';
+  const flagged = spanPositions(spans);
+  const types: TokenType[] = wrong.map((_, i) => (flagged.has(i) ? 'hallucination' : keepRest ? 'clean' : 'ignore'));
   return { input: [...wrong], target: [...correct], types, p: 1, t: Number.NaN };
 }
 
@@ -163,14 +181,11 @@ export function blockCorrectionSample(
   blockLength: number,
 ): CorruptedResponse | null {
   if (wrong.length !== correct.length) throw new Error('span correction: wrong and correct differ in length');
-  const flagged = new Set<number>();
-  for (const s of spans) for (let i = s.start; i < s.start + s.length; i++) flagged.add(i);
-  const firstEos = wrong.indexOf(EOS_ID);
-  const textBlocks = Math.floor((firstEos < 0 ? wrong.length : firstEos) / blockLength);
-  if (textBlocks === 0) return null;
-  const k = rng.int(textBlocks);
+  const k = drawTextBlock(wrong, rng, blockLength);
+  if (k === null) return null;
+  const flagged = spanPositions(spans);
   const t = rng.next();
-  const p = (1 - MIN_MASK_PROB) * t + MIN_MASK_PROB;
+  const p = maskProbability(t);
   const input: number[] = [];
   const types: TokenType[] = [];
   wrong.forEach((tok, i) => {
@@ -191,4 +206,3 @@ export function blockCorrectionSample(
   });
   return { input, target: [...correct], types, p: 1, t };
 }
-

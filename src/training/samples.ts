@@ -103,9 +103,10 @@ export function makeSample(
     const wrong = padResponse(pair.wrong, c.responseLength, 'correction draft');
     const correct = padResponse(pair.correct, c.responseLength, 'correction target');
     // A Stage II draft also in the block context the refining sampler revises it in.
+    const keepRest = pair.keepRest === true;
     const bm = mix.blockMask;
-    const block = pair.keepRest === true && bm && bm.share > 0 && rng.next() < bm.share ? blockCorrectionSample(wrong, correct, pair.spans, rng, bm.blockLength) : null;
-    corrupted = block ?? spanCorrectionSample(wrong, correct, pair.spans, pair.keepRest === true);
+    const block = keepRest && bm && bm.share > 0 && rng.next() < bm.share ? blockCorrectionSample(wrong, correct, pair.spans, rng, bm.blockLength) : null;
+    corrupted = block ?? spanCorrectionSample(wrong, correct, pair.spans, keepRest);
   } else {
     const clean = padResponse(rng.choice(record.captions), c.responseLength);
     const bm = mix.blockMask;

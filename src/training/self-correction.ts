@@ -269,6 +269,7 @@ function countDraftErrors(drafts: readonly Draft[], images: readonly DraftImage[
 export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundReport[]> {
   const s = job.settings;
   const progress = job.progress !== false;
+  const keepTerm = s.keepTerm !== false;
   let current = job.init;
   const reports: RoundReport[] = [];
   for (let round = 1; round <= s.rounds; round++) {
@@ -312,7 +313,7 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
       const pair = draftCorrection(d, reviewed.answers.get(d.id), tokenizer, model.config.responseLength);
       if (!pair) continue;
       const img = job.images[d.record]!;
-      draftRecords.push({ rgb: img.rgb, prompt: tokenizer.encode(img.question), captions: [], corrections: [{ ...pair, keepRest: s.keepTerm !== false }] });
+      draftRecords.push({ rgb: img.rgb, prompt: tokenizer.encode(img.question), captions: [], corrections: [{ ...pair, keepRest: keepTerm }] });
       pairsOut.push({ id: d.id, draft: d.text, corrected: tokenizer.decode(pair.correct), spans: pair.spans, image: img.id });
     }
     await writeFileAtomic(path.join(dir, 'pairs.jsonl'), pairsOut.map((p) => JSON.stringify(p) + '\n').join(''));
@@ -346,7 +347,7 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
         settings: { ...s.train, stage: `self-correct round ${round}` },
         resume: fs.existsSync(path.join(ckpt, 'checkpoint.json')),
         progress,
-        meta: { prompt: BENCHMARK_PROMPT, init: current, round, stage1Share: s.stage1Share, keepTerm: s.keepTerm !== false },
+        meta: { prompt: BENCHMARK_PROMPT, init: current, round, stage1Share: s.stage1Share, keepTerm },
       });
     }
     reports.push(report);
