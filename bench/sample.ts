@@ -6,14 +6,16 @@
  * (every row at every step, blocks in lock-step, no cache), with compaction (finished rows
  * leave the batch), and with compaction plus the prefix or the dual K/V cache. Prints captions
  * per second, the speed-up over the first way, and the quality of each (the metrics of
- * `rediff eval`, with 95% intervals). Graph compilation (once per batch size and window) is
+ * `rediff eval`, with 95% intervals), and for each cache its CAPTURE minus decoding without it,
+ * paired by scene, with a 95% interval. Graph compilation (once per batch size and window) is
  * left out of the times.
  *
  *   npm run bench:sample -- [--scenes 64] [--checkpoint DIR] [--sampler llada|rediff] [--batch-size 32]
  */
 import { parseArgs } from 'node:util';
 import { generateBenchmarkSplit } from '../src/data/training-data.js';
-import { type EvalSetting, evaluate } from '../src/evaluation/evaluate.js';
+import { type CaptionScore, pairedDifference } from '../src/benchmark/metrics.js';
+import { type EvalRow, type EvalSetting, evaluate } from '../src/evaluation/evaluate.js';
 import { formatEstimate, renderPlain } from '../src/evaluation/table.js';
 import { loadModel } from '../src/model/io.js';
 import { stepsForTokensPerStep } from '../src/sampling/caption.js';
@@ -42,6 +44,8 @@ const QUALITY = [
   { metric: 'parses', title: 'parses' },
 ] as const;
 
+const scores = (row: EvalRow): CaptionScore[] => row.records.map((r) => ({ ...r.score, coveredFacts: [], unreadable: [] }));
+
 function positiveInt(flag: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new UserError(`${flag} takes a whole number >= 1, got "${value}"`);
@@ -66,11 +70,12 @@ async function main(): Promise<void> {
   try {
     const L = model.config.responseLength;
     const split = generateBenchmarkSplit('val', 0, scenes, model.config.imageSize);
-    const table: string[][] = [['setting', 'decoding', 'captions/s', 'speed-up', 'tok/step', ...QUALITY.map((q) => q.title)]];
+    const table: string[][] = [['setting', 'decoding', 'captions/s', 'speed-up', 'tok/step', ...QUALITY.map((q) => q.title), 'Δ CAPTURE, paired']];
     let compileSeconds = 0;
     const t0 = performance.now();
     for (const rate of RATES) {
       let before = 0;
+      let uncached: EvalRow | undefined;
       for (const d of DECODINGS) {
         const name = rate === 'threshold' ? thresholdSampler : values.sampler!;
         const steps = rate === 'threshold' ? L : stepsForTokensPerStep(L, rate);
@@ -83,6 +88,9 @@ async function main(): Promise<void> {
         compileSeconds += compile;
         const perSecond = scenes / Math.max(1e-9, row!.seconds - compile);
         if (d === DECODINGS[0]) before = perSecond;
+        if (d.cache === 'none') uncached = row;
+        // The cache's quality cost: its CAPTURE minus decoding without it, caption by caption.
+        const delta = d.cache === 'none' ? null : pairedDifference(scores(row!), scores(uncached!), 'capture');
         table.push([
           label,
           d.label,
@@ -93,6 +101,7 @@ async function main(): Promise<void> {
             const e = row!.summary[q.metric];
             return formatEstimate(e.mean, e.lo, e.hi, true);
           }),
+          delta ? `${formatEstimate(delta.mean, delta.lo, delta.hi, true)} [${(delta.lo * 100).toFixed(1)}, ${(delta.hi * 100).toFixed(1)}]` : '',
         ]);
         process.stderr.write(`  ${label}, ${d.label}: ${perSecond.toFixed(2)} captions/s\n`);
       }
@@ -102,6 +111,7 @@ async function main(): Promise<void> {
     console.log(renderPlain(table));
     console.log(
       `speed-up: against lock-step decoding without a cache at the same setting; quality in %, mean ±95% interval half-width; ` +
+        `Δ CAPTURE: the cached decoding's CAPTURE minus compaction's without a cache, paired by scene, with its 95% interval; ` +
         `graph compilation (${compileSeconds.toFixed(1)} s) left out of the times; ${total.toFixed(0)} s in all`,
     );
   } finally {
