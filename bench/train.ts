@@ -29,6 +29,8 @@ import { WordTokenizer } from '../src/tokenizer/word.js';
 import { Rng } from '../src/util/rng.js';
 
 const STEPS = Number(process.env.BENCH_STEPS ?? 30);
+/** Steps timed for the `small` preset (a step costs more than the reference's). */
+const SMALL_STEPS = Math.min(STEPS, 20);
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function timeSteps(fn: () => Promise<void>, steps = STEPS, warmup = 3): Promise<number> {
@@ -95,12 +97,12 @@ function torchReference(mode: 'reference' | 'small'): TorchTime[] | null {
   } catch {
     return null;
   }
-  const out = execFileSync(py, [new URL('./reference_torch.py', import.meta.url).pathname, String(mode === 'small' ? Math.min(STEPS, 20) : STEPS), mode], { encoding: 'utf8' });
+  const out = execFileSync(py, [new URL('./reference_torch.py', import.meta.url).pathname, String(mode === 'small' ? SMALL_STEPS : STEPS), mode], { encoding: 'utf8' });
   return out.trim().split('\n').map((l) => JSON.parse(l));
 }
 
 /** One training step of a preset (graph, gradients out, AdamW), batches made beforehand as PyTorch's. */
-async function presetTraining(c: ModelConfig, batch: number, steps = Math.min(STEPS, 20)): Promise<number> {
+async function presetTraining(c: ModelConfig, batch: number, steps = SMALL_STEPS): Promise<number> {
   const trainer = new Trainer(c, initParams(c, 1));
   const rng = new Rng(1);
   const record = { rgb: Uint8Array.from({ length: c.imageSize * c.imageSize * 3 }, () => rng.int(256)), prompt: [4, 5, 6], captions: [Array.from({ length: 60 }, () => 4 + rng.int(c.vocabSize - 4))], corrections: [] };
@@ -166,7 +168,7 @@ compare(ours, torch, 0.4);
 const small = presetConfig('small', 300);
 const smallMs = await presetTraining(small, 32);
 const smallTorch = torchReference('small');
-line(`small preset (vocab 300, ${numPatches(small)} image + ${small.promptLength} prompt + ${small.responseLength} response tokens, batch 32, AdamW), median of ${Math.min(STEPS, 20)} steps:`);
+line(`small preset (vocab 300, ${numPatches(small)} image + ${small.promptLength} prompt + ${small.responseLength} response tokens, batch 32, AdamW), median of ${SMALL_STEPS} steps:`);
 line(`  rediff (${threadsLabel}): ${smallMs.toFixed(1)} ms/step, ${Math.round((32 * small.responseLength) / (smallMs / 1000))} response tokens/s`);
 compare(smallMs, smallTorch);
 line('small preset, one core kept busy by another thread (median of 10 steps):');

@@ -320,13 +320,17 @@ function embeddingGradient(table: Value, ids: Value, g: Value): Value {
   const flatIds = gr.emitRaw('Reshape', [ids, gr.ints([n, 1])], null, 'int64', [n, 1]);
   const flatG = reshape(g, [n, d]);
   if (n * v <= ONE_HOT_LIMIT) {
-    const rows = gr.constant(Array.from({ length: v }, (_, i) => i), [1, v], 'int64');
-    const oneHot = cast(equal(flatIds, rows), table.dtype);
-    return reshape(gr.emitRaw('Gemm', [oneHot, flatG], null, table.dtype, [v, d], { transA: 1 }), table.shape);
+    return reshape(gr.emitRaw('Gemm', [oneHot(flatIds, v, table.dtype), flatG], null, table.dtype, [v, d], { transA: 1 }), table.shape);
   }
   const idx = gr.emitRaw('Expand', [flatIds, gr.ints([n, d])], null, 'int64', [n, d]);
   const summed = gr.emitRaw('ScatterElements', [zeros(gr, [v, d], table.dtype), idx, flatG], null, table.dtype, [v, d], { axis: 0, reduction: 'add' });
   return reshape(summed, table.shape);
+}
+
+/** ids int64 [N, 1] -> one-hot rows [N, classes] of dtype `f`. */
+function oneHot(ids: Value, classes: number, f: DType): Value {
+  const all = ids.graph.constant(Array.from({ length: classes }, (_, i) => i), [1, classes], 'int64');
+  return cast(equal(ids, all), f);
 }
 
 /** where(cond, a, b), cond bool broadcastable. */
@@ -468,10 +472,8 @@ export function weightedCrossEntropy(logits: Value, targets: Value, weights: Val
   const total = gr.emitRaw('ReduceSum', [gr.emitRaw('Mul', [picked, w2], null, f, [n, 1]), gr.ints([0, 1])], null, f, [], { keepdims: 0 });
   const out = gr.emitRaw('Neg', [total], null, f, [], {}, logits.requiresGrad);
   accumulateGradFns(out, [logits, targets, weights], (g) => {
-    const vocab = gr.constant(Array.from({ length: v }, (_, i) => i), [1, v], 'int64');
-    const onehot = cast(equal(tIdx, vocab), f);
     const probs = exp(logp);
-    return [mul(mul(sub(probs, onehot), w2), g), null, null];
+    return [mul(mul(sub(probs, oneHot(tIdx, v, f)), w2), g), null, null];
   });
   return out;
 }
