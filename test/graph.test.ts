@@ -124,3 +124,22 @@ test('the embedding gradient sums every repeated id exactly on 2 threads (one-ho
     await compiled.release();
   }
 });
+
+test('inference GELU (onnxruntime FastGelu) is the training form x * sigmoid(2u)', async () => {
+  const n = 2001;
+  const x = Float32Array.from({ length: n }, (_, i) => -8 + (16 * i) / (n - 1));
+  const g = new Graph('float32');
+  const plain = g.input('x', 'float32', [n]);
+  const withGrad = g.input('y', 'float32', [n], true);
+  g.output(op.gelu(plain), 'inference');
+  g.output(op.gelu(withGrad), 'training');
+  assert.ok(g.nodes.some((node) => node.op === 'FastGelu'), 'a GELU without gradient is one FastGelu node');
+  const compiled = await CompiledGraph.create(serializeGraph(g));
+  const out = await compiled.run({ x: f32([n], x), y: f32([n], x) });
+  await compiled.release();
+  const a = out.inference!.data as Float32Array;
+  const b = out.training!.data as Float32Array;
+  let worst = 0;
+  for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+  assert.ok(worst < 1e-5, `FastGelu and x * sigmoid(2u) differ by ${worst}`);
+});

@@ -24,8 +24,8 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
 for (const [keyBias, relativeBias] of [[0, 0], [2, 4]] as const) {
 test(`a cached pass over a block equals the full pass while nothing outside the block changed (prefix and dual windows; image key bias ${keyBias}${relativeBias ? ', relative position bias' : ''})`, async () => {
   const loaded = await loadModel(TINY_STAGE1_DIR);
-  // The image key bias enters through attn_bias, which the cached pass takes apart: check it there too,
-  // and the relative position bias, whose buckets the cached pass must rebuild for its key order.
+  // The image key bias enters through attn_bias: check it in the cached pass too, and the relative
+  // position bias, whose buckets the cached pass reads for its window's rows.
   const config = { ...loaded.config, imageKeyBias: keyBias, relativeBias };
   const rng = new Rng(7);
   const params = new Map(loaded.params);
@@ -54,6 +54,14 @@ test(`a cached pass over a block equals the full pass while nothing outside the 
         const diff = maxAbsDiff(blockOf(cached, i, 0, 32, 32), blockOf(full.logits, i, 32, 32, L));
         assert.ok(diff < 1e-4, `${name} window, row ${i}: max |logit difference| ${diff}`);
       }
+    }
+    // Rows at different windows in one pass (each row's fresh keys go to its own positions):
+    // with the cache of an unchanged state, any window reproduces the full pass there.
+    const froms = [32, 0];
+    const mixed = await model.logitsFromCache(rows.map((r, i) => ({ ...r, cache: full.caches[i]!, from: froms[i]! })), 32, 32);
+    for (let i = 0; i < rows.length; i++) {
+      const diff = maxAbsDiff(blockOf(mixed, i, 0, 32, 32), blockOf(full.logits, i, froms[i]!, 32, L));
+      assert.ok(diff < 1e-4, `row ${i} at window ${froms[i]}: max |logit difference| ${diff}`);
     }
     // The cache matters: another row's cache gives other logits.
     const swapped = await model.logitsFromCache(rows.map((r, i) => ({ ...r, cache: full.caches[1 - i]!, from: 32 })), 32, 32);

@@ -124,9 +124,10 @@ export class Graph {
     shape: readonly number[],
     attrs: Record<string, AttrValue> = {},
     requiresGrad = false,
+    domain?: string,
   ): Value {
     const name = outName ?? this.fresh(op.toLowerCase());
-    this.nodes.push({ op, inputs: inputs.map((v) => (v ? v.name : '')), outputs: [name], attrs });
+    this.nodes.push({ op, inputs: inputs.map((v) => (v ? v.name : '')), outputs: [name], attrs, ...(domain ? { domain } : {}) });
     return new Value(this, name, dtype, [...shape], requiresGrad && this.recording);
   }
 

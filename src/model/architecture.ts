@@ -27,21 +27,40 @@ export function declareParams(g: Graph, c: ModelConfig, requiresGrad: boolean | 
 }
 
 /**
- * Keys and values of positions a block does not recompute (a K/V cache), each [B, Tc, D]: the
- * block attends to them before its own positions' keys, with `bias` covering both.
+ * A block's keys and values per head, [B, H, N, dh] each. A K/V cache keeps them so, and a cached
+ * pass transposes nothing but its own window.
  */
 export interface CachedKeys {
   k: Value;
   v: Value;
 }
 
+/**
+ * A K/V cache over the whole sequence, [B, H, T, dh] each, and where the block's own positions sit
+ * in it: `at` [B, H, N, 3] holds the (row, head, sequence position) of each of the block's N
+ * positions (windowIndices). The block's fresh keys and values overwrite the cached ones there,
+ * so keys stay in sequence order.
+ */
+export interface KeyCache extends CachedKeys {
+  at: Value;
+}
+
+/**
+ * The relative position bias's bucket of each (query, key) pair of the whole sequence [T, T];
+ * with `queries` [B, N], a block's queries sit at those sequence positions (a cached window).
+ */
+export interface RelativePositions {
+  buckets: Value;
+  queries?: Value;
+}
+
 export interface BlockOptions {
-  /** Extra keys and values to attend to (the cache); `bias` is then [B,1,1,Tc+N]. */
-  cached?: CachedKeys;
-  /** Receives this block's own keys and values [B, N, D] (to build a cache). */
+  /** A K/V cache the block's own keys and values are written into; the block attends to all of it. */
+  cached?: KeyCache;
+  /** Receives this block's own keys and values (to build a cache). */
   keep?: (kv: CachedKeys) => void;
-  /** Relative-position bucket of each (query, key) pair, [N, Nk] or [B, N, Nk] (ModelConfig.relativeBias). */
-  relative?: Value;
+  /** Buckets of the relative position bias (ModelConfig.relativeBias). */
+  relative?: RelativePositions;
   /** Receives the attention probabilities [B, H, N, Nk] (for diagnosis). */
   attention?: (probs: Value) => void;
 }
@@ -53,17 +72,17 @@ export function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias
   const dh = d / h;
   const a = op.layerNorm(x, get(p, `${prefix}.ln1.g`), get(p, `${prefix}.ln1.b`));
   const qkv = op.linear(a, get(p, `${prefix}.attn.qkv.w`), get(p, `${prefix}.attn.qkv.b`));
-  let [q, k, v] = op.split(qkv, 2, [d, d, d]) as [Value, Value, Value];
-  o.keep?.({ k, v });
-  if (o.cached) {
-    k = op.concat([o.cached.k, k], 1);
-    v = op.concat([o.cached.v, v], 1);
-  }
-  const nk = k.shape[1]!;
+  const [q, k, v] = op.split(qkv, 2, [d, d, d]) as [Value, Value, Value];
   const qh = op.transpose(op.reshape(q, [b, n, h, dh]), [0, 2, 1, 3]);
-  const kh = op.transpose(op.reshape(k, [b, nk, h, dh]), [0, 2, 3, 1]);
-  const vh = op.transpose(op.reshape(v, [b, nk, h, dh]), [0, 2, 1, 3]);
-  let scores = op.mul(op.matmul(qh, kh), 1 / Math.sqrt(dh));
+  let kh = op.transpose(op.reshape(k, [b, n, h, dh]), [0, 2, 1, 3]);
+  let vh = op.transpose(op.reshape(v, [b, n, h, dh]), [0, 2, 1, 3]);
+  o.keep?.({ k: kh, v: vh });
+  if (o.cached) {
+    // Inference only: a row's positions are distinct, so plain ScatterND (no reduction) is exact.
+    kh = x.graph.emitRaw('ScatterND', [o.cached.k, o.cached.at, kh], null, kh.dtype, o.cached.k.shape);
+    vh = x.graph.emitRaw('ScatterND', [o.cached.v, o.cached.at, vh], null, vh.dtype, o.cached.v.shape);
+  }
+  let scores = op.mul(op.matmul(qh, op.transposeLast2(kh)), 1 / Math.sqrt(dh));
   if (bias) scores = op.add(scores, bias);
   if (o.relative) scores = op.add(scores, relativeBias(get(p, `${prefix}.attn.rel`), o.relative));
   const probs = op.softmax(scores);
@@ -76,14 +95,25 @@ export function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias
   return op.add(x1, op.linear(ff, get(p, `${prefix}.mlp.proj.w`), get(p, `${prefix}.mlp.proj.b`)));
 }
 
-/** A layer's learned bias [buckets, H] looked up for bucket ids [N, Nk] or [B, N, Nk]: [1 or B, H, N, Nk]. */
-function relativeBias(table: Value, buckets: Value): Value {
-  const perHead = op.gather(table, buckets);
-  if (buckets.shape.length === 2) {
-    const [n, nk] = buckets.shape as [number, number];
-    return op.reshape(op.transpose(perHead, [2, 0, 1]), [1, table.shape[1]!, n, nk]);
-  }
-  return op.transpose(perHead, [0, 3, 1, 2]);
+/** ScatterND indices [B, H, N, 3]: (row, head, position) for window positions [B, N] (KeyCache.at). */
+function windowIndices(positions: Value, heads: number): Value {
+  const [b, n] = positions.shape as [number, number];
+  const g = positions.graph;
+  const rowHead = g.constant(Array.from({ length: b * heads * n * 2 }, (_, i) => (i % 2 === 0 ? Math.floor(i / (2 * heads * n)) : Math.floor(i / (2 * n)) % heads)), [b, heads, n, 2], 'int64');
+  const at = op.expand(op.reshape(positions, [b, 1, n, 1]), [b, heads, n, 1]);
+  return op.concat([rowHead, at], 3);
+}
+
+/** A layer's learned bias [buckets, H] for every (query, key) pair: [1, H, T, T], or [B, H, N, T] for queries at given positions. */
+function relativeBias(table: Value, r: RelativePositions): Value {
+  const [t, tk] = r.buckets.shape as [number, number];
+  const h = table.shape[1]!;
+  const perHead = op.transpose(op.gather(table, r.buckets), [2, 0, 1]);
+  if (!r.queries) return op.reshape(perHead, [1, h, t, tk]);
+  // The queries' rows of every head's [T, T] bias (whole rows are copied, not single values).
+  const [b, n] = r.queries.shape as [number, number];
+  const rows = table.graph.emitRaw('Gather', [perHead, r.queries], null, table.dtype, [h, b, n, tk], { axis: 1 });
+  return op.transpose(rows, [1, 0, 2, 3]);
 }
 
 /** Bucket ids [T, T] of every (query, key) pair of the whole sequence. */
@@ -153,7 +183,7 @@ interface LayerTaps {
 function languageModel(c: ModelConfig, p: P, image: Value, tokens: Value, bias: Value, taps: LayerTaps = {}): Value {
   const tok = op.gather(get(p, 'lm.tok'), tokens);
   let x = op.add(op.concat([image, tok], 1), get(p, 'lm.pos'));
-  const relative = c.relativeBias ? sequenceBuckets(c, bias.graph) : undefined;
+  const relative = c.relativeBias ? { buckets: sequenceBuckets(c, bias.graph) } : undefined;
   const { keep, attention } = taps;
   for (let i = 0; i < c.lm.layers; i++) {
     x = block(x, p, `lm.block${i}`, c.lm, bias, { relative, keep: keep && ((kv) => keep(i, kv)), attention: attention && ((a) => attention(i, a)) });
@@ -253,7 +283,8 @@ export function buildProbeGraph(c: ModelConfig, batch: number): Graph {
 
 /**
  * Language graph: image_embeds, tokens, attn_bias -> logits [B, L, V]. With `withCache`, also
- * every layer's keys and values over the whole sequence, `cache_k<i>` and `cache_v<i>` [B, T, D]
+ * every layer's keys and values over the whole sequence, `cache_k<i>` and `cache_v<i>`
+ * [B, H, T, dh] (per head, as attention reads them)
  * (the K/V cache a block-decoding sampler refreshes at each block boundary); with
  * `withAttention`, every layer's attention probabilities `attention<i>` [B, H, T, T].
  */
@@ -278,16 +309,12 @@ export function buildLanguageGraph(c: ModelConfig, batch: number, o: { withCache
 /**
  * Cached language graph (Fast-dLLM's block cache): recomputes only a window of `windowLength`
  * response positions and takes every other position's keys and values from a cache.
- * Inputs: tokens and positions [B, W] (the window's token ids and sequence positions);
- * `cache_k<i>`, `cache_v<i>` [B, T-W, D] per layer: the keys and values of the positions outside
- * the window, from the full graph's `withCache` outputs (in any order: the positions are in the
- * keys already, through the position embeddings, and attention does not depend on key order);
- * attn_bias [B,1,1,T]: the cached keys' bias (padded prompt keys masked), then the window's;
- * with a relative position bias, rel_buckets [B, W, T]: the bucket of each (window query, key)
- * pair, keys in that same order.
- * One graph thus serves every window start. Output: logits of the window's first `outLength`
- * positions [B, outLength, V] (the current block; a prefix-cache window recomputes the later
- * blocks only as keys).
+ * Inputs: tokens and positions [B, W] (the window's token ids and sequence positions, which may
+ * differ by row); `cache_k<i>`, `cache_v<i>` per layer: the full graph's `withCache`
+ * outputs as they are (each layer writes the window's fresh keys and values over the cached ones
+ * at its positions); attn_bias [B,1,1,T] as for the full graph. One graph thus serves every window
+ * start. Output: logits of the window's first `outLength` positions [B, outLength, V] (the current
+ * block; a prefix-cache window recomputes the later blocks only as keys).
  */
 export function buildCachedLanguageGraph(c: ModelConfig, batch: number, windowLength: number, outLength: number): Graph {
   if (!(outLength >= 1 && outLength <= windowLength && windowLength <= c.responseLength)) {
@@ -299,11 +326,14 @@ export function buildCachedLanguageGraph(c: ModelConfig, batch: number, windowLe
   const tokens = g.input('tokens', 'int64', [batch, windowLength]);
   const positions = g.input('positions', 'int64', [batch, windowLength]);
   const bias = g.input('attn_bias', 'float32', [batch, 1, 1, t]);
+  const h = c.lm.heads;
+  const at = windowIndices(positions, h);
   const cache = Array.from({ length: c.lm.layers }, (_, i) => ({
-    k: g.input(`cache_k${i}`, 'float32', [batch, t - windowLength, d]),
-    v: g.input(`cache_v${i}`, 'float32', [batch, t - windowLength, d]),
+    k: g.input(`cache_k${i}`, 'float32', [batch, h, t, d / h]),
+    v: g.input(`cache_v${i}`, 'float32', [batch, h, t, d / h]),
+    at,
   }));
-  const relative = c.relativeBias ? g.input('rel_buckets', 'int64', [batch, windowLength, t]) : undefined;
+  const relative = c.relativeBias ? { buckets: sequenceBuckets(c, g), queries: positions } : undefined;
   const p = declareParams(g, c, false, languageParams);
   let x = op.add(op.gather(get(p, 'lm.tok'), tokens), op.gather(get(p, 'lm.pos'), positions));
   for (let i = 0; i < c.lm.layers; i++) x = block(x, p, `lm.block${i}`, c.lm, bias, { cached: cache[i]!, relative });

@@ -8,7 +8,7 @@ import { PAD_ID } from '../tokenizer/word.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph, imagePathParams, languageParams } from './architecture.js';
-import { type ModelConfig, numPatches, patchDim, relativeBucket, sequenceLength } from './config.js';
+import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import { type Params, paramSpecs } from './params.js';
 
 /** Additive attention bias for a key that must not be attended (padding). */
@@ -49,7 +49,7 @@ export function sequenceFeeds(c: ModelConfig, rows: readonly { prompt: readonly 
   };
 }
 
-/** One row's K/V cache: per layer, keys and values over the whole sequence, [T * D] each. */
+/** One row's K/V cache: per layer, keys and values [H, T, dh] over the whole sequence. */
 export interface KvCache {
   k: Float32Array[];
   v: Float32Array[];
@@ -64,62 +64,50 @@ export interface CachedRow {
 }
 
 /**
- * Inputs of a cached pass over rows: the keys and values of every position outside each row's
- * window, in sequence order with the window cut out, and the attention bias that goes with them
- * ([B,1,1,T]: the cached keys' bias, then the window's own keys', never masked).
+ * Inputs of a cached pass over rows: the window's tokens and positions, the sequence's attention
+ * bias, and every layer's cached keys and values [B, H, T, dh], stacked by row (or, when the rows are
+ * those of the pass that kept the cache, in order, that pass's outputs as they are).
  */
 export function cachedPassFeeds(c: ModelConfig, rows: readonly CachedRow[], windowLength: number): Record<string, HostTensor> {
   const b = rows.length;
   const t = sequenceLength(c);
   const d = c.lm.width;
-  const kept = t - windowLength;
+  const h = c.lm.heads;
   const start = numPatches(c) + c.promptLength;
   const tokens = new BigInt64Array(b * windowLength);
   const positions = new BigInt64Array(b * windowLength);
-  const sequenceBias = sequenceFeeds(c, rows).bias.data as Float32Array;
-  const bias = new Float32Array(b * t);
   rows.forEach((r, i) => {
     if (r.from < 0 || r.from + windowLength > c.responseLength) throw new Error(`window [${r.from}, ${r.from + windowLength}) outside the response`);
     for (let j = 0; j < windowLength; j++) {
       tokens[i * windowLength + j] = BigInt(r.response[r.from + j]!);
       positions[i * windowLength + j] = BigInt(start + r.from + j);
     }
-    const cut = start + r.from;
-    bias.set(sequenceBias.subarray(i * t, i * t + cut), i * t);
-    bias.set(sequenceBias.subarray(i * t + cut + windowLength, (i + 1) * t), i * t + cut);
   });
   const feeds: Record<string, HostTensor> = {
-    ...(c.relativeBias ? { rel_buckets: cachedRelativeBuckets(c, rows, windowLength) } : {}),
     tokens: { dtype: 'int64', shape: [b, windowLength], data: tokens },
     positions: { dtype: 'int64', shape: [b, windowLength], data: positions },
-    attn_bias: f32([b, 1, 1, t], bias),
+    attn_bias: sequenceFeeds(c, rows).bias,
   };
   for (let l = 0; l < c.lm.layers; l++) {
-    for (const [name, pick] of [['k', (r: CachedRow) => r.cache.k[l]!], ['v', (r: CachedRow) => r.cache.v[l]!]] as const) {
-      const data = new Float32Array(b * kept * d);
-      rows.forEach((r, i) => {
-        const cut = (start + r.from) * d;
-        const layer = pick(r);
-        data.set(layer.subarray(0, cut), i * kept * d);
-        data.set(layer.subarray(cut + windowLength * d), i * kept * d + cut);
-      });
-      feeds[`cache_${name}${l}`] = f32([b, kept, d], data);
-    }
+    feeds[`cache_k${l}`] = f32([b, h, t, d / h], stackRows(rows.map((r) => r.cache.k[l]!)));
+    feeds[`cache_v${l}`] = f32([b, h, t, d / h], stackRows(rows.map((r) => r.cache.v[l]!)));
   }
   return feeds;
 }
 
-/** Relative-bias buckets of a cached pass [B, W, T]: window queries against the cached keys, then the window's own. */
-function cachedRelativeBuckets(c: ModelConfig, rows: readonly CachedRow[], windowLength: number): HostTensor {
-  const t = sequenceLength(c);
-  const start = numPatches(c) + c.promptLength;
-  const data = new BigInt64Array(rows.length * windowLength * t);
-  rows.forEach((r, i) => {
-    const cut = start + r.from;
-    const keys = [...Array.from({ length: cut }, (_, k) => k), ...Array.from({ length: t - cut - windowLength }, (_, k) => cut + windowLength + k), ...Array.from({ length: windowLength }, (_, k) => cut + k)];
-    for (let q = 0; q < windowLength; q++) keys.forEach((k, j) => (data[(i * windowLength + q) * t + j] = BigInt(relativeBucket(c, cut + q, k))));
-  });
-  return { dtype: 'int64', shape: [rows.length, windowLength, t], data };
+/**
+ * Rows of equal length as one array: a copy, or, when they already fill one buffer in order, that
+ * buffer. A row that repeats the one before it is batch padding, whose results are dropped, so
+ * any data may stand in its slot.
+ */
+function stackRows(rows: readonly Float32Array[]): Float32Array {
+  const n = rows[0]!.length;
+  const first = rows[0]!;
+  const inPlace = first.buffer.byteLength === rows.length * n * 4 && rows.every((r, i) => (r.buffer === first.buffer && r.byteOffset === i * n * 4) || r === rows[i - 1]);
+  if (inPlace) return new Float32Array(first.buffer, 0, rows.length * n);
+  const out = new Float32Array(rows.length * n);
+  rows.forEach((r, i) => out.set(r, i * n));
+  return out;
 }
 
 export class DiffusionVLM {
