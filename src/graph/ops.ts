@@ -442,7 +442,8 @@ const GELU_A = 0.044715;
  * backward instead of 9 and 10; on CPU these passes over [B, T, FF] cost more than the
  * layer's matmuls. Exact in float64 too (unlike Erf, which ORT has only for float32). Where no
  * gradient flows (inference), float32 GELU is onnxruntime's FastGelu kernel, the same function in
- * one pass (in onnxruntime-node and -web alike): captions 7% faster, token for token the same.
+ * one pass (in onnxruntime-node and -web alike): decoding 7% faster, equal to the last bits (1 of
+ * the study's 16,000 test captions changed, a confidence at its threshold).
  */
 export function gelu(x: Value): Value {
   const gr = x.graph;
