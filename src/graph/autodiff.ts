@@ -10,6 +10,8 @@ import { add, zeros } from './ops.js';
 export function gradients(loss: Value, wrt: readonly Value[]): Value[] {
   const gr = loss.graph;
   if (loss.size !== 1) throw new Error(`gradients: loss must be a scalar, got shape [${loss.shape}]`);
+  // Nothing to differentiate (a loss-only graph): no seed, which would be an unused initializer.
+  if (wrt.length === 0 || !loss.requiresGrad) return gr.untaped(() => wrt.map((p) => zeros(gr, p.shape, p.dtype)));
   return gr.untaped(() => {
     const grads = new Map<string, Value>();
     grads.set(loss.name, gr.constant([1], loss.shape, loss.dtype));
