@@ -7,6 +7,7 @@ import { serializeGraph } from '../graph/onnx.js';
 import { PAD_ID } from '../tokenizer/word.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
+import { stackRows } from '../util/rows.js';
 import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph, imagePathParams, languageParams } from './architecture.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import { type Params, paramSpecs } from './params.js';
@@ -93,21 +94,6 @@ export function cachedPassFeeds(c: ModelConfig, rows: readonly CachedRow[], wind
     feeds[`cache_v${l}`] = f32([b, h, t, d / h], stackRows(rows.map((r) => r.cache.v[l]!)));
   }
   return feeds;
-}
-
-/**
- * Rows of equal length as one array: a copy, or, when they already fill one buffer in order, that
- * buffer. A row that repeats the one before it is batch padding, whose results are dropped, so
- * any data may stand in its slot.
- */
-function stackRows(rows: readonly Float32Array[]): Float32Array {
-  const n = rows[0]!.length;
-  const first = rows[0]!;
-  const inPlace = first.buffer.byteLength === rows.length * n * 4 && rows.every((r, i) => (r.buffer === first.buffer && r.byteOffset === i * n * 4) || r === rows[i - 1]);
-  if (inPlace) return new Float32Array(first.buffer, 0, rows.length * n);
-  const out = new Float32Array(rows.length * n);
-  rows.forEach((r, i) => out.set(r, i * n));
-  return out;
 }
 
 export class DiffusionVLM {

@@ -6,6 +6,7 @@
  * cached graph over a window, grouped with the rows whose window has the same length.
  */
 import type { CachedRow, KvCache } from '../model/model.js';
+import { stackRows } from '../util/rows.js';
 
 /** What the sampler needs from a model: two calls, so tests can drive it with a fake. */
 export interface DenoisingModel {
@@ -41,7 +42,7 @@ export type CacheMode = (typeof CACHE_MODES)[number];
 export interface PassRow {
   x: readonly number[];
   prompt: readonly number[];
-  /** The row's image embeddings, a view into `PassShape.embeds`. */
+  /** The row's image embeddings (a view into the batch's, which a pass over the whole batch reads in place). */
   embeds: Float32Array;
   block: number;
   cache: KvCache | null;
@@ -55,9 +56,6 @@ export interface PassShape {
   cache: CacheMode;
   /** Round each call's batch up to a batchBucket size (compaction's shrinking batches). */
   pad: boolean;
-  /** The whole batch's image embeddings, passed as they are when a call runs the whole batch. */
-  embeds: Float32Array;
-  batchSize: number;
 }
 
 /** Logits of one row after a forward pass: position i's V logits start at base + (i - first) * V. */
@@ -101,14 +99,7 @@ export async function forwardPass<R extends PassRow>(model: DenoisingModel, s: P
   const out = new Map<R, RowLogits>();
   const v = s.vocabSize;
   const request = (r: R) => ({ prompt: r.prompt, response: r.x });
-  const stack = (rs: R[]): Float32Array => {
-    const whole = rs.length === s.batchSize && rs.every((r, i) => r.embeds.buffer === s.embeds.buffer && r.embeds.byteOffset === s.embeds.byteOffset + i * r.embeds.byteLength);
-    if (whole) return s.embeds;
-    const per = rs[0]!.embeds.length;
-    const e = new Float32Array(rs.length * per);
-    rs.forEach((r, i) => e.set(r.embeds, i * per));
-    return e;
-  };
+  const stack = (rs: R[]): Float32Array => stackRows(rs.map((r) => r.embeds));
   if (s.cache === 'none') {
     const rs = padded(batch, s.pad);
     const data = await model.logits(stack(rs), rs.map(request));

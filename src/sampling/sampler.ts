@@ -208,7 +208,7 @@ export async function sample(
     r.schedule = block < blocks ? transferSchedule(maskedIn(r).length, stepsPerBlock) : [];
   };
   const hasWork = (r: Row): boolean => !r.done && r.block < blocks && r.blockStep < stepCap && maskedIn(r).length > 0;
-  const shape: PassShape = { length, vocabSize: v, blockLength, blocks, cache: cacheMode, pad: compaction, embeds, batchSize: rows.length };
+  const shape: PassShape = { length, vocabSize: v, blockLength, blocks, cache: cacheMode, pad: compaction };
 
   // One step of one row on its logits: commit, refine, trace.
   const advance = (r: Row, logits: RowLogits): void => {
