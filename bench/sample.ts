@@ -44,7 +44,8 @@ const QUALITY = [
   { metric: 'parses', title: 'parses' },
 ] as const;
 
-const scores = (row: EvalRow): CaptionScore[] => row.records.map((r) => ({ ...r.score, coveredFacts: [], unreadable: [] }));
+const scores = (row: EvalRow): CaptionScore[] =>
+  row.records.map((r) => ({ ...r.score, coveredFacts: [], unreadable: [] }));
 
 function positiveInt(flag: string, value: string): number {
   const n = Number(value);
@@ -63,14 +64,25 @@ async function main(): Promise<void> {
   });
   const scenes = positiveInt('--scenes', values.scenes!);
   const batchSize = positiveInt('--batch-size', values['batch-size']!);
-  if (values.sampler !== 'llada' && values.sampler !== 'rediff') throw new UserError(`--sampler must be llada or rediff, got "${values.sampler}"`);
+  if (values.sampler !== 'llada' && values.sampler !== 'rediff')
+    throw new UserError(`--sampler must be llada or rediff, got "${values.sampler}"`);
   const thresholdSampler = values.sampler === 'llada' ? 'threshold' : 'threshold-rediff';
   const dir = values.checkpoint ?? shippedModelDir('baseline');
   const model = await loadModel(dir);
   try {
     const L = model.config.responseLength;
     const split = generateBenchmarkSplit('val', 0, scenes, model.config.imageSize);
-    const table: string[][] = [['setting', 'decoding', 'captions/s', 'speed-up', 'tok/step', ...QUALITY.map((q) => q.title), 'Δ CAPTURE, paired']];
+    const table: string[][] = [
+      [
+        'setting',
+        'decoding',
+        'captions/s',
+        'speed-up',
+        'tok/step',
+        ...QUALITY.map((q) => q.title),
+        'Δ CAPTURE, paired',
+      ],
+    ];
     let compileSeconds = 0;
     const t0 = performance.now();
     for (const rate of RATES) {
@@ -81,7 +93,12 @@ async function main(): Promise<void> {
         const steps = rate === 'threshold' ? L : stepsForTokensPerStep(L, rate);
         const options = { ...samplerOptions(name, { steps }, THRESHOLD), compaction: d.compaction, cache: d.cache };
         const label = rate === 'threshold' ? `${name} @${THRESHOLD}` : `${name} ${rate} tok/step`;
-        const setting: EvalSetting = { label, sampler: name, tokensPerStep: rate === 'threshold' ? null : rate, options };
+        const setting: EvalSetting = {
+          label,
+          sampler: name,
+          tokensPerStep: rate === 'threshold' ? null : rate,
+          options,
+        };
         const compiledBefore = model.compileSeconds;
         const [row] = await evaluate(model, split, [setting], { batchSize });
         const compile = model.compileSeconds - compiledBefore;
@@ -101,13 +118,17 @@ async function main(): Promise<void> {
             const e = row!.summary[q.metric];
             return formatEstimate(e.mean, e.lo, e.hi, true);
           }),
-          delta ? `${formatEstimate(delta.mean, delta.lo, delta.hi, true)} [${(delta.lo * 100).toFixed(1)}, ${(delta.hi * 100).toFixed(1)}]` : '',
+          delta
+            ? `${formatEstimate(delta.mean, delta.lo, delta.hi, true)} [${(delta.lo * 100).toFixed(1)}, ${(delta.hi * 100).toFixed(1)}]`
+            : '',
         ]);
         process.stderr.write(`  ${label}, ${d.label}: ${perSecond.toFixed(2)} captions/s\n`);
       }
     }
     const total = (performance.now() - t0) / 1000;
-    console.log(`${dir}: ${scenes} val scenes (seed 0), batch ${batchSize}, ${process.env.REDIFF_THREADS ?? 2} threads, block length 32`);
+    console.log(
+      `${dir}: ${scenes} val scenes (seed 0), batch ${batchSize}, ${process.env.REDIFF_THREADS ?? 2} threads, block length 32`,
+    );
     console.log(renderPlain(table));
     console.log(
       `speed-up: against lock-step decoding without a cache at the same setting; quality in %, mean ±95% interval half-width; ` +

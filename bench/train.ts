@@ -46,7 +46,10 @@ async function timeSteps(fn: () => Promise<void>, steps = STEPS, warmup = 3): Pr
 
 /** The reference transformer: token + position embeddings, 4 blocks, LN, head, CE on every position. */
 async function referenceOurs(): Promise<number> {
-  const V = 512, D = 128, B = 32, T = 96;
+  const V = 512,
+    D = 128,
+    B = 32,
+    T = 96;
   const t = { width: D, layers: 4, heads: 4, ff: 512 };
   const specs: ParamSpec[] = [
     { name: 'lm.tok', shape: [V, D], init: 'normal' },
@@ -64,18 +67,38 @@ async function referenceOurs(): Promise<number> {
   const p = new Map(specs.map((s) => [s.name, g.input(s.name, 'float32', s.shape, true)]));
   let x = op.add(op.gather(p.get('lm.tok')!, tokens), p.get('lm.pos')!);
   for (let i = 0; i < 4; i++) x = block(x, p, `lm.block${i}`, t, null);
-  const logits = op.linear(op.layerNorm(x, p.get('lm.ln.g')!, p.get('lm.ln.b')!), p.get('lm.head.w')!, p.get('lm.head.b')!);
+  const logits = op.linear(
+    op.layerNorm(x, p.get('lm.ln.g')!, p.get('lm.ln.b')!),
+    p.get('lm.head.w')!,
+    p.get('lm.head.b')!,
+  );
   const loss = op.weightedCrossEntropy(op.reshape(logits, [B * T, V]), targets, weights);
   const names = specs.map((s) => s.name);
-  gradients(loss, names.map((n) => p.get(n)!)).forEach((gv, i) => g.output(gv, `grad_${names[i]}`));
+  gradients(
+    loss,
+    names.map((n) => p.get(n)!),
+  ).forEach((gv, i) => g.output(gv, `grad_${names[i]}`));
   g.output(loss, 'loss');
   const compiled = await CompiledGraph.create(serializeGraph(g));
   const rng = new Rng(0);
-  const params = new Map(specs.map((s) => [s.name, Float32Array.from({ length: s.shape.reduce((a, b) => a * b, 1) }, () => (s.init === 'ones' ? 1 : s.init === 'zeros' ? 0 : rng.normal() * 0.02))]));
+  const params = new Map(
+    specs.map((s) => [
+      s.name,
+      Float32Array.from({ length: s.shape.reduce((a, b) => a * b, 1) }, () =>
+        s.init === 'ones' ? 1 : s.init === 'zeros' ? 0 : rng.normal() * 0.02,
+      ),
+    ]),
+  );
   const state = newAdamWState(params);
   const feeds: Record<string, HostTensor> = {
-    tokens: i64([B, T], Array.from({ length: B * T }, () => rng.int(V))),
-    targets: i64([B * T], Array.from({ length: B * T }, () => rng.int(V))),
+    tokens: i64(
+      [B, T],
+      Array.from({ length: B * T }, () => rng.int(V)),
+    ),
+    targets: i64(
+      [B * T],
+      Array.from({ length: B * T }, () => rng.int(V)),
+    ),
     weights: f32([B * T], new Float32Array(B * T).fill(1 / (B * T))),
   };
   return timeSteps(async () => {
@@ -97,17 +120,31 @@ function torchReference(mode: 'reference' | 'small'): TorchTime[] | null {
   } catch {
     return null;
   }
-  const out = execFileSync(py, [new URL('./reference_torch.py', import.meta.url).pathname, String(mode === 'small' ? SMALL_STEPS : STEPS), mode], { encoding: 'utf8' });
-  return out.trim().split('\n').map((l) => JSON.parse(l));
+  const out = execFileSync(
+    py,
+    [new URL('./reference_torch.py', import.meta.url).pathname, String(mode === 'small' ? SMALL_STEPS : STEPS), mode],
+    { encoding: 'utf8' },
+  );
+  return out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
 }
 
 /** One training step of a preset (graph, gradients out, AdamW), batches made beforehand as PyTorch's. */
 async function presetTraining(c: ModelConfig, batch: number, steps = SMALL_STEPS): Promise<number> {
   const trainer = new Trainer(c, initParams(c, 1));
   const rng = new Rng(1);
-  const record = { rgb: Uint8Array.from({ length: c.imageSize * c.imageSize * 3 }, () => rng.int(256)), prompt: [4, 5, 6], captions: [Array.from({ length: 60 }, () => 4 + rng.int(c.vocabSize - 4))], corrections: [] };
+  const record = {
+    rgb: Uint8Array.from({ length: c.imageSize * c.imageSize * 3 }, () => rng.int(256)),
+    prompt: [4, 5, 6],
+    captions: [Array.from({ length: 60 }, () => 4 + rng.int(c.vocabSize - 4))],
+    corrections: [],
+  };
   const vocab = { firstOrdinaryId: 4, vocabSize: c.vocabSize };
-  const batches = Array.from({ length: 4 }, () => Array.from({ length: batch }, () => makeSample(c, record, rng, MASK_PREDICTION_MIX, vocab)));
+  const batches = Array.from({ length: 4 }, () =>
+    Array.from({ length: batch }, () => makeSample(c, record, rng, MASK_PREDICTION_MIX, vocab)),
+  );
   let i = 0;
   const ms = await timeSteps(async () => {
     await trainer.step(batches[i++ % batches.length]!, 1e-4);
@@ -126,7 +163,10 @@ async function sharedCoreTraining(c: ModelConfig, threads: number, spin: boolean
     return await presetTraining(c, 32, 10);
   } finally {
     await busy.terminate();
-    for (const [k, v] of [['REDIFF_THREADS', saved.threads], ['REDIFF_SPIN', saved.spin]] as const) {
+    for (const [k, v] of [
+      ['REDIFF_THREADS', saved.threads],
+      ['REDIFF_SPIN', saved.spin],
+    ] as const) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
@@ -136,8 +176,10 @@ async function sharedCoreTraining(c: ModelConfig, threads: number, spin: boolean
 async function inference(c: ModelConfig): Promise<{ b1: number; b32: number; vision32: number }> {
   const tok = new WordTokenizer(Array.from({ length: c.vocabSize - 4 }, (_, i) => `w${i}`));
   const model = new DiffusionVLM(c, tok, initParams(c, 2));
-  const patches = (b: number) => Array.from({ length: b }, () => new Float32Array(numPatches(c) * patchDim(c)).fill(0.1));
-  const rows = (b: number) => Array.from({ length: b }, () => ({ prompt: [4, 5], response: new Array(c.responseLength).fill(1) }));
+  const patches = (b: number) =>
+    Array.from({ length: b }, () => new Float32Array(numPatches(c) * patchDim(c)).fill(0.1));
+  const rows = (b: number) =>
+    Array.from({ length: b }, () => ({ prompt: [4, 5], response: new Array(c.responseLength).fill(1) }));
   const e1 = await model.encodeImages(patches(1));
   const e32 = await model.encodeImages(patches(32));
   const b1 = await timeSteps(async () => void (await model.logits(e1, rows(1))));
@@ -155,26 +197,35 @@ function compare(ours: number, torch: TorchTime[] | null, target?: number): void
     line('  PyTorch: not available (/usr/bin/python3 with torch; apt-get install python3-torch libopenblas0-pthread)');
     return;
   }
-  for (const t of torch) line(`  PyTorch ${t.torch} (${t.threads} thread${t.threads > 1 ? 's' : ''}): ${t.ms_per_step.toFixed(1)} ms/step`);
+  for (const t of torch)
+    line(`  PyTorch ${t.torch} (${t.threads} thread${t.threads > 1 ? 's' : ''}): ${t.ms_per_step.toFixed(1)} ms/step`);
   const best = Math.min(...torch.map((t) => t.ms_per_step));
-  line(`  ratio rediff / fastest PyTorch: ${(ours / best).toFixed(2)}${target ? ` (target <= ${target.toFixed(2)})` : ''}`);
+  line(
+    `  ratio rediff / fastest PyTorch: ${(ours / best).toFixed(2)}${target ? ` (target <= ${target.toFixed(2)})` : ''}`,
+  );
 }
 
 const ours = await referenceOurs();
 const torch = torchReference('reference');
 line(`reference transformer (V512 D128 L4 H4 FF512, batch 32 x 96 tokens, Adam), median of ${STEPS} steps:`);
-line(`  rediff (onnxruntime-node, ${threadsLabel}): ${ours.toFixed(1)} ms/step, ${Math.round((32 * 96) / (ours / 1000))} tokens/s`);
+line(
+  `  rediff (onnxruntime-node, ${threadsLabel}): ${ours.toFixed(1)} ms/step, ${Math.round((32 * 96) / (ours / 1000))} tokens/s`,
+);
 compare(ours, torch, 0.4);
 const small = presetConfig('small', 300);
 const smallMs = await presetTraining(small, 32);
 const smallTorch = torchReference('small');
-line(`small preset (vocab 300, ${numPatches(small)} image + ${small.promptLength} prompt + ${small.responseLength} response tokens, batch 32, AdamW), median of ${SMALL_STEPS} steps:`);
-line(`  rediff (${threadsLabel}): ${smallMs.toFixed(1)} ms/step, ${Math.round((32 * small.responseLength) / (smallMs / 1000))} response tokens/s`);
+line(
+  `small preset (vocab 300, ${numPatches(small)} image + ${small.promptLength} prompt + ${small.responseLength} response tokens, batch 32, AdamW), median of ${SMALL_STEPS} steps:`,
+);
+line(
+  `  rediff (${threadsLabel}): ${smallMs.toFixed(1)} ms/step, ${Math.round((32 * small.responseLength) / (smallMs / 1000))} response tokens/s`,
+);
 compare(smallMs, smallTorch);
 line('small preset, one core kept busy by another thread (median of 10 steps):');
 const settings = [
-  { label: '2 threads, spinning (onnxruntime\'s default)', threads: 2, spin: true },
-  { label: '2 threads, not spinning (rediff\'s default)', threads: 2, spin: false },
+  { label: "2 threads, spinning (onnxruntime's default)", threads: 2, spin: true },
+  { label: "2 threads, not spinning (rediff's default)", threads: 2, spin: false },
   { label: '1 thread', threads: 1, spin: false },
 ];
 for (const s of settings) {
@@ -182,4 +233,6 @@ for (const s of settings) {
   line(`  ${s.label}: ${ms.toFixed(1)} ms/step (${(ms / smallMs).toFixed(2)}x the idle step)`);
 }
 const inf = await inference(small);
-line(`small preset inference, one sampling step (language graph): batch 1 ${inf.b1.toFixed(2)} ms, batch 32 ${inf.b32.toFixed(1)} ms; vision encoder batch 32 ${inf.vision32.toFixed(1)} ms`);
+line(
+  `small preset inference, one sampling step (language graph): batch 1 ${inf.b1.toFixed(2)} ms, batch 32 ${inf.b32.toFixed(1)} ms; vision encoder batch 32 ${inf.vision32.toFixed(1)} ms`,
+);

@@ -8,7 +8,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { groundedWordIds, benchmarkTokenizer } from '../src/benchmark/captioner.js';
-import { CELL_CLASSES, EMPTY_CELL, cellClass, cellObject, patchCellTargets, sceneCells } from '../src/benchmark/cells.js';
+import {
+  CELL_CLASSES,
+  EMPTY_CELL,
+  cellClass,
+  cellObject,
+  patchCellTargets,
+  sceneCells,
+} from '../src/benchmark/cells.js';
 import { COLORS, SHAPES, SIZES } from '../src/benchmark/scene.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../src/data/training-data.js';
 import { imageReliance, placeClaimsHeld, probeAccuracy, textOnlyLoss } from '../src/evaluation/diagnosis.js';
@@ -30,26 +37,41 @@ const tokenizer = benchmarkTokenizer();
 /** The tiny preset on the grid-aligned image (48 px, 16 px patches: one token per cell). */
 const GRID_TINY = presetConfig('tiny', tokenizer.size, { imageSize: 48, patchSize: 16, cellProbe: true });
 
-function records(split: string, n: number, opts: { minObjects?: number; maxObjects?: number } = {}): { recs: TrainingRecord[]; split: ReturnType<typeof generateBenchmarkSplit> } {
+function records(
+  split: string,
+  n: number,
+  opts: { minObjects?: number; maxObjects?: number } = {},
+): { recs: TrainingRecord[]; split: ReturnType<typeof generateBenchmarkSplit> } {
   const s = generateBenchmarkSplit(split, 0, n, GRID_TINY.imageSize, opts);
   return { recs: s.records.map((r, i) => benchmarkTrainingRecord(r, s.rgb[i]!, tokenizer)), split: s };
 }
 
 const settings = (stage: string, steps: number, lr: number, batchSize = 16): TrainSettings => ({
-  stage, steps, batchSize, lr, warmupSteps: Math.min(20, steps - 1), minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0,
-  checkpointEvery: steps, mix: MASK_PREDICTION_MIX,
+  stage,
+  steps,
+  batchSize,
+  lr,
+  warmupSteps: Math.min(20, steps - 1),
+  minLrRatio: 0.1,
+  weightDecay: 0.01,
+  clipNorm: 1,
+  seed: 0,
+  checkpointEvery: steps,
+  mix: MASK_PREDICTION_MIX,
 });
 
 const tmp = (name: string): string => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-base-')), name);
 
 test('cells: every (shape, colour, size) has its own class, read back exactly; patches map to the cell under their centre', () => {
   const seen = new Set<number>();
-  for (const shape of SHAPES) for (const color of COLORS) for (const size of SIZES) {
-    const k = cellClass({ shape, color, size });
-    assert.ok(k > EMPTY_CELL && k < CELL_CLASSES);
-    assert.deepEqual(cellObject(k), { shape, color, size });
-    seen.add(k);
-  }
+  for (const shape of SHAPES)
+    for (const color of COLORS)
+      for (const size of SIZES) {
+        const k = cellClass({ shape, color, size });
+        assert.ok(k > EMPTY_CELL && k < CELL_CLASSES);
+        assert.deepEqual(cellObject(k), { shape, color, size });
+        seen.add(k);
+      }
   assert.equal(seen.size, CELL_CLASSES - 1);
   const cells = Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9]);
   assert.deepEqual(patchCellTargets(cells, 3), cells);
@@ -89,8 +111,13 @@ test('vision stage: the per-cell probe learns to read unseen scenes', async () =
   const { recs } = records('train', 1000);
   const out = tmp('vision');
   const res = await runTraining({
-    outDir: out, records: recs, initial: { config: GRID_TINY, tokenizer, params: initParams(GRID_TINY, 0) },
-    settings: settings('vision', 600, 3e-3, 32), plan: stagePlan('vision'), resume: false, progress: false,
+    outDir: out,
+    records: recs,
+    initial: { config: GRID_TINY, tokenizer, params: initParams(GRID_TINY, 0) },
+    settings: settings('vision', 600, 3e-3, 32),
+    plan: stagePlan('vision'),
+    resume: false,
+    progress: false,
   });
   const val = records('val', 64).recs;
   const acc = await probeAccuracy(res.config, res.params, val);
@@ -103,42 +130,79 @@ test('vision stage: the per-cell probe learns to read unseen scenes', async () =
 test('image reliance: text-only training ignores the image; the loss with a shuffled image is reported against the right one', async () => {
   const { recs } = records('train', 64);
   const lang = await runTraining({
-    outDir: tmp('language'), records: recs, initial: { config: GRID_TINY, tokenizer, params: initParams(GRID_TINY, 0) },
-    settings: settings('language', 30, 3e-3), plan: stagePlan('language'), resume: false, progress: false,
+    outDir: tmp('language'),
+    records: recs,
+    initial: { config: GRID_TINY, tokenizer, params: initParams(GRID_TINY, 0) },
+    settings: settings('language', 30, 3e-3),
+    plan: stagePlan('language'),
+    resume: false,
+    progress: false,
   });
   // The language stage hides the image, so swapping images cannot change its text-only loss...
   const r = await imageReliance(lang.config, lang.params, recs.slice(0, 16));
   assert.ok(Number.isFinite(r.rightImage) && Number.isFinite(r.shuffledImage));
-  assert.equal(await textOnlyLoss(lang.config, lang.params, recs.slice(0, 16)), await textOnlyLoss(lang.config, lang.params, recs.slice(0, 16).map((x, i, a) => ({ ...x, rgb: a[(i + 8) % 16]!.rgb }))));
+  assert.equal(
+    await textOnlyLoss(lang.config, lang.params, recs.slice(0, 16)),
+    await textOnlyLoss(
+      lang.config,
+      lang.params,
+      recs.slice(0, 16).map((x, i, a) => ({ ...x, rgb: a[(i + 8) % 16]!.rgb })),
+    ),
+  );
   // ...and a model that never saw the image does no better with the right one than with another.
   assert.ok(Math.abs(r.shuffledImage - r.rightImage) < 0.05, JSON.stringify(r));
 });
 
-test('place claims: a reference keeps every place claim; naming one object\'s place wrong (a synonym is no error) loses exactly that claim', () => {
+test("place claims: a reference keeps every place claim; naming one object's place wrong (a synonym is no error) loses exactly that claim", () => {
   const { split } = records('val', 100, { minObjects: 2, maxObjects: 2 });
-  const i = split.records.findIndex((r) => / in the top left(?! corner)/.test(r.captions[0]!) && !r.captions[0]!.includes('top right'));
+  const i = split.records.findIndex(
+    (r) => / in the top left(?! corner)/.test(r.captions[0]!) && !r.captions[0]!.includes('top right'),
+  );
   assert.ok(i >= 0, 'a two-object scene with one object in the top left');
   const { scene, captions } = split.records[i]!;
   const ids = (text: string) => tokenizer.encode(text);
   const reference = placeClaimsHeld(scene, ids(captions[0]!), tokenizer);
   assert.ok(reference.claims >= 2 && reference.held === reference.claims, JSON.stringify(reference));
-  assert.deepEqual(placeClaimsHeld(scene, ids(captions[0]!.replace(' in the top left', ' in the upper left corner')), tokenizer), reference);
+  assert.deepEqual(
+    placeClaimsHeld(scene, ids(captions[0]!.replace(' in the top left', ' in the upper left corner')), tokenizer),
+    reference,
+  );
   const wrong = placeClaimsHeld(scene, ids(captions[0]!.replace(' in the top left', ' in the top right')), tokenizer);
   assert.deepEqual(wrong, { claims: reference.claims, held: reference.claims - 1 });
 });
 
 test('place attention: each place phrase is tied to the object its sentence names; relations and counts are left out; the measure runs per layer and head', async () => {
-  const scene = { id: 's', seed: 0, relations: [], objects: [
-    { id: 'a', shape: 'circle', color: 'red', size: 'small', x: 0.17, y: 0.17, place: 'top left' },
-    { id: 'b', shape: 'square', color: 'blue', size: 'large', x: 0.83, y: 0.5, place: 'right' },
-  ] } as Scene;
-  const words = tokenizer.pieces(tokenizer.encode('There are two shapes. There is a small red circle in the top left and on the right side a large blue square. The circle is left of the square.'));
+  const scene = {
+    id: 's',
+    seed: 0,
+    relations: [],
+    objects: [
+      { id: 'a', shape: 'circle', color: 'red', size: 'small', x: 0.17, y: 0.17, place: 'top left' },
+      { id: 'b', shape: 'square', color: 'blue', size: 'large', x: 0.83, y: 0.5, place: 'right' },
+    ],
+  } as Scene;
+  const words = tokenizer.pieces(
+    tokenizer.encode(
+      'There are two shapes. There is a small red circle in the top left and on the right side a large blue square. The circle is left of the square.',
+    ),
+  );
   const phrases = placePhrases(scene, words, 0);
-  assert.deepEqual(phrases.map((p) => [words[p.at], p.object, p.ownShapes.length, p.otherShapes.length]), [['top', 0, 1, 1], ['right', 1, 1, 1]]);
+  assert.deepEqual(
+    phrases.map((p) => [words[p.at], p.object, p.ownShapes.length, p.otherShapes.length]),
+    [
+      ['top', 0, 1, 1],
+      ['right', 1, 1, 1],
+    ],
+  );
   const { recs } = records('val', 24, { minObjects: 2, maxObjects: 4 });
   const a = await placeAttention(GRID_TINY, initParams(GRID_TINY, 1), recs);
   assert.equal(a.layers.length, GRID_TINY.lm.layers);
-  assert.ok(a.phrases > 0 && a.layers.every((heads) => heads.length === GRID_TINY.lm.heads && heads.every((h) => h.objectImage >= 0 && h.objectImage <= 1)));
+  assert.ok(
+    a.phrases > 0 &&
+      a.layers.every(
+        (heads) => heads.length === GRID_TINY.lm.heads && heads.every((h) => h.objectImage >= 0 && h.objectImage <= 1),
+      ),
+  );
 });
 
 test('pretrain (quick): its stages in order, each measured, a rerun redoes nothing, and the shipped base has its card', async () => {
@@ -146,36 +210,59 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   const ship = tmp('shipped');
   const lines: string[] = [];
   const rec = await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => lines.push(l) });
-  assert.deepEqual(Object.keys(rec.measurements), BASE_PRESETS.quick.stages.map((s) => s.name));
+  assert.deepEqual(
+    Object.keys(rec.measurements),
+    BASE_PRESETS.quick.stages.map((s) => s.name),
+  );
   assert.match(rec.measurements.vision!, /vision probe on \d+ val scenes: cells/);
   // The grounding stage is measured on the kind of scenes it trains on.
   assert.match(rec.measurements.ground!, /caption loss on \d+ val scenes of 1-1 objects/);
   assert.match(rec.measurements.ground!, /binding .* named right/);
   assert.match(rec.measurements.base!, /right image .* shuffled image/);
-  assert.match(rec.measurements.base!, /place claims that hold .*: \d+\.\d% vs \d+\.\d% with a shuffled image \(\d+ claims\)/);
-  assert.ok(lines.some((l) => /generating \d+ training scenes of 1-1 objects/.test(l)), 'the grounding stage trains on one-object scenes');
+  assert.match(
+    rec.measurements.base!,
+    /place claims that hold .*: \d+\.\d% vs \d+\.\d% with a shuffled image \(\d+ claims\)/,
+  );
+  assert.ok(
+    lines.some((l) => /generating \d+ training scenes of 1-1 objects/.test(l)),
+    'the grounding stage trains on one-object scenes',
+  );
   const base = await loadModelState(baseModelDir(out, 'quick'));
   assert.equal(base.state.step, BASE_PRESETS.quick.stages.at(-1)!.budget.steps);
   assert.equal(base.config.cellProbe, true);
   assert.equal(base.config.imagePlace, true, 'the base carries place embeddings from its first stage on');
-  assert.equal(base.config.imageCells, true, 'and the tower\'s reading of each cell');
+  assert.equal(base.config.imageCells, true, "and the tower's reading of each cell");
   assert.ok(base.config.imageKeyBias! > 0, 'and image keys weighted up');
   assert.equal(base.config.relativeBias, 16, 'and a relative position bias in the language model');
   const card = fs.readFileSync(path.join(ship, 'MODEL.md'), 'utf8');
   assert.match(card, /rediff pretrain --preset quick/);
   assert.match(card, /llada 8 tok\/step/);
-  assert.match(card, /a learned bias per head for the offset between two text positions \(up to 16; started as ALiBi\)/);
-  assert.match(card, /\| blocks \| `mask-prediction` \| all \| - \| 50% \(blocks of 32\) \|/, 'the last stage trains on the masks of block decoding');
+  assert.match(
+    card,
+    /a learned bias per head for the offset between two text positions \(up to 16; started as ALiBi\)/,
+  );
+  assert.match(
+    card,
+    /\| blocks \| `mask-prediction` \| all \| - \| 50% \(blocks of 32\) \|/,
+    'the last stage trains on the masks of block decoding',
+  );
   assert.ok(fs.existsSync(path.join(ship, 'onnx', 'language.onnx')));
   const again: string[] = [];
   await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => again.push(l) });
-  assert.equal(again.filter((l) => l.includes('done earlier, reused')).length, BASE_PRESETS.quick.stages.length, again.join('\n'));
+  assert.equal(
+    again.filter((l) => l.includes('done earlier, reused')).length,
+    BASE_PRESETS.quick.stages.length,
+    again.join('\n'),
+  );
   assert.ok(!again.some((l) => l.includes('evaluating')), 'the evaluation is reused too');
   // A stage trained again (here the last, its checkpoint gone) makes another base: evaluated again.
   fs.rmSync(baseModelDir(out, 'quick'), { recursive: true });
   const third: string[] = [];
   await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => third.push(l) });
-  assert.ok(third.some((l) => l.includes('evaluating')), third.join('\n'));
+  assert.ok(
+    third.some((l) => l.includes('evaluating')),
+    third.join('\n'),
+  );
 });
 
 test('grounding masks: in their share of samples every word of one attribute is masked and weighted; without them sampling is unchanged', () => {
@@ -186,12 +273,22 @@ test('grounding masks: in their share of samples every word of one attribute is 
   for (const [i, r] of recs.entries()) {
     const s = makeSample(GRID_TINY, r, new Rng(i), mix, vocab);
     const t = s.corrupted.target;
-    const hidden = groups.filter((g) => t.some((x) => g.includes(x)) && t.every((x, j) => !g.includes(x) || (s.corrupted.input[j] === MASK_ID && s.weights[j]! > 0)));
+    const hidden = groups.filter(
+      (g) =>
+        t.some((x) => g.includes(x)) &&
+        t.every((x, j) => !g.includes(x) || (s.corrupted.input[j] === MASK_ID && s.weights[j]! > 0)),
+    );
     assert.ok(hidden.length > 0, `sample ${i}: no attribute group wholly masked`);
   }
   // share 0: the sample is the plain mix's.
   const plain = makeSample(GRID_TINY, recs[0]!, new Rng(5), MASK_PREDICTION_MIX, vocab);
-  const none = makeSample(GRID_TINY, recs[0]!, new Rng(5), { ...MASK_PREDICTION_MIX, groundingMask: { share: 0, groups } }, vocab);
+  const none = makeSample(
+    GRID_TINY,
+    recs[0]!,
+    new Rng(5),
+    { ...MASK_PREDICTION_MIX, groundingMask: { share: 0, groups } },
+    vocab,
+  );
   assert.deepEqual(none.corrupted.input, plain.corrupted.input);
 });
 
@@ -203,18 +300,33 @@ test('block masks in a mix: the share of samples the sampler would be writing, u
   let n = 0;
   for (const [i, r] of recs.entries()) {
     for (let j = 0; j < 20; j++, n++) {
-      const s = makeSample(GRID_TINY, r, new Rng(100 * i + j), { ...MASK_PREDICTION_MIX, blockMask: { share: 0.5, blockLength: 32 } }, vocab);
+      const s = makeSample(
+        GRID_TINY,
+        r,
+        new Rng(100 * i + j),
+        { ...MASK_PREDICTION_MIX, blockMask: { share: 0.5, blockLength: 32 } },
+        vocab,
+      );
       const ignored = s.corrupted.types.indexOf('ignore');
       if (ignored < 0) continue;
       blocks++;
       assert.equal(ignored % 32, 0, 'unscored from a block boundary');
       assert.ok(s.corrupted.types.slice(ignored).every((t) => t === 'ignore') && ignored < L);
-      assert.ok(s.corrupted.target.slice(0, ignored).every((x) => x !== EOS_ID), 'the block written holds no EOS');
+      assert.ok(
+        s.corrupted.target.slice(0, ignored).every((x) => x !== EOS_ID),
+        'the block written holds no EOS',
+      );
     }
   }
   assert.ok(blocks > 0.3 * n && blocks < 0.6 * n, `${blocks} of ${n} samples with block masks`);
   // share 0: the sample is the plain mix's.
   const plain = makeSample(GRID_TINY, recs[0]!, new Rng(5), MASK_PREDICTION_MIX, vocab);
-  const none = makeSample(GRID_TINY, recs[0]!, new Rng(5), { ...MASK_PREDICTION_MIX, blockMask: { share: 0, blockLength: 32 } }, vocab);
+  const none = makeSample(
+    GRID_TINY,
+    recs[0]!,
+    new Rng(5),
+    { ...MASK_PREDICTION_MIX, blockMask: { share: 0, blockLength: 32 } },
+    vocab,
+  );
   assert.deepEqual(none.corrupted.input, plain.corrupted.input);
 });

@@ -4,7 +4,12 @@ import { Rng } from '../src/util/rng.js';
 import { splitWords } from '../src/tokenizer/word.js';
 import { type Scene, generateScene } from '../src/benchmark/scene.js';
 import { BENCHMARK_VOCABULARY, writeCaption } from '../src/benchmark/captioner.js';
-import { HALLUCINATION_TYPES, type HallucinationType, injectAnyHallucination, injectHallucination } from '../src/benchmark/hallucination.js';
+import {
+  HALLUCINATION_TYPES,
+  type HallucinationType,
+  injectAnyHallucination,
+  injectHallucination,
+} from '../src/benchmark/hallucination.js';
 import { scoreCaption } from '../src/benchmark/metrics.js';
 import { checkVicritPair } from '../src/data/datasets.js';
 
@@ -43,7 +48,8 @@ test('hallucinations: one same-length error of the stated type, always detected 
       assert.equal(score.fluency, 1);
       assert.ok(score.errors.length > 0);
       for (const e of score.errors) {
-        for (const [s0, s1] of e.blame) assert.ok(s0 < span[1] && span[0] < s1, `${type}: blamed "${e.text}" but changed "${h.span_changed}"`);
+        for (const [s0, s1] of e.blame)
+          assert.ok(s0 < span[1] && span[0] < s1, `${type}: blamed "${e.text}" but changed "${h.span_changed}"`);
       }
       assert.ok(score.coverage <= scoreCaption(scene, h.caption).coverage);
     }
@@ -57,8 +63,16 @@ test('hallucinations: one same-length error of the stated type, always detected 
 test('hallucinations: deterministic per seed, null when impossible, refuses a wrong caption', () => {
   const scene = generateScene(new Rng(5), { minObjects: 4, maxObjects: 4 });
   const caption = writeCaption(scene, new Rng(6));
-  assert.deepEqual(injectAnyHallucination(scene, caption.text, new Rng(1)), injectAnyHallucination(scene, caption.text, new Rng(1)));
-  const single: Scene = { id: 'one', seed: 0, objects: [{ id: 'o0', shape: 'star', color: 'red', size: 'small', x: 0.5, y: 0.5, place: 'center' }], relations: [] };
+  assert.deepEqual(
+    injectAnyHallucination(scene, caption.text, new Rng(1)),
+    injectAnyHallucination(scene, caption.text, new Rng(1)),
+  );
+  const single: Scene = {
+    id: 'one',
+    seed: 0,
+    objects: [{ id: 'o0', shape: 'star', color: 'red', size: 'small', x: 0.5, y: 0.5, place: 'center' }],
+    relations: [],
+  };
   const text = 'There is only one shape. A small red star is in the center.';
   assert.equal(scoreCaption(single, text).factuality, 1);
   assert.equal(injectHallucination(single, text, 'relation', new Rng(1)), null);

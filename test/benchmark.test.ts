@@ -26,7 +26,15 @@ import {
   writeCaptions,
 } from '../src/benchmark/captioner.js';
 import { parseCaption } from '../src/benchmark/parser.js';
-import { errorSpans, meanCI, pairedDifference, sceneFacts, scoreCaption, scoreTokenIds, summarize } from '../src/benchmark/metrics.js';
+import {
+  errorSpans,
+  meanCI,
+  pairedDifference,
+  sceneFacts,
+  scoreCaption,
+  scoreTokenIds,
+  summarize,
+} from '../src/benchmark/metrics.js';
 
 function scenes(seed: number, count: number, opts = {}): Scene[] {
   const rng = new Rng(seed);
@@ -65,7 +73,8 @@ test('scenes: seeded, within bounds, one object per place, never overlapping', (
       assert.ok(o.y - r > row / 3 && o.y + r < (row + 1) / 3, `y of ${JSON.stringify(o)}`);
       assert.ok(Math.abs(o.x - (col + 0.5) / 3) <= MAX_JITTER[o.size] + 1e-4);
     }
-    for (let i = 0; i < s.objects.length; i++) for (let k = i + 1; k < s.objects.length; k++) assert.ok(objectGap(s.objects[i]!, s.objects[k]!) > 0);
+    for (let i = 0; i < s.objects.length; i++)
+      for (let k = i + 1; k < s.objects.length; k++) assert.ok(objectGap(s.objects[i]!, s.objects[k]!) > 0);
   }
   assert.equal(shapes.size, SHAPES.length);
   assert.equal(colors.size, COLORS.length);
@@ -124,7 +133,7 @@ test('render: deterministic, PNG round-trips, objects drawn in their colour', as
     for (const place of PLACES) {
       if (sc.objects.some((o) => o.place === place)) continue;
       const { row, col } = placeCell(place);
-      const at = ((Math.floor(((row + 0.5) / 3) * 64) * 64) + Math.floor(((col + 0.5) / 3) * 64)) * 3;
+      const at = (Math.floor(((row + 0.5) / 3) * 64) * 64 + Math.floor(((col + 0.5) / 3) * 64)) * 3;
       assert.deepEqual([...img.rgb.subarray(at, at + 3)], [0, 0, 0]);
     }
   }
@@ -204,8 +213,14 @@ test('captions: a caption listing every fact has coverage 1 and CAPTURE 1', () =
 // ---------------------------------------------------------------- parser and metrics on hand-made cases
 
 test('metrics: counts, duplicates, places, relations and references are judged exactly', () => {
-  const s = sceneOf(['small red circle@top left', 'small red circle@right', 'large blue star@center', 'small green ring@bottom']);
-  const good = 'There are four shapes. Two small red circles are in the top left and on the right. A large blue star is in the center. The star is above the ring. There is a small green ring at the bottom.';
+  const s = sceneOf([
+    'small red circle@top left',
+    'small red circle@right',
+    'large blue star@center',
+    'small green ring@bottom',
+  ]);
+  const good =
+    'There are four shapes. Two small red circles are in the top left and on the right. A large blue star is in the center. The star is above the ring. There is a small green ring at the bottom.';
   const g = scoreCaption(s, good);
   assert.equal(g.factuality, 1, JSON.stringify(g.errors));
   assert.equal(g.fluency, 1);
@@ -213,11 +228,18 @@ test('metrics: counts, duplicates, places, relations and references are judged e
   assert.equal(g.totalFacts, 10);
   assert.equal(g.coverage, 1);
 
-  const bad = 'There are five shapes. Three small red circles are in the top left and on the right. A large blue star is in the center. The star is below the ring. The red circle is on the left. There is a small green ring at the bottom. Another small green ring is at the bottom.';
+  const bad =
+    'There are five shapes. Three small red circles are in the top left and on the right. A large blue star is in the center. The star is below the ring. The red circle is on the left. There is a small green ring at the bottom. Another small green ring is at the bottom.';
   const b = scoreCaption(s, bad);
   const toks = splitWords(bad);
   const blamed = b.errors.map((e) => `${e.reason}:${e.text}`);
-  assert.deepEqual(blamed, ['total:five', 'count:three', 'relation:below', 'ambiguous:the red circle', 'duplicate:another small green ring']);
+  assert.deepEqual(blamed, [
+    'total:five',
+    'count:three',
+    'relation:below',
+    'ambiguous:the red circle',
+    'duplicate:another small green ring',
+  ]);
   assert.equal(b.errors[0]!.correct, 'four');
   assert.equal(b.errors[1]!.correct, 'two');
   assert.equal(b.errors[2]!.correct, 'above');
@@ -242,10 +264,12 @@ test('metrics: CAPTURE F1s and coverage of a partial caption', () => {
   // stated (star left of circle is an aligned fact) -> relation F1 0.
   // "somewhere" cannot be read: one unreadable span, counted as a third, wrong, object.
   const sc = scoreCaption(s, 'A large blue star is on the left. A small red hexagon is somewhere.');
-  const pO = 1 / 3, rO = 1 / 3;
+  const pO = 1 / 3,
+    rO = 1 / 3;
   const f1O = (2 * pO * rO) / (pO + rO);
   assert.ok(Math.abs(sc.f1Object - f1O) < 1e-9, String(sc.f1Object));
-  const pA = 3 / 5, rA = 3 / 9;
+  const pA = 3 / 5,
+    rA = 3 / 9;
   assert.ok(Math.abs(sc.f1Attribute - (2 * pA * rA) / (pA + rA)) < 1e-9, String(sc.f1Attribute));
   assert.equal(sc.f1Relation, 0);
   assert.ok(Math.abs(sc.capture - (0.5 * sc.f1Object + 0.5 * sc.f1Attribute) / 1.2) < 1e-12);
@@ -268,7 +292,11 @@ test('metrics: the always-true background is reported apart and an unreadable sp
   assert.equal(withBackground.factuality, plain.factuality);
   const wrong = scoreCaption(s, 'There is a large red star on the left.');
   const wrongPlusBackground = scoreCaption(s, 'There is a large red star on the left. The background is black.');
-  assert.equal(wrongPlusBackground.factuality, wrong.factuality, 'a true background claim does not dilute a false claim');
+  assert.equal(
+    wrongPlusBackground.factuality,
+    wrong.factuality,
+    'a true background claim does not dilute a false claim',
+  );
   // Breaking the wrong word into unreadable text does not raise any score.
   const broken = scoreCaption(s, 'There is a large star star on the left.');
   assert.ok(broken.hasUnreadable);
@@ -289,7 +317,8 @@ test('parser: broken text never throws and scores low on fluency', () => {
     const soup = Array.from({ length: 1 + rng.int(95) }, () => rng.choice(pool));
     const sc = scoreCaption(s, soup);
     assert.ok(sc.fluency <= 0.5, soup.join(' '));
-    for (const [a, b] of [...sc.unreadable, ...sc.errors.flatMap((e) => e.blame)]) assert.ok(a >= 0 && a < b && b <= soup.length);
+    for (const [a, b] of [...sc.unreadable, ...sc.errors.flatMap((e) => e.blame)])
+      assert.ok(a >= 0 && a < b && b <= soup.length);
   }
   // Mutations of good captions: drop, duplicate and swap tokens.
   for (let k = 0; k < 300; k++) {

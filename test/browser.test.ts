@@ -28,23 +28,41 @@ import { initParams } from '../src/model/params.js';
 import { makeTinyModels } from './helpers/models.js';
 import { createServer } from '../src/server/app.js';
 
-const CANDIDATES = process.env.REDIFF_CHROMIUM ? [process.env.REDIFF_CHROMIUM] : ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome', '/usr/bin/google-chrome-stable'];
+const CANDIDATES = process.env.REDIFF_CHROMIUM
+  ? [process.env.REDIFF_CHROMIUM]
+  : ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome', '/usr/bin/google-chrome-stable'];
 const CHROMIUM = CANDIDATES.find((p) => fs.existsSync(p));
 const skip = process.env.REDIFF_SKIP_BROWSER === '1' ? 'REDIFF_SKIP_BROWSER=1: browser test skipped on purpose' : false;
 const SCREENSHOT = process.env.REDIFF_SCREENSHOT ?? path.join(os.tmpdir(), 'rediff-page-mid-refinement.png');
 
 const makeModels = (): ReturnType<typeof makeTinyModels> => makeTinyModels('rediff-browser-');
 
-test('the page captions a generated scene with both models and marks refined tokens', { skip, timeout: 180_000 }, async (t) => {
-  assert.ok(CHROMIUM, `no Chromium at ${CANDIDATES.join(', ')}: install it (Debian/Ubuntu: apt-get install chromium), point REDIFF_CHROMIUM at one, or set REDIFF_SKIP_BROWSER=1 to skip this test`);
+test('the page captions a generated scene with both models and marks refined tokens', {
+  skip,
+  timeout: 180_000,
+}, async (t) => {
+  assert.ok(
+    CHROMIUM,
+    `no Chromium at ${CANDIDATES.join(', ')}: install it (Debian/Ubuntu: apt-get install chromium), point REDIFF_CHROMIUM at one, or set REDIFF_SKIP_BROWSER=1 to skip this test`,
+  );
   const { chromium } = await import('playwright-core');
   const real = process.env.REDIFF_SCREENSHOT_MODELS;
-  const models = real ? ['baseline', 'rediff'].map((name) => ({ name, dir: path.join(real, name) })) : await makeModels();
+  const models = real
+    ? ['baseline', 'rediff'].map((name) => ({ name, dir: path.join(real, name) }))
+    : await makeModels();
   const server = await createServer({ models });
   const url = await server.listen(0);
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    args: [
+      '--no-sandbox',
+      '--headless',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
   });
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -63,7 +81,9 @@ test('the page captions a generated scene with both models and marks refined tok
     await page.dispatchEvent('#scene-seed', 'change');
     assert.ok((await page.locator('#scene-objects li').count()) >= 1);
 
-    const runBoth = async (mode: 'server' | 'browser'): Promise<Record<string, { refinements: number; steps: number; final: string }>> => {
+    const runBoth = async (
+      mode: 'server' | 'browser',
+    ): Promise<Record<string, { refinements: number; steps: number; final: string }>> => {
       await page.check('input[name="tps"][value="4"]');
       await page.check(`input[name="mode"][value="${mode}"]`);
       // Records what the panels show at the moment the header first says "done".
@@ -73,7 +93,10 @@ test('the page captions a generated scene with both models and marks refined tok
         const status = document.getElementById('status')!;
         const seen = new MutationObserver(() => {
           if (w.atDone === null && status.textContent!.startsWith('done')) {
-            w.atDone = Array.from(document.querySelectorAll<HTMLElement>('.panel')).map((p) => `${p.dataset.state} ${p.querySelector('.step-label')!.textContent} final ${p.querySelector<HTMLElement>('.final')!.hidden ? 'hidden' : 'shown'}`);
+            w.atDone = Array.from(document.querySelectorAll<HTMLElement>('.panel')).map(
+              (p) =>
+                `${p.dataset.state} ${p.querySelector('.step-label')!.textContent} final ${p.querySelector<HTMLElement>('.final')!.hidden ? 'hidden' : 'shown'}`,
+            );
             seen.disconnect();
           }
         });
@@ -88,8 +111,14 @@ test('the page captions a generated scene with both models and marks refined tok
       // "done" only once both panels show their last step and final caption, with one step count
       // everywhere: each panel's label and the slider count the steps taken.
       const atDone = await page.evaluate(() => (window as unknown as { atDone: string[] | null }).atDone);
-      const steps = await page.evaluate(() => Array.from(document.querySelectorAll<HTMLElement>('.panel')).map((p) => Number(p.dataset.steps)));
-      assert.deepEqual(atDone, steps.map((n) => `done step ${n} / ${n} (final) final shown`), `${mode}: what the panels showed when the header said done`);
+      const steps = await page.evaluate(() =>
+        Array.from(document.querySelectorAll<HTMLElement>('.panel')).map((p) => Number(p.dataset.steps)),
+      );
+      assert.deepEqual(
+        atDone,
+        steps.map((n) => `done step ${n} / ${n} (final) final shown`),
+        `${mode}: what the panels showed when the header said done`,
+      );
       const most = Math.max(...steps);
       assert.equal(await page.textContent('#scrub-label'), `step ${most} / ${most}`);
       assert.equal(await page.getAttribute('#scrubber', 'max'), String(most));
@@ -97,15 +126,24 @@ test('the page captions a generated scene with both models and marks refined tok
         Object.fromEntries(
           Array.from(document.querySelectorAll<HTMLElement>('.panel')).map((p) => [
             p.id.replace('panel-', ''),
-            { refinements: Number(p.dataset.refinements), steps: Number(p.dataset.steps), final: p.querySelector('.final-text')?.textContent ?? '' },
+            {
+              refinements: Number(p.dataset.refinements),
+              steps: Number(p.dataset.steps),
+              final: p.querySelector('.final-text')?.textContent ?? '',
+            },
           ]),
         ),
       );
     };
 
     const onServer = await runBoth('server');
-    t.diagnostic(`server: baseline ${onServer.baseline!.steps} steps, rediff ${onServer.rediff!.steps} steps with ${onServer.rediff!.refinements} refinements`);
-    assert.ok(onServer.baseline!.steps >= 1 && onServer.baseline!.steps <= 24, '96 tokens at 4 per step: at most 24 steps');
+    t.diagnostic(
+      `server: baseline ${onServer.baseline!.steps} steps, rediff ${onServer.rediff!.steps} steps with ${onServer.rediff!.refinements} refinements`,
+    );
+    assert.ok(
+      onServer.baseline!.steps >= 1 && onServer.baseline!.steps <= 24,
+      '96 tokens at 4 per step: at most 24 steps',
+    );
     assert.ok(onServer.rediff!.steps >= 1 && onServer.rediff!.steps <= 24);
     assert.ok(onServer.baseline!.final.length > 0 && onServer.rediff!.final.length > 0);
     assert.equal(onServer.baseline!.refinements, 0, 'the LLaDA sampler never rewrites a token');
@@ -120,10 +158,14 @@ test('the page captions a generated scene with both models and marks refined tok
     // Scrub through the steps: refined tokens are marked where ReDiff rewrote something.
     const steps = Number(await page.getAttribute('#scrubber', 'max'));
     const scrub = (k: number) =>
-      page.$eval('#scrubber', (e, v) => {
-        (e as HTMLInputElement).value = String(v);
-        e.dispatchEvent(new Event('input'));
-      }, k);
+      page.$eval(
+        '#scrubber',
+        (e, v) => {
+          (e as HTMLInputElement).value = String(v);
+          e.dispatchEvent(new Event('input'));
+        },
+        k,
+      );
     let best = { step: 1, marked: 0 };
     for (let k = 1; k <= steps; k++) {
       await scrub(k);
@@ -148,13 +190,19 @@ test('the page captions a generated scene with both models and marks refined tok
     // stays until a good image is chosen.
     const litPixels = (): Promise<number> =>
       page.$eval('#view', (c) => {
-        const d = (c as HTMLCanvasElement).getContext('2d')!.getImageData(0, 0, (c as HTMLCanvasElement).width, (c as HTMLCanvasElement).height).data;
+        const d = (c as HTMLCanvasElement)
+          .getContext('2d')!
+          .getImageData(0, 0, (c as HTMLCanvasElement).width, (c as HTMLCanvasElement).height).data;
         let n = 0;
         for (let i = 0; i < d.length; i += 4) if (d[i]! + d[i + 1]! + d[i + 2]! > 0) n++;
         return n;
       });
     assert.ok((await litPixels()) > 0, 'the scene is drawn');
-    await page.setInputFiles('#upload', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image, just text\n') });
+    await page.setInputFiles('#upload', {
+      name: 'notes.png',
+      mimeType: 'image/png',
+      buffer: Buffer.from('not an image, just text\n'),
+    });
     await page.waitForSelector('#status.error', { timeout: 10_000 });
     assert.match((await page.textContent('#status')) ?? '', /cannot read notes\.png as an image/);
     assert.equal(await page.isDisabled('#run'), true, 'captioning is off without an image');

@@ -84,7 +84,10 @@ test('safetensors: every dtype round-trips, with metadata, aligned data', async 
 test('safetensors: reads a file in the reference layout (unpadded header, offsets in any order)', () => {
   const f32 = Buffer.from(Float32Array.of(1.5, -2).buffer);
   const i64 = Buffer.from(BigInt64Array.of(9n).buffer);
-  const header = JSON.stringify({ b: { dtype: 'I64', shape: [1], data_offsets: [8, 16] }, a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } });
+  const header = JSON.stringify({
+    b: { dtype: 'I64', shape: [1], data_offsets: [8, 16] },
+    a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+  });
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(Buffer.byteLength(header)));
   const { tensors } = decodeSafetensors(Buffer.concat([len, Buffer.from(header), f32, i64]), 'ref.safetensors');
@@ -113,23 +116,38 @@ test('safetensors: truncated or corrupt files give a UserError naming the file',
   for (const [name, bytes, pattern] of cases) {
     const p = path.join(dir, `${name.replace(/ /g, '_')}.safetensors`);
     fs.writeFileSync(p, bytes);
-    await rejectsUser(readSafetensors(p), new RegExp(`${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .*${pattern.source}`));
+    await rejectsUser(
+      readSafetensors(p),
+      new RegExp(`${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: .*${pattern.source}`),
+    );
     await rejectsUser(readSafetensorsHeader(p), pattern);
   }
   // Size inconsistent with shape and dtype.
   const header = JSON.stringify({ a: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } });
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(header.length));
-  assert.throws(() => decodeSafetensors(Buffer.concat([len, Buffer.from(header), Buffer.alloc(8)]), 'x.st'), /x\.st: corrupt: tensor a .* needs 12 bytes/);
+  assert.throws(
+    () => decodeSafetensors(Buffer.concat([len, Buffer.from(header), Buffer.alloc(8)]), 'x.st'),
+    /x\.st: corrupt: tensor a .* needs 12 bytes/,
+  );
   const bf16 = JSON.stringify({ a: { dtype: 'BF16', shape: [1], data_offsets: [0, 2] } });
   len.writeBigUInt64LE(BigInt(bf16.length));
-  assert.throws(() => decodeSafetensors(Buffer.concat([len, Buffer.from(bf16), Buffer.alloc(2)]), 'x.st'), /unsupported dtype "BF16"/);
+  assert.throws(
+    () => decodeSafetensors(Buffer.concat([len, Buffer.from(bf16), Buffer.alloc(2)]), 'x.st'),
+    /unsupported dtype "BF16"/,
+  );
   await rejectsUser(readSafetensors(path.join(dir, 'nope.safetensors')), /not found: .*nope\.safetensors/);
 });
 
 test('safetensors: encoding rejects inconsistent tensors (programming errors)', () => {
-  assert.throws(() => encodeSafetensorsBuffer({ a: { dtype: 'F32', shape: [2], data: new Float32Array(3) } }), RangeError);
-  assert.throws(() => encodeSafetensorsBuffer({ a: { dtype: 'I32', shape: [2], data: new Float32Array(2) } }), TypeError);
+  assert.throws(
+    () => encodeSafetensorsBuffer({ a: { dtype: 'F32', shape: [2], data: new Float32Array(3) } }),
+    RangeError,
+  );
+  assert.throws(
+    () => encodeSafetensorsBuffer({ a: { dtype: 'I32', shape: [2], data: new Float32Array(2) } }),
+    TypeError,
+  );
 });
 
 test('atomic write: replaces content, removes the temp file on error; readJsonFile errors', async () => {
@@ -183,7 +201,11 @@ test('checkpoint: save/load round-trip, info, optimizer on request', async () =>
   await saveCheckpoint(dir, input(20, 2));
   assert.deepEqual(fs.readdirSync(dir).sort(), ['checkpoint.json', 'model-20.safetensors', 'optimizer-20.safetensors']);
   await saveCheckpoint(dir, input(20, 3));
-  assert.deepEqual(fs.readdirSync(dir).sort(), ['checkpoint.json', 'model-20-r1.safetensors', 'optimizer-20-r1.safetensors']);
+  assert.deepEqual(fs.readdirSync(dir).sort(), [
+    'checkpoint.json',
+    'model-20-r1.safetensors',
+    'optimizer-20-r1.safetensors',
+  ]);
   const l3 = await loadCheckpoint(dir);
   assert.equal((l3.weights['embed.weight']!.data as Float32Array)[0], -2.25 * 3);
   // Without an optimizer.
@@ -207,7 +229,11 @@ test('checkpoint: a crash between writing the weights and checkpoint.json leaves
   assert.ok(loaded.optimizer);
   // The next successful save cleans up the leftovers.
   await saveCheckpoint(dir, input(300));
-  assert.deepEqual(fs.readdirSync(dir).sort(), ['checkpoint.json', 'model-300.safetensors', 'optimizer-300.safetensors']);
+  assert.deepEqual(fs.readdirSync(dir).sort(), [
+    'checkpoint.json',
+    'model-300.safetensors',
+    'optimizer-300.safetensors',
+  ]);
 
   // Killed after checkpoint.json was replaced but before cleanup: the new one loads.
   fs.copyFileSync(path.join(dir, 'model-300.safetensors'), path.join(dir, 'model-250.safetensors'));
@@ -218,7 +244,10 @@ test('checkpoint: clear UserErrors naming the file', async () => {
   const root = tmpDir();
   await rejectsUser(loadCheckpoint(path.join(root, 'nope')), /^checkpoint not found: .*nope$/);
   fs.mkdirSync(path.join(root, 'emptydir'));
-  await rejectsUser(loadCheckpoint(path.join(root, 'emptydir')), /not a rediff checkpoint: .*emptydir \(no checkpoint\.json/);
+  await rejectsUser(
+    loadCheckpoint(path.join(root, 'emptydir')),
+    /not a rediff checkpoint: .*emptydir \(no checkpoint\.json/,
+  );
   const dir = path.join(root, 'c');
   await saveCheckpoint(dir, input(5));
   const manifestPath = path.join(dir, 'checkpoint.json');
@@ -261,7 +290,12 @@ test('checkpoint: clear UserErrors naming the file', async () => {
 test('assertConfigMatches lists every differing key', () => {
   assertConfigMatches({ a: 1, b: { c: [1, 2] } }, { b: { c: [1, 2] }, a: 1 }, 'x/checkpoint.json');
   assert.throws(
-    () => assertConfigMatches({ width: 128, layers: 4, vision: { patch: 8 }, extra: true }, { width: 64, layers: 4, vision: { patch: 4 } }, 'x/checkpoint.json'),
+    () =>
+      assertConfigMatches(
+        { width: 128, layers: 4, vision: { patch: 8 }, extra: true },
+        { width: 64, layers: 4, vision: { patch: 4 } },
+        'x/checkpoint.json',
+      ),
     (err: unknown) => {
       assert.ok(err instanceof UserError);
       assert.match(err.message, /^x\/checkpoint\.json: config does not match the model: /);
@@ -311,5 +345,8 @@ test('checkpoint: a process SIGKILLed while saving leaves a loadable checkpoint'
   assert.ok(step >= 3, `step ${step}`);
   const w = loaded.weights.w!.data as Float32Array;
   assert.equal(w.length, 1 << 20);
-  assert.ok(w.every((v) => v === step), 'weights belong to the recorded step');
+  assert.ok(
+    w.every((v) => v === step),
+    'weights belong to the recorded step',
+  );
 });

@@ -15,7 +15,9 @@ const MAIN = path.resolve('src/cli/main.ts');
 
 async function rediff(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env: { ...process.env, NODE_NO_WARNINGS: '1' } });
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+      env: { ...process.env, NODE_NO_WARNINGS: '1' },
+    });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -29,8 +31,23 @@ const tokenizer = benchmarkTokenizer();
 const config = presetConfig('tiny', tokenizer.size);
 
 test('setup: a tiny checkpoint and a real image', async () => {
-  await saveModel(ckpt, { config, tokenizer, params: initParams(config, 0), state: { step: 0, prompt: 'describe the image in detail .' } });
-  const { code } = await rediff('data', 'make', '--split', 'val', '--n', '2', '--out', path.join(tmp, 'val'), '--no-progress');
+  await saveModel(ckpt, {
+    config,
+    tokenizer,
+    params: initParams(config, 0),
+    state: { step: 0, prompt: 'describe the image in detail .' },
+  });
+  const { code } = await rediff(
+    'data',
+    'make',
+    '--split',
+    'val',
+    '--n',
+    '2',
+    '--out',
+    path.join(tmp, 'val'),
+    '--no-progress',
+  );
   assert.equal(code, 0);
 });
 
@@ -44,34 +61,80 @@ function assertCleanFailure(r: { code: number; stderr: string }, pattern: RegExp
 const image = (): string => path.join(tmp, 'val', 'images', fs.readdirSync(path.join(tmp, 'val', 'images'))[0]!);
 
 test('generate captions an image and prints a trace (with a K/V cache)', async () => {
-  const r = await rediff('generate', '--checkpoint', ckpt, '--image', image(), '--tokens-per-step', '8', '--trace', '--no-color', '--cache', 'prefix');
+  const r = await rediff(
+    'generate',
+    '--checkpoint',
+    ckpt,
+    '--image',
+    image(),
+    '--tokens-per-step',
+    '8',
+    '--trace',
+    '--no-color',
+    '--cache',
+    'prefix',
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /step +1: /);
   assert.match(r.stdout, /\.png: /);
 });
 
 const failures: [string, string[], RegExp][] = [
-  ['negative steps', ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--steps', '-3'], /--steps takes a whole number/],
-  ['tokens per step that do not divide L', ['generate', '--checkpoint', ckpt, '--image', '__IMAGE__', '--tokens-per-step', '5'], /tokens per step 5 .*divides the generation length 96/],
-  ['an unknown preset', ['train', '--preset', 'huge', '--out', path.join(tmp, 'x')], /--preset must be one of tiny, small, base/],
-  ['an unknown cache mode', ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--cache', 'warm'], /--cache must be one of none, prefix, dual, got "warm"/],
-  ['an unknown sampler', ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--sampler', 'greedy'], /--sampler must be one of/],
+  [
+    'negative steps',
+    ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--steps', '-3'],
+    /--steps takes a whole number/,
+  ],
+  [
+    'tokens per step that do not divide L',
+    ['generate', '--checkpoint', ckpt, '--image', '__IMAGE__', '--tokens-per-step', '5'],
+    /tokens per step 5 .*divides the generation length 96/,
+  ],
+  [
+    'an unknown preset',
+    ['train', '--preset', 'huge', '--out', path.join(tmp, 'x')],
+    /--preset must be one of tiny, small, base/,
+  ],
+  [
+    'an unknown cache mode',
+    ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--cache', 'warm'],
+    /--cache must be one of none, prefix, dual, got "warm"/,
+  ],
+  [
+    'an unknown sampler',
+    ['generate', '--checkpoint', ckpt, '--image', 'x.png', '--sampler', 'greedy'],
+    /--sampler must be one of/,
+  ],
   ['a missing checkpoint', ['generate', '--checkpoint', path.join(tmp, 'nope'), '--image', 'x.png'], /nope/],
-  ['a missing image', ['generate', '--checkpoint', ckpt, '--image', path.join(tmp, 'missing.png')], /image not found: .*missing\.png/],
-  ['a file that is not an image', ['generate', '--checkpoint', ckpt, '--image', '__TEXT__'], /not a readable image: .*notes\.txt/],
+  [
+    'a missing image',
+    ['generate', '--checkpoint', ckpt, '--image', path.join(tmp, 'missing.png')],
+    /image not found: .*missing\.png/,
+  ],
+  [
+    'a file that is not an image',
+    ['generate', '--checkpoint', ckpt, '--image', '__TEXT__'],
+    /not a readable image: .*notes\.txt/,
+  ],
   ['an unknown flag', ['eval', '--bogus'], /unknown option '--bogus'/],
   ['repair without a drafter', ['repair'], /required option '--drafter <dir>'/],
   ['repair with a missing drafter', ['repair', '--drafter', path.join(tmp, 'nope')], /checkpoint not found: .*nope/],
   ['a negative request timeout', ['serve', '--request-timeout', '-1'], /--request-timeout takes a number >= 0/],
   ['a zero pixel limit', ['serve', '--max-pixels', '0'], /--max-pixels takes a whole number >= 1/],
-  ['a zero line limit', ['train', '--max-line-bytes', '0', '--out', path.join(tmp, 'x')], /--max-line-bytes takes a whole number >= 1/],
+  [
+    'a zero line limit',
+    ['train', '--max-line-bytes', '0', '--out', path.join(tmp, 'x')],
+    /--max-line-bytes takes a whole number >= 1/,
+  ],
   ['repair on one scene', ['repair', '--drafter', ckpt, '--scenes', '1'], /--scenes takes a whole number >= 2/],
 ];
 
 for (const [name, args, pattern] of failures) {
   test(`bad input gets one clear line and a non-zero exit: ${name}`, async () => {
     fs.writeFileSync(path.join(tmp, 'notes.txt'), 'hello');
-    const resolved = args.map((a) => (a === '__IMAGE__' ? image() : a === '__TEXT__' ? path.join(tmp, 'notes.txt') : a));
+    const resolved = args.map((a) =>
+      a === '__IMAGE__' ? image() : a === '__TEXT__' ? path.join(tmp, 'notes.txt') : a,
+    );
     assertCleanFailure(await rediff(...resolved), pattern);
   });
 }
@@ -82,13 +145,19 @@ test('a truncated checkpoint fails with a message naming the file', async () => 
   const weights = fs.readdirSync(broken).find((f) => f.startsWith('model-'))!;
   const file = path.join(broken, weights);
   fs.truncateSync(file, Math.floor(fs.statSync(file).size / 2));
-  assertCleanFailure(await rediff('generate', '--checkpoint', broken, '--image', image()), new RegExp(weights.replace('.', '\\.')));
+  assertCleanFailure(
+    await rediff('generate', '--checkpoint', broken, '--image', image()),
+    new RegExp(weights.replace('.', '\\.')),
+  );
 });
 
 test('reproduce --notes: a file that cannot be read fails at once, naming it, before any work', async () => {
   const out = path.join(tmp, 'study-notes');
   const notes = path.join(tmp, 'no-such-notes.md');
-  assertCleanFailure(await rediff('reproduce', '--preset', 'quick', '--out', out, '--notes', notes, '--no-progress'), new RegExp(`--notes: cannot read .*no-such-notes\\.md`));
+  assertCleanFailure(
+    await rediff('reproduce', '--preset', 'quick', '--out', out, '--notes', notes, '--no-progress'),
+    new RegExp(`--notes: cannot read .*no-such-notes\\.md`),
+  );
   assert.equal(fs.existsSync(out), false, 'nothing was started');
 });
 
@@ -108,12 +177,26 @@ test('diagnose reports the loss with the right and a shuffled image; a model wit
 
 test('repair measures the fixture drafter and an untrained model on its own corrected drafts', async () => {
   const fixture = path.resolve('test/fixtures/tiny-stage1');
-  const r = await rediff('repair', '--drafter', fixture, '--checkpoints', `${fixture},${ckpt}`, '--scenes', '8', '--tokens-per-step', '2');
+  const r = await rediff(
+    'repair',
+    '--drafter',
+    fixture,
+    '--checkpoints',
+    `${fixture},${ckpt}`,
+    '--scenes',
+    '8',
+    '--tokens-per-step',
+    '2',
+  );
   assert.equal(r.code, 0, r.stderr);
   const usable = Number(/^(\d+) of 8 drafts/m.exec(r.stdout)?.[1]);
   assert.ok(usable >= 4, r.stdout);
   // One row per checkpoint: name, corrected tokens, three percentages.
-  const rows = r.stdout.trim().split('\n').slice(2).map((l) => l.trim().split(/\s+/));
+  const rows = r.stdout
+    .trim()
+    .split('\n')
+    .slice(2)
+    .map((l) => l.trim().split(/\s+/));
   assert.equal(rows.length, 2, r.stdout);
   for (const row of rows) {
     assert.ok(Number(row[1]) > 0, r.stdout);
@@ -128,20 +211,55 @@ test('train --llava: words outside the vocabulary are reported as file:line (pro
   fs.mkdirSync(dir, { recursive: true });
   const img = path.join(dir, 'a.png');
   fs.copyFileSync(image(), img);
-  const turn = (prompt: string, caption: string) => JSON.stringify({ image: 'a.png', conversations: [{ from: 'human', value: `<image>\n${prompt}` }, { from: 'gpt', value: caption }] });
+  const turn = (prompt: string, caption: string) =>
+    JSON.stringify({
+      image: 'a.png',
+      conversations: [
+        { from: 'human', value: `<image>\n${prompt}` },
+        { from: 'gpt', value: caption },
+      ],
+    });
   const file = path.join(dir, 'mine.jsonl');
-  fs.writeFileSync(file, [
-    turn('Describe the image in detail.', 'There is one shape. A small red circle is in the center.'),
-    turn('Describe the image in detail.', 'There is one zebra. A small red circle is in the center.'),
-    turn('Describe this photo in detail.', 'There is one shape. A small red circle is in the center.'),
-  ].join('\n') + '\n');
+  fs.writeFileSync(
+    file,
+    [
+      turn('Describe the image in detail.', 'There is one shape. A small red circle is in the center.'),
+      turn('Describe the image in detail.', 'There is one zebra. A small red circle is in the center.'),
+      turn('Describe this photo in detail.', 'There is one shape. A small red circle is in the center.'),
+    ].join('\n') + '\n',
+  );
   let runs = 0;
-  const train = (...extra: string[]) => rediff('train', '--preset', 'tiny', '--stage', 'revision', '--llava', file, '--steps', '2', '--warmup', '1', '--batch-size', '2', '--out', path.join(tmp, `unk-run-${++runs}`), '--no-progress', ...extra);
-  assertCleanFailure(await train(), new RegExp(`${file.replace(/[.]/g, '\\.')}:2: caption has 1 word\\(s\\) outside the vocabulary: "zebra"`));
+  const train = (...extra: string[]) =>
+    rediff(
+      'train',
+      '--preset',
+      'tiny',
+      '--stage',
+      'revision',
+      '--llava',
+      file,
+      '--steps',
+      '2',
+      '--warmup',
+      '1',
+      '--batch-size',
+      '2',
+      '--out',
+      path.join(tmp, `unk-run-${++runs}`),
+      '--no-progress',
+      ...extra,
+    );
+  assertCleanFailure(
+    await train(),
+    new RegExp(`${file.replace(/[.]/g, '\\.')}:2: caption has 1 word\\(s\\) outside the vocabulary: "zebra"`),
+  );
   const skipped = await train('--on-error', 'skip');
   assert.equal(skipped.code, 0, skipped.stderr);
   assert.match(skipped.stderr, /mine\.jsonl:2: caption .*"zebra" \(skipped\)/);
-  assert.match(skipped.stderr, /mine\.jsonl:3: prompt has 2 word\(s\) outside the vocabulary: "this", "photo" \(skipped\)/);
+  assert.match(
+    skipped.stderr,
+    /mine\.jsonl:3: prompt has 2 word\(s\) outside the vocabulary: "this", "photo" \(skipped\)/,
+  );
   const allowed = await train('--allow-unk');
   assert.equal(allowed.code, 0, allowed.stderr);
   assert.doesNotMatch(allowed.stderr, /outside the vocabulary/);

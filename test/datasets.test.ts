@@ -4,7 +4,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { UserError } from '../src/util/errors.js';
-import { checkSplitsDisjoint, makeRecord, makeSplit, readSplit, sceneSeed, splitBlock } from '../src/benchmark/dataset.js';
+import {
+  checkSplitsDisjoint,
+  makeRecord,
+  makeSplit,
+  readSplit,
+  sceneSeed,
+  splitBlock,
+} from '../src/benchmark/dataset.js';
 import { renderScene, renderScenePng } from '../src/benchmark/render.js';
 import { scoreCaption } from '../src/benchmark/metrics.js';
 import { loadLlavaJsonl, loadVicritJsonl } from '../src/data/datasets.js';
@@ -50,7 +57,8 @@ test('makeSplit: writes images + data.jsonl, same seed gives the same bytes, rea
   assert.deepEqual(fs.readFileSync(path.join(a, 'data.jsonl')), fs.readFileSync(path.join(b, 'data.jsonl')));
   const imgs = fs.readdirSync(path.join(a, 'images')).sort();
   assert.equal(imgs.length, 40);
-  for (const f of imgs) assert.deepEqual(fs.readFileSync(path.join(a, 'images', f)), fs.readFileSync(path.join(b, 'images', f)));
+  for (const f of imgs)
+    assert.deepEqual(fs.readFileSync(path.join(a, 'images', f)), fs.readFileSync(path.join(b, 'images', f)));
   const info = JSON.parse(fs.readFileSync(path.join(a, 'split.json'), 'utf8'));
   assert.equal(info.split, 'train');
   assert.equal(info.n, 40);
@@ -80,7 +88,10 @@ test('makeSplit: splits are disjoint and colliding siblings are refused', async 
   await makeSplit({ split: 'test', n: 30, seed: 2, out: path.join(root, 'test') });
   await checkSplitsDisjoint(['train', 'val', 'test'].map((s) => path.join(root, s)));
   // The same split name and seed again in a sibling directory shares every scene.
-  await assert.rejects(makeSplit({ split: 'train', n: 10, seed: 1, out: path.join(root, 'train-copy') }), /shares 10 scene/);
+  await assert.rejects(
+    makeSplit({ split: 'train', n: 10, seed: 1, out: path.join(root, 'train-copy') }),
+    /shares 10 scene/,
+  );
   assert.ok(!fs.existsSync(path.join(root, 'train-copy', 'data.jsonl')), 'no data.jsonl left behind');
   await assert.rejects(makeSplit({ split: 'bad name', n: 1, seed: 1, out: path.join(tmp, 'x') }), UserError);
   await assert.rejects(makeSplit({ split: 'train', n: 0, seed: 1, out: path.join(tmp, 'x') }), UserError);
@@ -99,7 +110,12 @@ test('readSplit: malformed line, missing image and unknown words are reported wi
   fs.rmSync(path.join(dir, rec4.image));
   lines.splice(1, 0, ''); // a blank line is not an error, but shifts the line numbers
   fs.writeFileSync(file, lines.join('\n') + '\n');
-  await assert.rejects(readSplit(dir), (e: Error) => e instanceof UserError && e.message.startsWith(`${file}:4: caption 1 has 1 word(s) outside the vocabulary: "elephant"`));
+  await assert.rejects(
+    readSplit(dir),
+    (e: Error) =>
+      e instanceof UserError &&
+      e.message.startsWith(`${file}:4: caption 1 has 1 word(s) outside the vocabulary: "elephant"`),
+  );
   const { records, issues } = await readSplit(dir, { onError: 'skip' });
   assert.equal(records.length, 3);
   assert.deepEqual(
@@ -131,7 +147,11 @@ test('LLaVA loader: conversations format, problems reported per line', async () 
   fs.writeFileSync(
     file,
     [
-      JSON.stringify({ id: 'ok', image: 'img/a.png', conversations: conv('There are two shapes. A small red circle is in the center.') }),
+      JSON.stringify({
+        id: 'ok',
+        image: 'img/a.png',
+        conversations: conv('There are two shapes. A small red circle is in the center.'),
+      }),
       '{"id": "cut", "image": "img/a.png", "conv',
       JSON.stringify({ id: 'noimg', image: 'img/missing.png', conversations: conv('There are two shapes.') }),
       JSON.stringify({ id: 'oov', image: 'img/a.png', conversations: conv('There is a fluffy cat.') }),
@@ -144,10 +164,16 @@ test('LLaVA loader: conversations format, problems reported per line', async () 
   assert.equal(records[0]!.id, 'ok');
   assert.equal(records[0]!.prompt, 'Describe the image in detail.');
   assert.equal(records[0]!.image, path.join(dir, 'img', 'a.png'));
-  assert.deepEqual(issues.map((i) => i.line), [2, 3, 4, 5, 6]);
+  assert.deepEqual(
+    issues.map((i) => i.line),
+    [2, 3, 4, 5, 6],
+  );
   assert.match(issues[1]!.message, /image not found/);
   assert.match(issues[2]!.message, /"fluffy", "cat"/);
-  await assert.rejects(loadLlavaJsonl(file), (e: Error) => e instanceof UserError && e.message.startsWith(`${file}:2: not valid JSON`));
+  await assert.rejects(
+    loadLlavaJsonl(file),
+    (e: Error) => e instanceof UserError && e.message.startsWith(`${file}:2: not valid JSON`),
+  );
   // Without a vocabulary check, the out-of-vocabulary caption is fine.
   const open = await loadLlavaJsonl(file, { onError: 'skip', vocabulary: null });
   assert.equal(open.records.length, 2);
@@ -164,10 +190,31 @@ test('ViCrit loader: pairs located by span, same-length only, ViCrit-Train field
   fs.writeFileSync(
     file,
     [
-      JSON.stringify({ caption, changed_caption: caption.replace('red', 'blue'), span_original: 'red', span_changed: 'blue', type: 'color' }),
-      JSON.stringify({ original_caption: caption, changed_caption: caption.replace('on the left', 'at the top'), solution_original: 'on the left', solution_target: 'at the top' }),
-      JSON.stringify({ caption, changed_caption: caption.replace('small red', 'large'), span_original: 'small red', span_changed: 'large' }),
-      JSON.stringify({ caption, changed_caption: caption.replace('red', 'blue'), span_original: 'red', span_changed: 'green' }),
+      JSON.stringify({
+        caption,
+        changed_caption: caption.replace('red', 'blue'),
+        span_original: 'red',
+        span_changed: 'blue',
+        type: 'color',
+      }),
+      JSON.stringify({
+        original_caption: caption,
+        changed_caption: caption.replace('on the left', 'at the top'),
+        solution_original: 'on the left',
+        solution_target: 'at the top',
+      }),
+      JSON.stringify({
+        caption,
+        changed_caption: caption.replace('small red', 'large'),
+        span_original: 'small red',
+        span_changed: 'large',
+      }),
+      JSON.stringify({
+        caption,
+        changed_caption: caption.replace('red', 'blue'),
+        span_original: 'red',
+        span_changed: 'green',
+      }),
       JSON.stringify({ caption, changed_caption: caption }),
     ].join('\n'),
   );
@@ -177,7 +224,10 @@ test('ViCrit loader: pairs located by span, same-length only, ViCrit-Train field
   assert.equal(records[0]!.type, 'color');
   assert.equal(records[1]!.token_start, 10);
   assert.equal(records[1]!.token_count, 3);
-  assert.deepEqual(issues.map((i) => i.line), [3, 4, 5]);
+  assert.deepEqual(
+    issues.map((i) => i.line),
+    [3, 4, 5],
+  );
   assert.match(issues[0]!.message, /token count/);
   assert.match(issues[1]!.message, /not found/);
   assert.match(issues[2]!.message, /needs string fields/);
@@ -200,17 +250,36 @@ test('jsonl: IssueLog validates onError; readJsonl skips blank lines and a BOM',
 test('jsonl: a line over the limit is a clear issue naming file:line (skipped or fatal); control characters in messages are escaped', async () => {
   const f = path.join(tmp, 'long.jsonl');
   const binary = '\u0001\u0002\u001b[31mred\u0000\u007f\u202e';
-  fs.writeFileSync(f, [JSON.stringify({ a: 1 }), JSON.stringify({ a: 'x'.repeat(5000) }), binary, JSON.stringify({ a: 4 }), '{"a":5}\r'].join('\n'));
+  fs.writeFileSync(
+    f,
+    [
+      JSON.stringify({ a: 1 }),
+      JSON.stringify({ a: 'x'.repeat(5000) }),
+      binary,
+      JSON.stringify({ a: 4 }),
+      '{"a":5}\r',
+    ].join('\n'),
+  );
   const log = new IssueLog('skip');
   const rows = await readJsonl(f, log, { maxLineBytes: 1024 });
-  assert.deepEqual(rows.map((r) => r.line), [1, 4, 5], 'the lines around them are read; CRLF and a missing final newline are fine');
-  assert.deepEqual(log.issues.map((i) => i.line), [2, 3]);
+  assert.deepEqual(
+    rows.map((r) => r.line),
+    [1, 4, 5],
+    'the lines around them are read; CRLF and a missing final newline are fine',
+  );
+  assert.deepEqual(
+    log.issues.map((i) => i.line),
+    [2, 3],
+  );
   assert.match(formatIssue(log.issues[0]!), /long\.jsonl:2: line is longer than 1024 bytes \(5008 bytes/);
   const bad = formatIssue(log.issues[1]!);
   assert.match(bad, /long\.jsonl:3: not valid JSON/);
   assert.doesNotMatch(bad, /[\u0000-\u001f\u007f-\u009f\u202e]/, `raw control characters in ${JSON.stringify(bad)}`);
   assert.match(bad, /\\u001b/);
-  await assert.rejects(readJsonl(f, new IssueLog('fail'), { maxLineBytes: 1024 }), (e: Error) => e instanceof UserError && /long\.jsonl:2: line is longer than 1024 bytes/.test(e.message));
+  await assert.rejects(
+    readJsonl(f, new IssueLog('fail'), { maxLineBytes: 1024 }),
+    (e: Error) => e instanceof UserError && /long\.jsonl:2: line is longer than 1024 bytes/.test(e.message),
+  );
   // The default limit is 64 MiB.
   assert.equal((await readJsonl(f, new IssueLog('skip'))).length, 4);
 });
@@ -222,20 +291,45 @@ test('an unreadable image named by a data file is an issue at file:line, skipped
   const good = renderScenePng(makeRecord('train', 0, 0).record.scene, 64).png;
   fs.writeFileSync(path.join(dir, 'good.png'), good);
   fs.writeFileSync(path.join(dir, 'broken.png'), 'not a png at all');
-  const conv = [{ from: 'human', value: '<image>\ndescribe the image in detail .' }, { from: 'gpt', value: 'There are two shapes.' }];
+  const conv = [
+    { from: 'human', value: '<image>\ndescribe the image in detail .' },
+    { from: 'gpt', value: 'There are two shapes.' },
+  ];
   const file = path.join(dir, 'mine.jsonl');
-  fs.writeFileSync(file, [{ id: 'a', image: 'good.png' }, { id: 'b', image: 'broken.png' }, { id: 'c', image: 'broken.png' }].map((r) => JSON.stringify({ ...r, conversations: conv })).join('\n') + '\n');
+  fs.writeFileSync(
+    file,
+    [
+      { id: 'a', image: 'good.png' },
+      { id: 'b', image: 'broken.png' },
+      { id: 'c', image: 'broken.png' },
+    ]
+      .map((r) => JSON.stringify({ ...r, conversations: conv }))
+      .join('\n') + '\n',
+  );
   const data = await readUserData({ llava: file }, tokenizer, 64, { onError: 'skip', vocabulary: null });
   assert.equal(data.records.length, 1);
-  assert.deepEqual(data.llava.map((r) => r.id), ['a']);
-  assert.deepEqual(data.issues.map((i) => i.line), [2, 3]);
+  assert.deepEqual(
+    data.llava.map((r) => r.id),
+    ['a'],
+  );
+  assert.deepEqual(
+    data.issues.map((i) => i.line),
+    [2, 3],
+  );
   assert.match(formatIssue(data.issues[0]!), /mine\.jsonl:2: not a readable image: .*broken\.png/);
-  await assert.rejects(readUserData({ llava: file }, tokenizer, 64, { onError: 'fail', vocabulary: null }), (e: Error) => e instanceof UserError && /mine\.jsonl:2: not a readable image: .*broken\.png/.test(e.message));
+  await assert.rejects(
+    readUserData({ llava: file }, tokenizer, 64, { onError: 'fail', vocabulary: null }),
+    (e: Error) => e instanceof UserError && /mine\.jsonl:2: not a readable image: .*broken\.png/.test(e.message),
+  );
 
   // The same in a benchmark split: the broken image's line is named and skipped.
   const split = path.join(tmp, 'split-unreadable');
   await makeSplit({ split: 'val', n: 3, seed: 0, out: split, checkSiblings: false });
-  const victim = fs.readFileSync(path.join(split, 'data.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { image: string })[1]!;
+  const victim = fs
+    .readFileSync(path.join(split, 'data.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { image: string })[1]!;
   fs.writeFileSync(path.join(split, victim.image), 'garbage');
   const read = await readBenchmarkSplit(split, 64, 'skip');
   assert.equal(read.split.records.length, 2);

@@ -5,7 +5,9 @@ import type { EvalRow } from '../src/evaluation/evaluate.js';
 import { TABLE_COLUMNS, evalTable, renderPlain } from '../src/evaluation/table.js';
 import { samplerOptions } from '../src/sampling/sampler.js';
 
-const summary = Object.fromEntries(TABLE_COLUMNS.map((c) => [c.metric, { mean: 0.5, lo: 0.4, hi: 0.6, n: 10 }])) as unknown as Summary;
+const summary = Object.fromEntries(
+  TABLE_COLUMNS.map((c) => [c.metric, { mean: 0.5, lo: 0.4, hi: 0.6, n: 10 }]),
+) as unknown as Summary;
 const row = (label: string, sampler: string, tokensPerStep: number | null, achieved: number): EvalRow => ({
   setting: { label, sampler, tokensPerStep, options: samplerOptions(sampler, { steps: 96 }) },
   summary,

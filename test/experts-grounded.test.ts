@@ -64,7 +64,9 @@ test('grounded: planted errors of every type are found and fixed with valid same
   }
   const total = HALLUCINATION_TYPES.reduce((s, k) => s + made[k], 0);
   const ok = HALLUCINATION_TYPES.reduce((s, k) => s + fixed[k], 0);
-  t.diagnostic(`planted errors fixed (factuality 1.0 after): ${ok}/${total} = ${((100 * ok) / total).toFixed(1)}%; by type ${JSON.stringify(fixed)} of ${JSON.stringify(made)}`);
+  t.diagnostic(
+    `planted errors fixed (factuality 1.0 after): ${ok}/${total} = ${((100 * ok) / total).toFixed(1)}%; by type ${JSON.stringify(fixed)} of ${JSON.stringify(made)}`,
+  );
   assert.ok(ok >= 0.95 * total, `${ok}/${total}`);
   for (const k of HALLUCINATION_TYPES) {
     assert.ok(made[k] >= 20, `${k}: only ${made[k]} planted`);
@@ -100,7 +102,12 @@ test('grounded: an injected repeated word is fixed in a clear majority of drafts
     const scene = generateScene(rng.fork(), { seed: 9000 + i });
     const tokens = [...writeCaption(scene, rng.fork()).tokens];
     let pos = 1 + rng.int(tokens.length - 2);
-    for (let g = 0; g < 100 && (tokens[pos] === tokens[pos - 1] || !/^[a-z]/.test(tokens[pos]!) || !/^[a-z]/.test(tokens[pos - 1]!)); g++) pos = 1 + rng.int(tokens.length - 2);
+    for (
+      let g = 0;
+      g < 100 && (tokens[pos] === tokens[pos - 1] || !/^[a-z]/.test(tokens[pos]!) || !/^[a-z]/.test(tokens[pos - 1]!));
+      g++
+    )
+      pos = 1 + rng.int(tokens.length - 2);
     tokens[pos] = tokens[pos - 1]!;
     const draft = joinWords(tokens);
     const r = correctDraft(scene, draft, tok);
@@ -129,7 +136,9 @@ test('grounded: an injected repeated word is fixed in a clear majority of drafts
       assert.ok(r.chaosAfter < r.chaosBefore && r.remainingErrors === 0, draft);
     }
   }
-  t.diagnostic(`same-length stutter: fix returned ${fixedA}/${N} (${((100 * fixedA) / N).toFixed(0)}%), fully clean after ${cleanA}/${N}; inserted stutter: fix returned ${fixedB}/${M} (${((100 * fixedB) / M).toFixed(0)}%)`);
+  t.diagnostic(
+    `same-length stutter: fix returned ${fixedA}/${N} (${((100 * fixedA) / N).toFixed(0)}%), fully clean after ${cleanA}/${N}; inserted stutter: fix returned ${fixedB}/${M} (${((100 * fixedB) / M).toFixed(0)}%)`,
+  );
   assert.ok(fixedA >= 0.8 * N, `same-length stutter fixed ${fixedA}/${N}`);
   assert.ok(fixedB >= 0.6 * M, `inserted stutter fixed ${fixedB}/${M}`);
 });
@@ -137,19 +146,29 @@ test('grounded: an injected repeated word is fixed in a clear majority of drafts
 test('grounded: hand-written drafts (lengths that differ, articles, several errors, nothing to fix)', () => {
   const cases: { draft: string; want?: string; pairs?: SegmentPair[] }[] = [
     // Article follows the colour; org widened to two tokens.
-    { draft: `There are three shapes. An orange circle is at the top. ${TAIL}`, pairs: [{ org: 'an orange', target: 'a red' }] },
+    {
+      draft: `There are three shapes. An orange circle is at the top. ${TAIL}`,
+      pairs: [{ org: 'an orange', target: 'a red' }],
+    },
     // Place phrase of another length: the verb is re-worded so that the segment keeps its length.
     {
       draft: `There are three shapes. A small red circle is in the upper left corner. ${TAIL}`,
       pairs: [{ org: 'is in the upper left corner', target: 'can be seen at the top' }],
     },
     // Relation: a one-word swap.
-    { draft: `There are three shapes. A small red circle is at the top. ${TAIL} The star is to the left of the square.`, pairs: [{ org: 'the left', target: 'the right' }] },
+    {
+      draft: `There are three shapes. A small red circle is at the top. ${TAIL} The star is to the left of the square.`,
+      pairs: [{ org: 'the left', target: 'the right' }],
+    },
     // An inserted "the": a same-length re-wording of the place.
-    { draft: `There are three shapes. A small red circle is at the the top. ${TAIL}`, pairs: [{ org: 'at the the top', target: 'in the top center' }] },
+    {
+      draft: `There are three shapes. A small red circle is at the the top. ${TAIL}`,
+      pairs: [{ org: 'at the the top', target: 'in the top center' }],
+    },
     // Several problems at once: count, colour, two stutters.
     {
-      draft: 'There are two shapes. A small green circle is at the top. A large blue star star at the bottom. A large orange square is in in bottom left.',
+      draft:
+        'There are two shapes. A small green circle is at the top. A large blue star star at the bottom. A large orange square is in in bottom left.',
       want: `There are three shapes. A small red circle is at the top. ${TAIL}`,
     },
   ];
@@ -212,7 +231,11 @@ test('grounded: orgs are made unique with neighbours; a case-sensitive tokenizer
     firstOrdinaryId: 4,
     isSpecial: (id) => id < 4,
     idOf: (w) => words.get(w),
-    encode: (text) => text.split(/\s+/).filter(Boolean).map((w) => words.get(w) ?? (words.set(w, words.size + 4), words.size + 3)),
+    encode: (text) =>
+      text
+        .split(/\s+/)
+        .filter(Boolean)
+        .map((w) => words.get(w) ?? (words.set(w, words.size + 4), words.size + 3)),
     decode: () => '',
     pieces: (ids) => ids.map(String),
     toJSON: () => ({}),
@@ -233,15 +256,26 @@ test('GroundedExpert.review: right, pairs, error without a scene graph, rejects 
   const json = JSON.parse(JSON.stringify({ ...SCENE, relations: undefined })) as unknown;
   assert.ok(asScene(json));
   assert.deepEqual(await expert.review({ ...base, draft: rightDraft, scene: json }), { kind: 'right' });
-  const wrong = await expert.review({ ...base, draft: `There are three shapes. A small blue circle is at the top. ${TAIL}`, scene: SCENE });
+  const wrong = await expert.review({
+    ...base,
+    draft: `There are three shapes. A small blue circle is at the top. ${TAIL}`,
+    scene: SCENE,
+  });
   assert.deepEqual(wrong, { kind: 'pairs', pairs: [{ org: 'small blue', target: 'small red' }] });
   const none = await expert.review({ ...base, draft: rightDraft });
   assert.equal(none.kind, 'error');
-  assert.equal((await expert.review({ ...base, draft: rightDraft, scene: { objects: [{ id: 'o', shape: 'blob' }] } })).kind, 'error');
+  assert.equal(
+    (await expert.review({ ...base, draft: rightDraft, scene: { objects: [{ id: 'o', shape: 'blob' }] } })).kind,
+    'error',
+  );
   const ac = new AbortController();
   ac.abort();
   await assert.rejects(expert.review({ ...base, draft: rightDraft, scene: SCENE }, ac.signal));
   // With one-token segments allowed, the org is just the wrong word.
-  const one = await new GroundedExpert({ minSegmentTokens: 1 }).review({ ...base, draft: `There are three shapes. A small green circle is at the top. ${TAIL}`, scene: SCENE });
+  const one = await new GroundedExpert({ minSegmentTokens: 1 }).review({
+    ...base,
+    draft: `There are three shapes. A small green circle is at the top. ${TAIL}`,
+    scene: SCENE,
+  });
   assert.deepEqual(one, { kind: 'pairs', pairs: [{ org: 'green', target: 'red' }] });
 });

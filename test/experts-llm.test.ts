@@ -7,7 +7,14 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { splitWords, WordTokenizer } from '../src/tokenizer/word.js';
 import { UserError } from '../src/util/errors.js';
 import type { Expert, ReviewAnswer, ReviewRequest } from '../src/experts/expert.js';
-import { buildReviewMessages, chatCompletionsUrl, LlmExpert, parseRetryAfter, pngDataUrl, REVIEW_SYSTEM_PROMPT } from '../src/experts/llm.js';
+import {
+  buildReviewMessages,
+  chatCompletionsUrl,
+  LlmExpert,
+  parseRetryAfter,
+  pngDataUrl,
+  REVIEW_SYSTEM_PROMPT,
+} from '../src/experts/llm.js';
 import { readAnswerCache, reviewAll } from '../src/experts/cache.js';
 
 import { type Received, type Reply, type TestServer, draftOf, startServer, withServer } from './helpers/chat-server.js';
@@ -16,17 +23,33 @@ function tmpDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-experts-'));
 }
 
-const WORDS = 'there is a an the small large red blue green circle square star in top left right bottom and of , . two three';
+const WORDS =
+  'there is a an the small large red blue green circle square star in top left right bottom and of , . two three';
 const tok = new WordTokenizer(splitWords(WORDS));
 const PNG = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3, 250]);
 
 function request(id: string, draft: string): ReviewRequest {
-  return { id, imagePng: PNG, question: 'Describe the image.', reference: 'A small red circle in the top left.', draft };
+  return {
+    id,
+    imagePng: PNG,
+    question: 'Describe the image.',
+    reference: 'A small red circle in the top left.',
+    draft,
+  };
 }
 
 /** Fast settings: everything in a few ms, two attempts at most. */
 function fastExpert(baseUrl: string, extra: Partial<ConstructorParameters<typeof LlmExpert>[0]> = {}): LlmExpert {
-  return new LlmExpert({ baseUrl, model: 'test-vlm', apiKey: 'test-key', concurrency: 2, timeoutMs: 2000, maxRetries: 1, backoffMs: 1, ...extra });
+  return new LlmExpert({
+    baseUrl,
+    model: 'test-vlm',
+    apiKey: 'test-key',
+    concurrency: 2,
+    timeoutMs: 2000,
+    maxRetries: 1,
+    backoffMs: 1,
+    ...extra,
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -51,7 +74,8 @@ test('llm helpers: URL, Retry-After, data URL, messages', () => {
   const noImage = buildReviewMessages({ ...request('a', 'x'), imagePng: undefined });
   assert.equal((noImage[1]!.content as unknown[]).length, 1);
   // API key from the environment: REDIFF_EXPERT_API_KEY first, then OPENAI_API_KEY, else none.
-  const key = (env: Record<string, string>): unknown => (new LlmExpert({ baseUrl: 'http://h/v1', model: 'm', env }) as unknown as { apiKey?: string }).apiKey;
+  const key = (env: Record<string, string>): unknown =>
+    (new LlmExpert({ baseUrl: 'http://h/v1', model: 'm', env }) as unknown as { apiKey?: string }).apiKey;
   assert.equal(key({ REDIFF_EXPERT_API_KEY: 'k1', OPENAI_API_KEY: 'k2' }), 'k1');
   assert.equal(key({ OPENAI_API_KEY: 'k2' }), 'k2');
   assert.equal(key({}), undefined);
@@ -91,9 +115,11 @@ test('llm expert: sends model, Authorization and the image data URL; parses a co
 test('llm expert: right, fenced JSON, malformed JSON and unequal-length pairs, through reviewAll', async () => {
   const answers: Record<string, string> = {
     'There is a small red circle in the top left.': 'Right.',
-    'There is a large red circle in the top left.': '```json\n[{"org": "large red circle", "target": "small red circle"}]\n```',
+    'There is a large red circle in the top left.':
+      '```json\n[{"org": "large red circle", "target": "small red circle"}]\n```',
     'There is a small blue circle in the top left.': '[{"org": "small blue circle", "target": "small red circle"',
-    'There is a small red square in the top left.': '[{"org": "red square", "target": "red circle"}, {"org": "in the top left", "target": "in the top left corner of it"}]',
+    'There is a small red square in the top left.':
+      '[{"org": "red square", "target": "red circle"}, {"org": "in the top left", "target": "in the top left corner of it"}]',
   };
   const drafts = Object.keys(answers);
   await withServer(
@@ -102,10 +128,16 @@ test('llm expert: right, fenced JSON, malformed JSON and unequal-length pairs, t
       const dir = tmpDir();
       try {
         const requests = drafts.map((d, i) => request(`r${i}`, d));
-        const res = await reviewAll(fastExpert(s.baseUrl), requests, { cacheFile: path.join(dir, 'answers.jsonl'), tokenizer: tok, warn: () => {} });
+        const res = await reviewAll(fastExpert(s.baseUrl), requests, {
+          cacheFile: path.join(dir, 'answers.jsonl'),
+          tokenizer: tok,
+          warn: () => {},
+        });
         assert.equal(res.asked, 4);
         assert.deepEqual(res.answers.get('r0'), { kind: 'right', raw: 'Right.' });
-        assert.deepEqual((res.answers.get('r1') as Extract<ReviewAnswer, { kind: 'pairs' }>).pairs, [{ org: 'large red circle', target: 'small red circle' }]);
+        assert.deepEqual((res.answers.get('r1') as Extract<ReviewAnswer, { kind: 'pairs' }>).pairs, [
+          { org: 'large red circle', target: 'small red circle' },
+        ]);
         const bad = res.answers.get('r2')!;
         assert.equal(bad.kind, 'malformed');
         assert.match((bad as { reason: string }).reason, /not JSON/);
@@ -127,7 +159,10 @@ test('llm expert: right, fenced JSON, malformed JSON and unequal-length pairs, t
         assert.ok(!Number.isNaN(Date.parse(e2.at)));
         assert.deepEqual(cache.entries.get('r1')!.answer, res.answers.get('r1'));
         // A rerun asks nothing (malformed answers count as answered).
-        const again = await reviewAll(fastExpert(s.baseUrl), requests, { cacheFile: path.join(dir, 'answers.jsonl'), tokenizer: tok });
+        const again = await reviewAll(fastExpert(s.baseUrl), requests, {
+          cacheFile: path.join(dir, 'answers.jsonl'),
+          tokenizer: tok,
+        });
         assert.equal(again.asked, 0);
         assert.equal(again.fromCache, 4);
         assert.deepEqual(again.stats.toJSON(), res.stats.toJSON());
@@ -142,7 +177,10 @@ test('llm expert: right, fenced JSON, malformed JSON and unequal-length pairs, t
 test('llm expert: 429 then success honours Retry-After; 5xx retried; 400 not retried', async () => {
   // 429 with Retry-After: 0, while the exponential backoff alone would wait 10 s.
   await withServer(
-    (_r, n) => (n === 1 ? { status: 429, headers: { 'retry-after': '0' }, rawBody: '{"error":{"message":"slow down"}}' } : { content: 'right' }),
+    (_r, n) =>
+      n === 1
+        ? { status: 429, headers: { 'retry-after': '0' }, rawBody: '{"error":{"message":"slow down"}}' }
+        : { content: 'right' },
     async (s) => {
       const t0 = performance.now();
       const a = await fastExpert(s.baseUrl, { backoffMs: 10_000 }).review(request('a', 'x'));
@@ -188,7 +226,10 @@ test('llm expert: a key echoed by the endpoint, and URL credentials, never reach
   const cacheFile = path.join(dir, 'reviews.jsonl');
   // An endpoint that echoes the Authorization value in its 401, as some do.
   await withServer(
-    (r) => ({ status: 401, rawBody: JSON.stringify({ error: { message: `Incorrect API key provided: ${String(r.headers.authorization)}` } }) }),
+    (r) => ({
+      status: 401,
+      rawBody: JSON.stringify({ error: { message: `Incorrect API key provided: ${String(r.headers.authorization)}` } }),
+    }),
     async (s) => {
       const expert = fastExpert(s.baseUrl, { apiKey: key });
       const res = await reviewAll(expert, [request('a', 'x'), request('b', 'y')], { cacheFile, warn: () => undefined });
@@ -208,7 +249,10 @@ test('llm expert: a key echoed by the endpoint, and URL credentials, never reach
       const expert = fastExpert(withCreds, { apiKey: undefined, env: {}, model: 'test-vlm' });
       await reviewAll(expert, [request('c', 'z')], { cacheFile: path.join(dir, 'other.jsonl'), warn: () => undefined });
       assert.equal(s.received.length, 1, 'the request was sent');
-      assert.equal(s.received[0]!.headers.authorization, `Basic ${Buffer.from('alice:pw-s3cr3t-99').toString('base64')}`);
+      assert.equal(
+        s.received[0]!.headers.authorization,
+        `Basic ${Buffer.from('alice:pw-s3cr3t-99').toString('base64')}`,
+      );
       assert.ok(!fs.readFileSync(path.join(dir, 'other.jsonl'), 'utf8').includes('pw-s3cr3t-99'));
     },
   );
@@ -275,11 +319,21 @@ test('llm expert: a server dying mid-run, then a resumed run re-asks only the un
     });
     const progress: number[] = [];
     await assert.rejects(
-      reviewAll(fastExpert(s1.baseUrl, { concurrency: 1 }), requests, { cacheFile, concurrency: 1, maxConsecutiveErrors: 2, onProgress: (p) => progress.push(p.done) }),
-      (err: unknown) => err instanceof UserError && /failed 2 times in a row.*(ECONNREFUSED|network error).*rerun to resume/.test(err.message),
+      reviewAll(fastExpert(s1.baseUrl, { concurrency: 1 }), requests, {
+        cacheFile,
+        concurrency: 1,
+        maxConsecutiveErrors: 2,
+        onProgress: (p) => progress.push(p.done),
+      }),
+      (err: unknown) =>
+        err instanceof UserError &&
+        /failed 2 times in a row.*(ECONNREFUSED|network error).*rerun to resume/.test(err.message),
     );
     await s1.close();
-    assert.deepEqual(s1.received.map((r) => idOf(r.draft)), ['r0', 'r1', 'r2']);
+    assert.deepEqual(
+      s1.received.map((r) => idOf(r.draft)),
+      ['r0', 'r1', 'r2'],
+    );
     assert.deepEqual(progress, [0, 1, 2, 3, 4, 5]);
     const after1 = await readAnswerCache(cacheFile);
     assert.deepEqual([...after1.entries.keys()], ['r0', 'r1', 'r2', 'r3', 'r4']);
@@ -289,7 +343,10 @@ test('llm expert: a server dying mid-run, then a resumed run re-asks only the un
     const s2 = await startServer(() => ({ content: '[{"org": "red circle", "target": "blue circle"}]' }));
     try {
       const res = await reviewAll(fastExpert(s2.baseUrl, { concurrency: 1 }), requests, { cacheFile, concurrency: 1 });
-      assert.deepEqual(s2.received.map((r) => idOf(r.draft)), ['r3', 'r4', 'r5']);
+      assert.deepEqual(
+        s2.received.map((r) => idOf(r.draft)),
+        ['r3', 'r4', 'r5'],
+      );
       assert.equal(res.asked, 3);
       assert.equal(res.fromCache, 3);
       assert.deepEqual(
@@ -339,7 +396,12 @@ test('reviewAll: Ctrl-C (abort) loses nothing and a rerun asks only for the rest
     const ctrl = new AbortController();
     const first = new FakeExpert('fake', RIGHT, 15);
     await assert.rejects(
-      reviewAll(first, requests, { cacheFile, concurrency: 2, signal: ctrl.signal, onProgress: (p) => p.done >= 3 && ctrl.abort() }),
+      reviewAll(first, requests, {
+        cacheFile,
+        concurrency: 2,
+        signal: ctrl.signal,
+        onProgress: (p) => p.done >= 3 && ctrl.abort(),
+      }),
       (err: unknown) => (err as Error).name === 'AbortError',
     );
     const cached = await readAnswerCache(cacheFile);
@@ -360,7 +422,15 @@ test('reviewAll: a truncated last line is ignored with a warning and cut before 
   const cacheFile = path.join(dir, 'answers.jsonl');
   const requests = Array.from({ length: 3 }, (_, i) => request(`r${i}`, `draft ${i}`));
   try {
-    const line = (id: string, draft: string): string => JSON.stringify({ id, expert: 'fake', at: '2025-01-01T00:00:00.000Z', draft, raw: 'right', answer: { kind: 'right' } });
+    const line = (id: string, draft: string): string =>
+      JSON.stringify({
+        id,
+        expert: 'fake',
+        at: '2025-01-01T00:00:00.000Z',
+        draft,
+        raw: 'right',
+        answer: { kind: 'right' },
+      });
     fs.writeFileSync(cacheFile, line('r0', 'draft 0') + '\n' + line('r1', 'draft 1').slice(0, 40));
     const warnings: string[] = [];
     const expert = new FakeExpert('fake', RIGHT);
@@ -386,7 +456,7 @@ test('reviewAll: a truncated last line is ignored with a warning and cut before 
   }
 });
 
-test('reviewAll: stale drafts are asked again; another expert\'s cache and duplicate ids are refused', async () => {
+test("reviewAll: stale drafts are asked again; another expert's cache and duplicate ids are refused", async () => {
   const dir = tmpDir();
   const cacheFile = path.join(dir, 'answers.jsonl');
   try {
@@ -394,10 +464,16 @@ test('reviewAll: stale drafts are asked again; another expert\'s cache and dupli
     await reviewAll(e1, [request('a', 'draft a'), request('b', 'draft b')], { cacheFile });
     const warnings: string[] = [];
     const e2 = new FakeExpert('fake', RIGHT);
-    await reviewAll(e2, [request('a', 'draft a'), request('b', 'a new draft b')], { cacheFile, warn: (m) => warnings.push(m) });
+    await reviewAll(e2, [request('a', 'draft a'), request('b', 'a new draft b')], {
+      cacheFile,
+      warn: (m) => warnings.push(m),
+    });
     assert.deepEqual(e2.asked, ['b']);
     assert.match(warnings.join('\n'), /1 cached answer\(s\) are for a different draft/);
-    await assert.rejects(reviewAll(new FakeExpert('other', RIGHT), [request('a', 'draft a')], { cacheFile }), /holds answers from expert "fake", not "other"/);
+    await assert.rejects(
+      reviewAll(new FakeExpert('other', RIGHT), [request('a', 'draft a')], { cacheFile }),
+      /holds answers from expert "fake", not "other"/,
+    );
     await assert.rejects(reviewAll(e1, [request('a', 'x'), request('a', 'y')]), /duplicate id "a"/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -2,17 +2,35 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { splitWords, WordTokenizer } from '../src/tokenizer/word.js';
 import type { Tokenizer } from '../src/tokenizer/tokenizer.js';
-import { filterPairs, findAll, isRightAnswer, pairsToSpans, parseAnswer, ReviewStats, stripCodeFences } from '../src/experts/pairs.js';
+import {
+  filterPairs,
+  findAll,
+  isRightAnswer,
+  pairsToSpans,
+  parseAnswer,
+  ReviewStats,
+  stripCodeFences,
+} from '../src/experts/pairs.js';
 
 const WORDS =
   'a an the there is are one two three small large red blue green yellow circle circles square squares triangle star ' +
   'in on of and to top bottom left right center above below image shows black background , . it';
 const tok = new WordTokenizer(splitWords(WORDS));
 
-const DRAFT = 'There is a small red circle in the top left. A blue square is below the circle, and a large large star is on the right.';
+const DRAFT =
+  'There is a small red circle in the top left. A blue square is below the circle, and a large large star is on the right.';
 
 test('parseAnswer: right in any case, with punctuation, quotes, markdown or a fence', () => {
-  for (const raw of ['right', 'Right.', '  RIGHT!\n', '**right**', '"right"', '`right`', '```\nright\n```', '<think>The draft says red; it is red.</think>\nright']) {
+  for (const raw of [
+    'right',
+    'Right.',
+    '  RIGHT!\n',
+    '**right**',
+    '"right"',
+    '`right`',
+    '```\nright\n```',
+    '<think>The draft says red; it is red.</think>\nright',
+  ]) {
     assert.equal(parseAnswer(raw).kind, 'right', raw);
   }
   assert.ok(isRightAnswer('Right'));
@@ -177,7 +195,10 @@ test('pairsToSpans: whole org spans by default, changed positions on request', (
   const s = pairsToSpans(ids, r.kept, tok);
   assert.deepEqual(s.wrong, ids);
   assert.equal(s.correct.length, ids.length);
-  assert.equal(tok.decode(s.correct), 'There is a large blue circle in the top left. A blue square is below the circle, and a large yellow star is on the right.');
+  assert.equal(
+    tok.decode(s.correct),
+    'There is a large blue circle in the top left. A blue square is below the circle, and a large yellow star is on the right.',
+  );
   const at = (words: string): number => findAll(ids, tok.encode(words))[0]!;
   // Sorted by position, whole org spans.
   assert.deepEqual(s.spans, [
@@ -239,7 +260,10 @@ test('ReviewStats: counts answers, kept pairs and drops by reason', () => {
     malformedReasons: { 'not JSON': 1 },
   });
   assert.equal(st.pairsDropped, 2);
-  assert.match(st.summary(), /5 answers: 2 right, 1 with pairs, 1 malformed, 1 errors; pairs 1 kept, 2 dropped \(ambiguous 1, length-mismatch 1\)/);
+  assert.match(
+    st.summary(),
+    /5 answers: 2 right, 1 with pairs, 1 malformed, 1 errors; pairs 1 kept, 2 dropped \(ambiguous 1, length-mismatch 1\)/,
+  );
   const merged = new ReviewStats().merge(st).merge(st);
   assert.equal(merged.right, 4);
   assert.equal(merged.dropped.ambiguous, 2);

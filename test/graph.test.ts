@@ -12,7 +12,11 @@ import { gradCheck, randF64 } from './helpers/gradcheck.js';
 /** loss = sum(f(x) * R) with a fixed random R, so every output element carries gradient. */
 function project(g: Graph, y: Value, seed = 3): Value {
   const rng = new Rng(seed);
-  const r = g.constant(Array.from({ length: y.size }, () => rng.normal()), y.shape, 'float64');
+  const r = g.constant(
+    Array.from({ length: y.size }, () => rng.normal()),
+    y.shape,
+    'float64',
+  );
   return op.sumAll(op.mul(y, r));
 }
 
@@ -35,15 +39,30 @@ const cases: Case[] = [
   { name: 'MatMul (x @ W)', shapes: { a: [2, 3, 4], w: [4, 5] }, f: (_g, x) => op.matmul(x.a!, x.w!) },
   { name: 'MatMul (batched)', shapes: { a: [2, 2, 3, 4], b: [2, 2, 4, 3] }, f: (_g, x) => op.matmul(x.a!, x.b!) },
   { name: 'MatMul (broadcast batch)', shapes: { a: [2, 3, 4], b: [1, 4, 2] }, f: (_g, x) => op.matmul(x.a!, x.b!) },
-  { name: 'Reshape/Transpose', shapes: { a: [2, 3, 4] }, f: (_g, x) => op.transpose(op.reshape(x.a!, [2, 2, 6]), [2, 0, 1]) },
+  {
+    name: 'Reshape/Transpose',
+    shapes: { a: [2, 3, 4] },
+    f: (_g, x) => op.transpose(op.reshape(x.a!, [2, 2, 6]), [2, 0, 1]),
+  },
   { name: 'Concat', shapes: { a: [2, 3], b: [2, 2] }, f: (_g, x) => op.concat([x.a!, x.b!, x.a!], 1) },
   { name: 'Slice', shapes: { a: [3, 5] }, f: (_g, x) => op.slice(x.a!, 1, 1, 4) },
-  { name: 'Split', shapes: { a: [2, 6] }, f: (_g, x) => { const [p, , r] = op.split(x.a!, 1, [2, 3, 1]); return op.concat([op.mul(p!, 2), r!], 1); } },
+  {
+    name: 'Split',
+    shapes: { a: [2, 6] },
+    f: (_g, x) => {
+      const [p, , r] = op.split(x.a!, 1, [2, 3, 1]);
+      return op.concat([op.mul(p!, 2), r!], 1);
+    },
+  },
   { name: 'Expand', shapes: { a: [3, 1] }, f: (_g, x) => op.expand(x.a!, [2, 3, 4]) },
   { name: 'ReduceSum', shapes: { a: [2, 3, 4] }, f: (_g, x) => op.reduceSum(x.a!, [1], true) },
   { name: 'ReduceMean', shapes: { a: [2, 3, 4] }, f: (_g, x) => op.reduceMean(x.a!, [0, 2], false) },
   { name: 'Softmax', shapes: { a: [2, 5] }, f: (_g, x) => op.softmax(x.a!) },
-  { name: 'LayerNorm', shapes: { a: [2, 3, 6], gamma: [6], beta: [6] }, f: (_g, x) => op.layerNorm(x.a!, x.gamma!, x.beta!) },
+  {
+    name: 'LayerNorm',
+    shapes: { a: [2, 3, 6], gamma: [6], beta: [6] },
+    f: (_g, x) => op.layerNorm(x.a!, x.gamma!, x.beta!),
+  },
   { name: 'GELU', shapes: { a: [4, 5] }, f: (_g, x) => op.gelu(x.a!) },
   {
     name: 'Where',
@@ -93,16 +112,22 @@ test('gradient of weighted cross-entropy matches finite differences', async () =
 
 test('a value used twice accumulates both gradient paths', async () => {
   const rng = new Rng(2);
-  const res = await gradCheck((g) => {
-    const a = g.input('a', 'float64', [3, 3], true);
-    return project(g, op.add(op.matmul(a, a), op.mul(a, a)));
-  }, { a: randF64(rng, [3, 3]) });
+  const res = await gradCheck(
+    (g) => {
+      const a = g.input('a', 'float64', [3, 3], true);
+      return project(g, op.add(op.matmul(a, a), op.mul(a, a)));
+    },
+    { a: randF64(rng, [3, 3]) },
+  );
   assert.ok(res.maxRelError < 1e-6, `max relative error ${res.maxRelError}`);
 });
 
 test('the embedding gradient sums every repeated id exactly on 2 threads (one-hot and large-table paths)', async () => {
   // ScatterND with reduction=add lost updates of repeated ids when ORT ran it on 2 threads.
-  for (const { n, v, d } of [{ n: 3000, v: 94, d: 128 }, { n: 4200, v: 4096, d: 2 }]) {
+  for (const { n, v, d } of [
+    { n: 3000, v: 94, d: 128 },
+    { n: 4200, v: 4096, d: 2 },
+  ]) {
     const rng = new Rng(5);
     const ids = Array.from({ length: n }, () => (rng.next() < 0.5 ? 1 : rng.int(v)));
     const up = Float32Array.from({ length: n * d }, () => rng.normal());
@@ -116,7 +141,8 @@ test('the embedding gradient sums every repeated id exactly on 2 threads (one-ho
     const want = new Float64Array(v * d);
     for (let i = 0; i < n; i++) for (let k = 0; k < d; k++) want[ids[i]! * d + k] += up[i * d + k]!;
     for (let run = 0; run < 5; run++) {
-      const got = (await compiled.run({ table: f32([v, d]), ids: i64([n], ids), up: f32([n, d], up) })).grad!.data as Float32Array;
+      const got = (await compiled.run({ table: f32([v, d]), ids: i64([n], ids), up: f32([n, d], up) })).grad!
+        .data as Float32Array;
       let worst = 0;
       for (let j = 0; j < v * d; j++) worst = Math.max(worst, Math.abs(got[j]! - want[j]!));
       assert.ok(worst < 1e-3, `table ${v}x${d}, run ${run}: the gradient is off by ${worst}`);
@@ -133,7 +159,10 @@ test('inference GELU (onnxruntime FastGelu) is the training form x * sigmoid(2u)
   const withGrad = g.input('y', 'float32', [n], true);
   g.output(op.gelu(plain), 'inference');
   g.output(op.gelu(withGrad), 'training');
-  assert.ok(g.nodes.some((node) => node.op === 'FastGelu'), 'a GELU without gradient is one FastGelu node');
+  assert.ok(
+    g.nodes.some((node) => node.op === 'FastGelu'),
+    'a GELU without gradient is one FastGelu node',
+  );
   const compiled = await CompiledGraph.create(serializeGraph(g));
   const out = await compiled.run({ x: f32([n], x), y: f32([n], x) });
   await compiled.release();

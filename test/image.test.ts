@@ -5,7 +5,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { UserError } from '../src/util/errors.js';
-import { ImageTooLarge, decodeImageBuffer, denormaliseRgb, imageFromRgb, loadImage, patchify } from '../src/data/image.js';
+import {
+  ImageTooLarge,
+  decodeImageBuffer,
+  denormaliseRgb,
+  imageFromRgb,
+  loadImage,
+  patchify,
+} from '../src/data/image.js';
 import { pngDeclaring } from './helpers/hostile.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-img-'));
@@ -32,11 +39,13 @@ function card(): Uint8Array {
 test('loadImage: PNG at its own size is exact, normalised to [0, 1], HWC', async () => {
   const rgb = card();
   const file = path.join(dir, 'card.png');
-  await sharp(rgb, { raw: { width: 4, height: 4, channels: 3 } }).png().toFile(file);
+  await sharp(rgb, { raw: { width: 4, height: 4, channels: 3 } })
+    .png()
+    .toFile(file);
   const img = await loadImage(file, 4);
   assert.equal(img.length, 4 * 4 * 3);
   assert.deepEqual(Array.from(denormaliseRgb(img)), Array.from(rgb));
-  assert.ok(Math.abs(img[0]! - (0 / 255)) < 1e-7);
+  assert.ok(Math.abs(img[0]! - 0 / 255) < 1e-7);
   assert.ok(img.every((v) => v >= -1 && v <= 1));
   assert.deepEqual(await imageFromRgb(rgb, 4, 4, 4), img);
 });
@@ -44,17 +53,27 @@ test('loadImage: PNG at its own size is exact, normalised to [0, 1], HWC', async
 test('loadImage: JPEG/WebP, alpha flattened on black, grey to RGB, fill resize of non-square', async () => {
   const red = { r: 255, g: 0, b: 0 };
   const jpg = path.join(dir, 'red.jpg');
-  await sharp({ create: { width: 20, height: 10, channels: 3, background: red } }).jpeg({ quality: 95 }).toFile(jpg);
+  await sharp({ create: { width: 20, height: 10, channels: 3, background: red } })
+    .jpeg({ quality: 95 })
+    .toFile(jpg);
   const a = denormaliseRgb(await loadImage(jpg, 8));
   assert.equal(a.length, 8 * 8 * 3);
   assert.ok(a[0]! > 240 && a[1]! < 15 && a[2]! < 15);
 
   const webp = path.join(dir, 'half.webp');
-  await sharp({ create: { width: 6, height: 6, channels: 4, background: { r: 255, g: 255, b: 255, alpha: 0 } } }).webp({ lossless: true }).toFile(webp);
+  await sharp({ create: { width: 6, height: 6, channels: 4, background: { r: 255, g: 255, b: 255, alpha: 0 } } })
+    .webp({ lossless: true })
+    .toFile(webp);
   const b = denormaliseRgb(await loadImage(webp, 3));
-  assert.ok(b.every((v) => v === 0), 'fully transparent white becomes black');
+  assert.ok(
+    b.every((v) => v === 0),
+    'fully transparent white becomes black',
+  );
 
-  const grey = await sharp({ create: { width: 5, height: 5, channels: 3, background: { r: 90, g: 90, b: 90 } } }).greyscale().png().toBuffer();
+  const grey = await sharp({ create: { width: 5, height: 5, channels: 3, background: { r: 90, g: 90, b: 90 } } })
+    .greyscale()
+    .png()
+    .toBuffer();
   const g = denormaliseRgb(await decodeImageBuffer(grey, 2, 'upload'));
   assert.deepEqual(Array.from(g), new Array(12).fill(90));
 
@@ -62,7 +81,7 @@ test('loadImage: JPEG/WebP, alpha flattened on black, grey to RGB, fill resize o
   const lr = Uint8Array.of(0, 0, 0, 255, 255, 255);
   const fill = denormaliseRgb(await imageFromRgb(lr, 2, 1, 4));
   assert.ok(fill[0]! < 60 && fill[3 * 3]! > 195, 'left dark, right light in every row');
-  assert.ok(fill[(3 * 4) * 3]! < 60 && fill[(3 * 4 + 3) * 3]! > 195);
+  assert.ok(fill[3 * 4 * 3]! < 60 && fill[(3 * 4 + 3) * 3]! > 195);
 });
 
 test('loadImage: missing, empty, non-image, directory, truncated, unsupported -> one-line UserError naming the path', async () => {
@@ -74,12 +93,16 @@ test('loadImage: missing, empty, non-image, directory, truncated, unsupported ->
   fs.writeFileSync(txt, 'a red circle left of a blue square\n');
   await rejectsUser(loadImage(txt, 8), /^not a readable image: .*notes\.txt \(.+\)$/);
   await rejectsUser(loadImage(dir, 8), /^not a readable image: .* \(is a directory\)$/);
-  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: 'blue' } }).png().toBuffer();
+  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: 'blue' } })
+    .png()
+    .toBuffer();
   const cut = path.join(dir, 'cut.png');
   fs.writeFileSync(cut, png.subarray(0, png.length - 30));
   await rejectsUser(loadImage(cut, 8), /^not a readable image: .*cut\.png \(.+\)$/);
   const gif = path.join(dir, 'anim.gif');
-  await sharp({ create: { width: 4, height: 4, channels: 3, background: 'blue' } }).gif().toFile(gif);
+  await sharp({ create: { width: 4, height: 4, channels: 3, background: 'blue' } })
+    .gif()
+    .toFile(gif);
   await rejectsUser(loadImage(gif, 8), /^not a readable image: .*anim\.gif \(unsupported format gif/);
   await rejectsUser(decodeImageBuffer(Buffer.from('xx'), 8, 'upload.bin'), /^not a readable image: upload\.bin \(/);
 });
@@ -92,8 +115,13 @@ test('decodeImageBuffer: more pixels than maxPixels is refused from the header, 
     assert.match(err.message, /^image too large: huge\.png is 16383 x 16383 pixels; at most 25000000 pixels/);
     return true;
   });
-  const jpeg = await sharp({ create: { width: 300, height: 200, channels: 3, background: '#204060' } }).jpeg().toBuffer();
-  await assert.rejects(decodeImageBuffer(jpeg, 8, 'wide.jpg', { maxPixels: 300 * 200 - 1 }), /image too large: wide\.jpg is 300 x 200 pixels/);
+  const jpeg = await sharp({ create: { width: 300, height: 200, channels: 3, background: '#204060' } })
+    .jpeg()
+    .toBuffer();
+  await assert.rejects(
+    decodeImageBuffer(jpeg, 8, 'wide.jpg', { maxPixels: 300 * 200 - 1 }),
+    /image too large: wide\.jpg is 300 x 200 pixels/,
+  );
   assert.equal((await decodeImageBuffer(jpeg, 8, 'wide.jpg', { maxPixels: 300 * 200 })).length, 8 * 8 * 3);
 });
 
@@ -102,7 +130,8 @@ test('patchify: patch rows, then patch columns; within a patch row, column, chan
   const patch = 2;
   // Value encodes its position: 100*y + 10*x + c.
   const hwc = new Float32Array(size * size * 3);
-  for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) for (let c = 0; c < 3; c++) hwc[(y * size + x) * 3 + c] = 100 * y + 10 * x + c;
+  for (let y = 0; y < size; y++)
+    for (let x = 0; x < size; x++) for (let c = 0; c < 3; c++) hwc[(y * size + x) * 3 + c] = 100 * y + 10 * x + c;
   const p = patchify(hwc, size, patch);
   assert.equal(p.length, hwc.length);
   const dim = patch * patch * 3;

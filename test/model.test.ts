@@ -8,7 +8,13 @@ import { countParams, initParams, paramSpecs } from '../src/model/params.js';
 import { serializeGraph } from '../src/graph/onnx.js';
 import { CompiledGraph, type HostTensor } from '../src/graph/runtime.js';
 import { batchFeeds, Trainer } from '../src/training/trainer.js';
-import { MASK_PREDICTION_MIX, makeSample, recordPatches, type TrainingRecord, type TrainingSample } from '../src/training/samples.js';
+import {
+  MASK_PREDICTION_MIX,
+  makeSample,
+  recordPatches,
+  type TrainingRecord,
+  type TrainingSample,
+} from '../src/training/samples.js';
 import { corruptResponse, padResponse } from '../src/training/corruption.js';
 import { lossWeights } from '../src/training/loss.js';
 import { Rng } from '../src/util/rng.js';
@@ -36,7 +42,8 @@ function samplesFor(c: ModelConfig, records: TrainingRecord[], rng: Rng, n: numb
 function toF64(feeds: Record<string, HostTensor>): Record<string, HostTensor> {
   const out: Record<string, HostTensor> = {};
   for (const [k, t] of Object.entries(feeds)) {
-    out[k] = t.dtype === 'float32' ? { dtype: 'float64', shape: t.shape, data: Float64Array.from(t.data as Float32Array) } : t;
+    out[k] =
+      t.dtype === 'float32' ? { dtype: 'float64', shape: t.shape, data: Float64Array.from(t.data as Float32Array) } : t;
   }
   return out;
 }
@@ -54,7 +61,11 @@ function paramFeeds(c: ModelConfig, seed: number): Record<string, HostTensor> {
 }
 
 /** The image tokens the language model receives for `images` (the model's vision graph). */
-async function embedImages(c: ModelConfig, params: Map<string, Float32Array>, images: Float32Array[]): Promise<Float32Array> {
+async function embedImages(
+  c: ModelConfig,
+  params: Map<string, Float32Array>,
+  images: Float32Array[],
+): Promise<Float32Array> {
   const model = new DiffusionVLM(c, new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']), params);
   try {
     return await model.encodeImages(images);
@@ -66,7 +77,10 @@ async function embedImages(c: ModelConfig, params: Map<string, Float32Array>, im
 for (const [what, c] of [
   ['', MICRO],
   [' with image normalisation and place embeddings', { ...MICRO, imageNorm: true, imagePlace: true }],
-  [' with the probe\'s cell reading on the image tokens', { ...MICRO, imageNorm: true, cellProbe: true, imageCells: true }],
+  [
+    " with the probe's cell reading on the image tokens",
+    { ...MICRO, imageNorm: true, cellProbe: true, imageCells: true },
+  ],
   [' with a relative position bias', { ...MICRO, relativeBias: 2 }],
 ] as const) {
   test(`whole-model gradient matches finite differences (float64)${what}`, async () => {
@@ -84,7 +98,10 @@ test('relative position bias: it starts as ALiBi; at zero it is the model withou
   const params = initParams(c, 5);
   const tokenizer = new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']);
   const images = toyRecords(c, 2, 4, 3).map((r) => recordPatches(c, r.rgb));
-  const rows = [{ prompt: [4, 5], response: [6, 7, 3, 3, 3] }, { prompt: [5], response: [8, 3, 9, 3, 3] }];
+  const rows = [
+    { prompt: [4, 5], response: [6, 7, 3, 3, 3] },
+    { prompt: [5], response: [8, 3, 9, 3, 3] },
+  ];
   const logitsOf = async (config: ModelConfig, p: Map<string, Float32Array>): Promise<Float32Array> => {
     const model = new DiffusionVLM(config, tokenizer, p);
     try {
@@ -96,25 +113,40 @@ test('relative position bias: it starts as ALiBi; at zero it is the model withou
   // It starts as ALiBi: minus a per-head slope (2^(-8k/H) for head k of H) times the distance; 0 for image pairs.
   const start = params.get('lm.block1.attn.rel')!;
   const h = c.lm.heads;
-  assert.deepEqual([...start.subarray(0, 5 * h)], [-2 * 2 ** -4, -2 * 2 ** -8, -(2 ** -4), -(2 ** -8), 0, 0, -(2 ** -4), -(2 ** -8), -2 * 2 ** -4, -2 * 2 ** -8].map(Math.fround));
+  assert.deepEqual(
+    [...start.subarray(0, 5 * h)],
+    [-2 * 2 ** -4, -2 * 2 ** -8, -(2 ** -4), -(2 ** -8), 0, 0, -(2 ** -4), -(2 ** -8), -2 * 2 ** -4, -2 * 2 ** -8].map(
+      Math.fround,
+    ),
+  );
   assert.deepEqual([...start.subarray(5 * h)], [0, 0]);
   const without = await logitsOf(MICRO, new Map([...params].filter(([k]) => !k.endsWith('.attn.rel'))));
   for (const [k, v] of params) if (k.endsWith('.attn.rel')) v.fill(0);
   const zero = await logitsOf(c, params);
   zero.forEach((x, i) => assert.ok(Math.abs(x - without[i]!) < 1e-5, `logit ${i}: ${x} against ${without[i]}`));
-  assert.deepEqual(params.get('lm.block0.attn.rel')!.length, (2 * 2 + 2) * c.lm.heads, 'offsets -2..2 and the image bucket, per head');
+  assert.deepEqual(
+    params.get('lm.block0.attn.rel')!.length,
+    (2 * 2 + 2) * c.lm.heads,
+    'offsets -2..2 and the image bucket, per head',
+  );
   params.get('lm.block0.attn.rel')!.fill(3, 0, c.lm.heads); // keys two or more positions to the left
   const moved = await logitsOf(c, params);
-  assert.ok(moved.some((x, i) => Math.abs(x - without[i]!) > 1e-3), 'a learned offset bias changes the logits');
+  assert.ok(
+    moved.some((x, i) => Math.abs(x - without[i]!) > 1e-3),
+    'a learned offset bias changes the logits',
+  );
   assert.throws(() => validateConfig({ ...MICRO, relativeBias: 0 }), /relativeBias must be an integer in \[1, 64\]/);
 });
 
-test('attention taps: every query\'s attention sums to 1 and padded prompt keys get none', async () => {
+test("attention taps: every query's attention sums to 1 and padded prompt keys get none", async () => {
   const c = MICRO;
   const model = new DiffusionVLM(c, new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']), initParams(c, 6));
   try {
     const images = toyRecords(c, 2, 4, 3).map((r) => recordPatches(c, r.rgb));
-    const layers = await model.attention(await model.encodeImages(images), [{ prompt: [4], response: [6, 7, 3, 3, 3] }, { prompt: [5, 6, 7], response: [8, 3, 9, 3, 3] }]);
+    const layers = await model.attention(await model.encodeImages(images), [
+      { prompt: [4], response: [6, 7, 3, 3, 3] },
+      { prompt: [5, 6, 7], response: [8, 3, 9, 3, 3] },
+    ]);
     const t = 4 + c.promptLength + c.responseLength;
     assert.equal(layers.length, c.lm.layers);
     for (const probs of layers) {
@@ -122,7 +154,8 @@ test('attention taps: every query\'s attention sums to 1 and padded prompt keys 
       for (let q = 0; q < 2 * c.lm.heads * t; q++) {
         const row = probs.subarray(q * t, (q + 1) * t);
         assert.ok(Math.abs(row.reduce((a, x) => a + x, 0) - 1) < 1e-5, `query ${q} sums to 1`);
-        if (Math.floor(q / (c.lm.heads * t)) === 0) assert.ok(row[4]! < 1e-9 && row[5]! < 1e-9, 'the first row\'s two padded prompt keys');
+        if (Math.floor(q / (c.lm.heads * t)) === 0)
+          assert.ok(row[4]! < 1e-9 && row[5]! < 1e-9, "the first row's two padded prompt keys");
       }
     }
   } finally {
@@ -133,11 +166,13 @@ test('attention taps: every query\'s attention sums to 1 and padded prompt keys 
 test('image normalisation: a part shared by all image tokens never reaches the language model, and every token is unit-scale', async () => {
   const c: ModelConfig = { ...MICRO, imageNorm: true };
   const params = initParams(c, 2);
-  for (const [k, v] of params) if (k.startsWith('projector.fc')) v.forEach((_, i) => (v[i] = 0.5 * Math.sin(i + k.length)));
+  for (const [k, v] of params)
+    if (k.startsWith('projector.fc')) v.forEach((_, i) => (v[i] = 0.5 * Math.sin(i + k.length)));
   const images = toyRecords(c, 2, 4, 3).map((r) => recordPatches(c, r.rgb));
   const embed = (p: typeof params, config: ModelConfig = c): Promise<Float32Array> => embedImages(config, p, images);
   // A large constant added to every image token (the projector's output bias).
-  const shift = (p: typeof params): typeof params => new Map([...p, ['projector.fc2.b', Float32Array.from(p.get('projector.fc2.b')!, (_, i) => 5 * Math.cos(i))]]);
+  const shift = (p: typeof params): typeof params =>
+    new Map([...p, ['projector.fc2.b', Float32Array.from(p.get('projector.fc2.b')!, (_, i) => 5 * Math.cos(i))]]);
   const before = await embed(params);
   const after = await embed(shift(params));
   before.forEach((x, i) => assert.ok(Math.abs(x - after[i]!) < 1e-4, `embedding ${i}: ${x} became ${after[i]}`));
@@ -180,21 +215,34 @@ test('cell reading: each image token gets the embedding of the factors of the cl
   const withCells = await embed(c);
   const table = params.get('projector.cells')!;
   const d = c.lm.width;
-  const factors = [1 + SHAPES.indexOf('ring'), 1 + SHAPES.length + COLORS.indexOf('yellow'), 1 + SHAPES.length + COLORS.length + SIZES.indexOf('large')];
+  const factors = [
+    1 + SHAPES.indexOf('ring'),
+    1 + SHAPES.length + COLORS.indexOf('yellow'),
+    1 + SHAPES.length + COLORS.length + SIZES.indexOf('large'),
+  ];
   withCells.forEach((x, i) => {
     const want = without[i]! + factors.reduce((s, f) => s + table[f * d + (i % d)]!, 0);
     assert.ok(Math.abs(x - want) < 1e-4, `embedding ${i}: ${x}, want ${want}`);
   });
   // The factor matrix: an object class has exactly its shape, colour and size; the empty class only "empty".
   const m = cellFactorMatrix();
-  assert.deepEqual([...m.subarray(cls * CELL_FACTORS, (cls + 1) * CELL_FACTORS)].flatMap((v, f) => (v ? [f] : [])), factors);
-  assert.deepEqual([...m.subarray(0, CELL_FACTORS)].flatMap((v, f) => (v ? [f] : [])), [0]);
+  assert.deepEqual(
+    [...m.subarray(cls * CELL_FACTORS, (cls + 1) * CELL_FACTORS)].flatMap((v, f) => (v ? [f] : [])),
+    factors,
+  );
+  assert.deepEqual(
+    [...m.subarray(0, CELL_FACTORS)].flatMap((v, f) => (v ? [f] : [])),
+    [0],
+  );
   assert.throws(() => validateConfig({ ...MICRO, imageCells: true }), /imageCells needs cellProbe/);
 });
 
 test('float32 training graph (fused LayerNorm) agrees with the float64 graph', async () => {
   const rng = new Rng(4);
-  const feeds32 = { ...batchFeeds(MICRO, samplesFor(MICRO, toyRecords(MICRO, 3, 2, 4), rng, 3)), ...paramFeeds(MICRO, 5) };
+  const feeds32 = {
+    ...batchFeeds(MICRO, samplesFor(MICRO, toyRecords(MICRO, 3, 2, 4), rng, 3)),
+    ...paramFeeds(MICRO, 5),
+  };
   const run = async (dtype: 'float32' | 'float64', feeds: Record<string, HostTensor>) => {
     const compiled = await CompiledGraph.create(serializeGraph(buildTrainingGraph(MICRO, 3, dtype)));
     const out = await compiled.run(feeds);
@@ -232,8 +280,18 @@ test('tiny preset: a few hundred steps of mask-prediction training bring the mas
   const evalRng = new Rng(99);
   const evalBatch = records.flatMap((r) =>
     [0, 1].map(() => {
-      const corrupted = corruptResponse(padResponse(r.captions[0]!, c.responseLength), evalRng, { syntaxNoise: 0, firstOrdinaryId: 4, vocabSize: 60 }, 0.5);
-      return { patches: makeSample(c, r, evalRng, MASK_PREDICTION_MIX, { firstOrdinaryId: 4, vocabSize: 60 }).patches, prompt: r.prompt, corrupted, weights: lossWeights(corrupted, 'mask-prediction') };
+      const corrupted = corruptResponse(
+        padResponse(r.captions[0]!, c.responseLength),
+        evalRng,
+        { syntaxNoise: 0, firstOrdinaryId: 4, vocabSize: 60 },
+        0.5,
+      );
+      return {
+        patches: makeSample(c, r, evalRng, MASK_PREDICTION_MIX, { firstOrdinaryId: 4, vocabSize: 60 }).patches,
+        prompt: r.prompt,
+        corrupted,
+        weights: lossWeights(corrupted, 'mask-prediction'),
+      };
     }),
   );
   const before = await trainer.loss(evalBatch);
@@ -245,5 +303,8 @@ test('tiny preset: a few hundred steps of mask-prediction training bring the mas
   const after = await trainer.loss(evalBatch);
   await trainer.dispose();
   assert.ok(before > 1.5, `initial loss ${before} should be near ln(60) * 0.5 weight`);
-  assert.ok(after < 0.25 * before, `masked-token loss went from ${before.toFixed(3)} to ${after.toFixed(3)}; expected below 25%`);
+  assert.ok(
+    after < 0.25 * before,
+    `masked-token loss went from ${before.toFixed(3)} to ${after.toFixed(3)}; expected below 25%`,
+  );
 });

@@ -21,7 +21,12 @@ test('redactSecrets: bearer tokens, Authorization values, sk- keys, key fields a
     assert.ok(out.includes(REDACTED), out);
   }
   // Ordinary text, captions and URLs without credentials are left alone.
-  for (const text of ['There are two small red circles above a large blue star.', 'HTTP 400: image too large', 'http://127.0.0.1:8000/v1/chat/completions', 'the bearer of the red star']) {
+  for (const text of [
+    'There are two small red circles above a large blue star.',
+    'HTTP 400: image too large',
+    'http://127.0.0.1:8000/v1/chat/completions',
+    'the bearer of the red star',
+  ]) {
     assert.equal(redactSecrets(text), text);
   }
 });
@@ -31,9 +36,15 @@ test('registered secrets are redacted whatever their shape; redactDeep walks obj
   registerSecret('abc'); // too short to be a secret worth matching everywhere
   assert.equal(redactSecrets('echo: plain-looking-key-42!'), `echo: ${REDACTED}!`);
   assert.equal(redactSecrets('abc'), 'abc');
-  assert.deepEqual(redactDeep({ kind: 'error', status: 401, reason: 'Bearer sk-0123456789', list: ['plain-looking-key-42', 3] }), {
-    kind: 'error', status: 401, reason: `Bearer ${REDACTED}`, list: [REDACTED, 3],
-  });
+  assert.deepEqual(
+    redactDeep({ kind: 'error', status: 401, reason: 'Bearer sk-0123456789', list: ['plain-looking-key-42', 3] }),
+    {
+      kind: 'error',
+      status: 401,
+      reason: `Bearer ${REDACTED}`,
+      list: [REDACTED, 3],
+    },
+  );
   assert.equal(urlWithoutCredentials('http://u:p@host:1/x'), 'http://host:1/x');
   assert.equal(urlWithoutCredentials('http://host/x'), 'http://host/x');
 });

@@ -9,7 +9,10 @@ import { STUDY_PRESETS, reproduce, studySettings, weightsFingerprint } from '../
 
 // The study itself (rediff reproduce --preset quick, end to end) is in test/slow/reproduce.test.ts.
 test('rediff reproduce writes its report into its own output folder unless --report says otherwise', () => {
-  assert.deepEqual(reproducePaths({ out: 'runs/study' }), { out: 'runs/study', report: path.join('runs/study', 'report') });
+  assert.deepEqual(reproducePaths({ out: 'runs/study' }), {
+    out: 'runs/study',
+    report: path.join('runs/study', 'report'),
+  });
   assert.deepEqual(reproducePaths({ out: '/tmp/s', report: 'reports' }), { out: '/tmp/s', report: 'reports' });
 });
 
@@ -22,9 +25,31 @@ test('rediff reproduce starts from the shipped base unless given one; the quick 
 
 test('reproduce refuses to start without exactly one base, and a base without weights, naming it', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-study-base-'));
-  await assert.rejects(reproduce({ out: path.join(dir, 's'), preset: 'quick', progress: false, log: () => undefined }), /no base model/);
-  await assert.rejects(reproduce({ out: path.join(dir, 's'), preset: 'quick', base: dir, fromScratch: true, progress: false, log: () => undefined }), /not both/);
-  await assert.rejects(reproduce({ out: path.join(dir, 's'), preset: 'quick', base: path.join(dir, 'empty'), progress: false, log: () => undefined }), /no base model at .*empty/);
+  await assert.rejects(
+    reproduce({ out: path.join(dir, 's'), preset: 'quick', progress: false, log: () => undefined }),
+    /no base model/,
+  );
+  await assert.rejects(
+    reproduce({
+      out: path.join(dir, 's'),
+      preset: 'quick',
+      base: dir,
+      fromScratch: true,
+      progress: false,
+      log: () => undefined,
+    }),
+    /not both/,
+  );
+  await assert.rejects(
+    reproduce({
+      out: path.join(dir, 's'),
+      preset: 'quick',
+      base: path.join(dir, 'empty'),
+      progress: false,
+      log: () => undefined,
+    }),
+    /no base model at .*empty/,
+  );
   assert.ok(!fs.existsSync(path.join(dir, 's')), 'nothing written for a bad base');
   assert.throws(() => weightsFingerprint(dir), /no base model at/);
   fs.writeFileSync(path.join(dir, 'model-5.safetensors'), 'abc');
@@ -36,11 +61,21 @@ test('reproduce refuses to start without exactly one base, and a base without we
 
 test('the study evaluates LLaDA and refining samplers at every rate, then both threshold samplers at the preset threshold', () => {
   const settings = studySettings(STUDY_PRESETS.full, 96);
-  assert.deepEqual(settings.map((s) => s.label), [
-    'llada 1 tok/step', 'llada 2 tok/step', 'llada 4 tok/step', 'llada 8 tok/step',
-    'rediff 1 tok/step', 'rediff 2 tok/step', 'rediff 4 tok/step', 'rediff 8 tok/step',
-    'threshold @0.55', 'threshold-rediff @0.55',
-  ]);
+  assert.deepEqual(
+    settings.map((s) => s.label),
+    [
+      'llada 1 tok/step',
+      'llada 2 tok/step',
+      'llada 4 tok/step',
+      'llada 8 tok/step',
+      'rediff 1 tok/step',
+      'rediff 2 tok/step',
+      'rediff 4 tok/step',
+      'rediff 8 tok/step',
+      'threshold @0.55',
+      'threshold-rediff @0.55',
+    ],
+  );
   const t = settings.find((s) => s.sampler === 'threshold-rediff')!;
   assert.equal(t.tokensPerStep, null);
   assert.deepEqual(t.options.commit, { kind: 'threshold', threshold: 0.55 });

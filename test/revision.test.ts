@@ -3,7 +3,14 @@ import assert from 'node:assert/strict';
 import { type ModelConfig } from '../src/model/config.js';
 import { DiffusionVLM } from '../src/model/model.js';
 import { initParams } from '../src/model/params.js';
-import { blockCorrectionSample, blockMaskResponse, corruptResponse, type CorruptedResponse, spanCorrectionSample, type TokenType } from '../src/training/corruption.js';
+import {
+  blockCorrectionSample,
+  blockMaskResponse,
+  corruptResponse,
+  type CorruptedResponse,
+  spanCorrectionSample,
+  type TokenType,
+} from '../src/training/corruption.js';
 import { lossWeights } from '../src/training/loss.js';
 import { batchFeeds, Trainer } from '../src/training/trainer.js';
 import { recordPatches, type TrainingSample } from '../src/training/samples.js';
@@ -16,7 +23,11 @@ const vocab = { firstOrdinaryId: 4, vocabSize: 40 };
 test('corruption produces the intended share of each type and never emits a special token as noise', () => {
   const rng = new Rng(1);
   const clean = Array.from({ length: 100 }, (_, i) => 4 + (i % 36));
-  for (const [t, q] of [[0.3, 0.1], [0.7, 0.05], [0.05, 0.2]] as const) {
+  for (const [t, q] of [
+    [0.3, 0.1],
+    [0.7, 0.05],
+    [0.05, 0.2],
+  ] as const) {
     const counts: Record<TokenType, number> = { mask: 0, syntax: 0, clean: 0, hallucination: 0, ignore: 0 };
     const n = 400;
     for (let k = 0; k < n; k++) {
@@ -36,7 +47,10 @@ test('corruption produces the intended share of each type and never emits a spec
     const p = (1 - 1e-3) * t + 1e-3;
     // Binomial standard errors are below 0.003 here; 0.015 is a generous tolerance.
     assert.ok(Math.abs(counts.mask / total - p) < 0.015, `mask share ${counts.mask / total} vs ${p}`);
-    assert.ok(Math.abs(counts.syntax / total - (1 - p) * q) < 0.015, `syntax share ${counts.syntax / total} vs ${(1 - p) * q}`);
+    assert.ok(
+      Math.abs(counts.syntax / total - (1 - p) * q) < 0.015,
+      `syntax share ${counts.syntax / total} vs ${(1 - p) * q}`,
+    );
   }
 });
 
@@ -51,12 +65,30 @@ test('dynamic revise ratio: q = t while t < 0.1, none above', () => {
 });
 
 test('training feeds never touch image or prompt tokens', () => {
-  const c: ModelConfig = { vocabSize: 40, imageSize: 8, patchSize: 4, vision: { width: 8, layers: 1, heads: 2, ff: 16 }, lm: { width: 8, layers: 1, heads: 2, ff: 16 }, promptLength: 4, responseLength: 10 };
+  const c: ModelConfig = {
+    vocabSize: 40,
+    imageSize: 8,
+    patchSize: 4,
+    vision: { width: 8, layers: 1, heads: 2, ff: 16 },
+    lm: { width: 8, layers: 1, heads: 2, ff: 16 },
+    promptLength: 4,
+    responseLength: 10,
+  };
   const rng = new Rng(3);
   const rgb = Uint8Array.from({ length: 8 * 8 * 3 }, () => rng.int(256));
   const sample: TrainingSample[] = [0, 1].map(() => {
-    const corrupted = corruptResponse([5, 6, 7, 8, 9, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID], rng, { syntaxNoise: 0.9, ...vocab }, 0.5);
-    return { patches: recordPatches(c, rgb), prompt: [10, 11, 12], corrupted, weights: lossWeights(corrupted, 'revision') };
+    const corrupted = corruptResponse(
+      [5, 6, 7, 8, 9, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID],
+      rng,
+      { syntaxNoise: 0.9, ...vocab },
+      0.5,
+    );
+    return {
+      patches: recordPatches(c, rgb),
+      prompt: [10, 11, 12],
+      corrupted,
+      weights: lossWeights(corrupted, 'revision'),
+    };
   });
   const feeds = batchFeeds(c, sample);
   const tokens = Array.from(feeds.tokens!.data as BigInt64Array, Number);
@@ -68,27 +100,55 @@ test('training feeds never touch image or prompt tokens', () => {
 });
 
 test('revision loss equals a direct computation of SPEC 3, including empty types', async () => {
-  const c: ModelConfig = { vocabSize: 40, imageSize: 8, patchSize: 4, vision: { width: 8, layers: 1, heads: 2, ff: 16 }, lm: { width: 16, layers: 1, heads: 2, ff: 16 }, promptLength: 3, responseLength: 6 };
+  const c: ModelConfig = {
+    vocabSize: 40,
+    imageSize: 8,
+    patchSize: 4,
+    vision: { width: 8, layers: 1, heads: 2, ff: 16 },
+    lm: { width: 16, layers: 1, heads: 2, ff: 16 },
+    promptLength: 3,
+    responseLength: 6,
+  };
   const params = initParams(c, 4);
   for (const v of params.values()) for (let i = 0; i < v.length; i++) v[i]! += 0.3 * Math.sin(i * 1.7);
   const rng = new Rng(5);
   const rgb = Uint8Array.from({ length: 8 * 8 * 3 }, () => rng.int(256));
   const hand: CorruptedResponse[] = [
     // mask, syntax and clean all present
-    { input: [MASK_ID, 9, MASK_ID, 6, 30, EOS_ID], target: [5, 6, 7, 8, 9, EOS_ID], types: ['mask', 'syntax', 'mask', 'syntax', 'clean', 'clean'], p: 0.4, t: 0.4 },
+    {
+      input: [MASK_ID, 9, MASK_ID, 6, 30, EOS_ID],
+      target: [5, 6, 7, 8, 9, EOS_ID],
+      types: ['mask', 'syntax', 'mask', 'syntax', 'clean', 'clean'],
+      p: 0.4,
+      t: 0.4,
+    },
     // no syntax tokens (an empty type)
-    { input: [MASK_ID, MASK_ID, MASK_ID, MASK_ID, 12, EOS_ID], target: [5, 6, 7, 8, 12, EOS_ID], types: ['mask', 'mask', 'mask', 'mask', 'clean', 'clean'], p: 0.7, t: 0.7 },
+    {
+      input: [MASK_ID, MASK_ID, MASK_ID, MASK_ID, 12, EOS_ID],
+      target: [5, 6, 7, 8, 12, EOS_ID],
+      types: ['mask', 'mask', 'mask', 'mask', 'clean', 'clean'],
+      p: 0.7,
+      t: 0.7,
+    },
     // a hallucination sample: loss on the wrong span only
     spanCorrectionSample([5, 6, 20, 21, 9, EOS_ID], [5, 6, 7, 8, 9, EOS_ID], [{ start: 2, length: 2 }]),
   ];
-  const samples = hand.map((corrupted) => ({ patches: recordPatches(c, rgb), prompt: [10, 11], corrupted, weights: lossWeights(corrupted, 'revision') }));
+  const samples = hand.map((corrupted) => ({
+    patches: recordPatches(c, rgb),
+    prompt: [10, 11],
+    corrupted,
+    weights: lossWeights(corrupted, 'revision'),
+  }));
   const trainer = new Trainer(c, params);
   const graphLoss = await trainer.loss(samples);
   await trainer.dispose();
 
   const model = new DiffusionVLM(c, new WordTokenizer(Array.from({ length: 36 }, (_, i) => `w${i}`)), params);
   const embeds = await model.encodeImages(samples.map((s) => s.patches));
-  const logits = await model.logits(embeds, samples.map((s) => ({ prompt: s.prompt, response: s.corrupted.input })));
+  const logits = await model.logits(
+    embeds,
+    samples.map((s) => ({ prompt: s.prompt, response: s.corrupted.input })),
+  );
   await model.dispose();
   const ce = (b: number, i: number, target: number): number => {
     const row = logits.subarray((b * 6 + i) * 40, (b * 6 + i + 1) * 40);
@@ -126,7 +186,10 @@ test('block correction samples: blocks before k shown as drafted, flagged tokens
   // A 10-token draft in a 16-token response: blocks 0 and 1 are wholly text; block 2 holds its end.
   const wrong = [5, 6, 20, 21, 9, 10, 11, 12, 13, 30, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID];
   const right = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID];
-  const spans = [{ start: 2, length: 2 }, { start: 9, length: 1 }];
+  const spans = [
+    { start: 2, length: 2 },
+    { start: 9, length: 1 },
+  ];
   const rng = new Rng(7);
   const blocks = new Set<number>();
   let masked = 0;
@@ -140,15 +203,20 @@ test('block correction samples: blocks before k shown as drafted, flagged tokens
       if (block > k) assert.ok(t === 'ignore' && s.input[i] === MASK_ID);
       else if (i === 2 || i === 3 || i === 9) assert.ok(t === 'hallucination' && s.input[i] === wrong[i]);
       else if (block < k) assert.ok(t === 'clean' && s.input[i] === wrong[i]);
-      else if (t === 'mask') { assert.equal(s.input[i], MASK_ID); masked++; }
-      else assert.ok(t === 'clean' && s.input[i] === wrong[i]);
+      else if (t === 'mask') {
+        assert.equal(s.input[i], MASK_ID);
+        masked++;
+      } else assert.ok(t === 'clean' && s.input[i] === wrong[i]);
     });
     assert.equal(s.p, 1);
   }
   assert.deepEqual([...blocks].sort(), [0, 1]);
   assert.ok(masked > 0);
   // A draft that ends inside its first block has no block of text.
-  assert.equal(blockCorrectionSample([5, EOS_ID, EOS_ID, EOS_ID], [6, EOS_ID, EOS_ID, EOS_ID], [{ start: 0, length: 1 }], rng, B), null);
+  assert.equal(
+    blockCorrectionSample([5, EOS_ID, EOS_ID, EOS_ID], [6, EOS_ID, EOS_ID, EOS_ID], [{ start: 0, length: 1 }], rng, B),
+    null,
+  );
 });
 
 test('mask-prediction loss weights: 1/p on masked positions over the response length', () => {
@@ -167,7 +235,10 @@ test('block masks: the blocks before k written, block k masked at rate p, later 
     assert.deepEqual(c.target, clean);
     // The block being written is the one before the first unscored position.
     const k = c.types.indexOf('ignore') / 4 - 1;
-    assert.ok(Number.isInteger(k) && k >= 0, `unscored positions start at a block boundary (${c.types.indexOf('ignore')})`);
+    assert.ok(
+      Number.isInteger(k) && k >= 0,
+      `unscored positions start at a block boundary (${c.types.indexOf('ignore')})`,
+    );
     seen.set(k, (seen.get(k) ?? 0) + 1);
     c.types.forEach((t, i) => {
       const b = Math.floor(i / 4);
@@ -177,11 +248,17 @@ test('block masks: the blocks before k written, block k masked at rate p, later 
       assert.equal(c.input[i], t === 'clean' ? clean[i] : MASK_ID);
     });
     const w = lossWeights(c, 'mask-prediction');
-    c.types.forEach((t, i) => assert.equal(w[i], t === 'mask' ? Math.fround(1 / c.p / 4) : 0, 'averaged over the block'));
+    c.types.forEach((t, i) =>
+      assert.equal(w[i], t === 'mask' ? Math.fround(1 / c.p / 4) : 0, 'averaged over the block'),
+    );
   }
   assert.deepEqual([...seen.keys()].sort(), [0, 1], 'only blocks of text: where to stop is left to uniform masks');
   for (const n of seen.values()) assert.ok(n > 150, `blocks drawn evenly: ${[...seen.values()]}`);
-  assert.equal(blockMaskResponse([10, 11, 12, ...new Array<number>(13).fill(EOS_ID)], rng, 4), null, 'a caption that ends in its first block');
+  assert.equal(
+    blockMaskResponse([10, 11, 12, ...new Array<number>(13).fill(EOS_ID)], rng, 4),
+    null,
+    'a caption that ends in its first block',
+  );
   assert.throws(() => blockMaskResponse(clean, rng, 5), /block length 5 must divide the response length 16/);
 });
 

@@ -21,11 +21,16 @@ const caption = (o: SamplerOptions) => captionImages(model, images, prompt, o, i
 test.after(() => model.dispose());
 
 test('compaction gives token for token the captions of lock-step decoding (tiny model, with and without a cache)', async () => {
-  for (const o of [samplerOptions('rediff', { steps: 24 }), samplerOptions('threshold', { steps: L }), samplerOptions('rediff', { steps: 24, cache: 'dual' })]) {
+  for (const o of [
+    samplerOptions('rediff', { steps: 24 }),
+    samplerOptions('threshold', { steps: L }),
+    samplerOptions('rediff', { steps: 24, cache: 'dual' }),
+  ]) {
     const compact = await caption(o);
     const lock = await caption({ ...o, compaction: false });
     assert.deepEqual(compact, lock, `${o.refine ? 'refining' : 'plain'} ${o.commit.kind}, cache ${o.cache ?? 'none'}`);
-    if (o.commit.kind === 'threshold') assert.ok(new Set(compact.map((c) => c.steps)).size > 1, 'rows take different numbers of steps');
+    if (o.commit.kind === 'threshold')
+      assert.ok(new Set(compact.map((c) => c.steps)).size > 1, 'rows take different numbers of steps');
   }
 });
 

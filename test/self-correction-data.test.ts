@@ -25,7 +25,16 @@ async function userData(): Promise<{ file: string; images: string[]; prompt: str
     const image = path.join(tmp, `photo-${i}.jpg`);
     fs.writeFileSync(image, await sharp(renderScenePng(r.scene, 128).png).jpeg().toBuffer());
     images.push(image);
-    lines.push(JSON.stringify({ id: `u${i}`, image: path.basename(image), conversations: [{ from: 'human', value: `<image>\n${prompt}` }, { from: 'gpt', value: r.captions[0] }] }));
+    lines.push(
+      JSON.stringify({
+        id: `u${i}`,
+        image: path.basename(image),
+        conversations: [
+          { from: 'human', value: `<image>\n${prompt}` },
+          { from: 'gpt', value: r.captions[0] },
+        ],
+      }),
+    );
   }
   const file = path.join(tmp, 'mine.jsonl');
   fs.writeFileSync(file, lines.join('\n') + '\n');
@@ -45,8 +54,38 @@ test('Stage II on your own LLaVA-style data: drafts of your images, reviewed by 
   const server = await startServer((r) => ({ content: swapFirstWords(r) }));
   const out = path.join(tmp, 'stage2');
   try {
-    const args = ['train', '--stage', 'self-correct', '--init', TINY_STAGE1_DIR, '--llava', file, '--expert', 'llm', '--expert-url', server.baseUrl, '--expert-model', 'test-model',
-      '--rounds', '1', '--draft-images', '3', '--draft-tokens-per-step', '8', '--steps', '10', '--warmup', '2', '--batch-size', '4', '--checkpoint-every', '10', '--out', out, '--no-progress'];
+    const args = [
+      'train',
+      '--stage',
+      'self-correct',
+      '--init',
+      TINY_STAGE1_DIR,
+      '--llava',
+      file,
+      '--expert',
+      'llm',
+      '--expert-url',
+      server.baseUrl,
+      '--expert-model',
+      'test-model',
+      '--rounds',
+      '1',
+      '--draft-images',
+      '3',
+      '--draft-tokens-per-step',
+      '8',
+      '--steps',
+      '10',
+      '--warmup',
+      '2',
+      '--batch-size',
+      '4',
+      '--checkpoint-every',
+      '10',
+      '--out',
+      out,
+      '--no-progress',
+    ];
     const env = { ...process.env, NODE_NO_WARNINGS: '1', REDIFF_EXPERT_API_KEY: 'k-test' };
     const res = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env });
     assert.match(res.stdout, /round 1: 3 drafts/);
@@ -56,7 +95,11 @@ test('Stage II on your own LLaVA-style data: drafts of your images, reviewed by 
     for (const r of server.received) {
       assert.equal(r.body.model, 'test-model');
       assert.equal(r.headers.authorization, 'Bearer k-test');
-      const parts = r.body.messages.find((m) => m.role === 'user')!.content as Array<{ type: string; text?: string; image_url?: { url: string } }>;
+      const parts = r.body.messages.find((m) => m.role === 'user')!.content as Array<{
+        type: string;
+        text?: string;
+        image_url?: { url: string };
+      }>;
       assert.match(parts.find((p) => p.type === 'text')!.text!, new RegExp(`Question: ${prompt.replace('.', '\\.')}`));
       const url = parts.find((p) => p.type === 'image_url')!.image_url!.url;
       assert.match(url, /^data:image\/png;base64,/);
@@ -64,9 +107,16 @@ test('Stage II on your own LLaVA-style data: drafts of your images, reviewed by 
       assert.deepEqual([meta.format, meta.width, meta.height], ['png', 128, 128]);
     }
     // The drafts name the user's images; the kept pairs were trained on.
-    const drafts = fs.readFileSync(path.join(out, 'round-1', 'drafts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { imageId: string });
+    const drafts = fs
+      .readFileSync(path.join(out, 'round-1', 'drafts.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { imageId: string });
     assert.deepEqual(drafts.map((d) => d.imageId).sort(), [...images].sort());
-    const report = JSON.parse(fs.readFileSync(path.join(out, 'round-1', 'report.json'), 'utf8')) as { reviews: { answers: number }; trainingPairs: number };
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'round-1', 'report.json'), 'utf8')) as {
+      reviews: { answers: number };
+      trainingPairs: number;
+    };
     assert.equal(report.reviews.answers, 3);
     assert.ok(report.trainingPairs >= 1, JSON.stringify(report));
     assert.ok(fs.existsSync(path.join(out, 'checkpoint.json')));
@@ -81,12 +131,32 @@ test('Stage II on your own LLaVA-style data: drafts of your images, reviewed by 
 
 test('Stage II on your own data refuses the grounded expert, which needs scene graphs', async () => {
   const { file } = await userData();
-  const r = await run(process.execPath, ['--import', 'tsx', MAIN, 'train', '--stage', 'self-correct', '--init', TINY_STAGE1_DIR, '--llava', file, '--out', path.join(tmp, 'x')], { env: { ...process.env, NODE_NO_WARNINGS: '1' } }).then(
+  const r = await run(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      MAIN,
+      'train',
+      '--stage',
+      'self-correct',
+      '--init',
+      TINY_STAGE1_DIR,
+      '--llava',
+      file,
+      '--out',
+      path.join(tmp, 'x'),
+    ],
+    { env: { ...process.env, NODE_NO_WARNINGS: '1' } },
+  ).then(
     () => assert.fail('should fail'),
     (e: { code: number; stderr: string }) => e,
   );
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /^rediff: the grounded expert checks drafts against benchmark scene graphs; with --llava use --expert llm/);
+  assert.match(
+    r.stderr,
+    /^rediff: the grounded expert checks drafts against benchmark scene graphs; with --llava use --expert llm/,
+  );
   assert.ok(!fs.existsSync(path.join(tmp, 'x')), 'nothing written');
 });
 
@@ -94,12 +164,53 @@ test('Stage II on a benchmark split on disk (--data), with the grounded expert',
   const data = path.join(tmp, 'train');
   const out = path.join(tmp, 'stage2-data');
   const env = { ...process.env, NODE_NO_WARNINGS: '1' };
-  await run(process.execPath, ['--import', 'tsx', MAIN, 'data', 'make', '--split', 'train', '--n', '8', '--out', data, '--no-progress'], { env });
-  const res = await run(process.execPath, ['--import', 'tsx', MAIN, 'train', '--stage', 'self-correct', '--init', TINY_STAGE1_DIR, '--data', data, '--draft-images', '8', '--draft-tokens-per-step', '4',
-    '--steps', '5', '--warmup', '1', '--batch-size', '4', '--checkpoint-every', '5', '--out', out, '--no-progress'], { env });
+  await run(
+    process.execPath,
+    ['--import', 'tsx', MAIN, 'data', 'make', '--split', 'train', '--n', '8', '--out', data, '--no-progress'],
+    { env },
+  );
+  const res = await run(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      MAIN,
+      'train',
+      '--stage',
+      'self-correct',
+      '--init',
+      TINY_STAGE1_DIR,
+      '--data',
+      data,
+      '--draft-images',
+      '8',
+      '--draft-tokens-per-step',
+      '4',
+      '--steps',
+      '5',
+      '--warmup',
+      '1',
+      '--batch-size',
+      '4',
+      '--checkpoint-every',
+      '5',
+      '--out',
+      out,
+      '--no-progress',
+    ],
+    { env },
+  );
   assert.match(res.stdout, /round 1: 8 drafts/);
-  const scenes = fs.readFileSync(path.join(data, 'data.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id);
-  const drafts = fs.readFileSync(path.join(out, 'round-1', 'drafts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { imageId: string });
+  const scenes = fs
+    .readFileSync(path.join(data, 'data.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { id: string }).id);
+  const drafts = fs
+    .readFileSync(path.join(out, 'round-1', 'drafts.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { imageId: string });
   assert.equal(drafts.length, 8);
   assert.deepEqual(drafts.map((d) => d.imageId).sort(), [...scenes].sort());
   assert.ok(fs.existsSync(path.join(out, 'checkpoint.json')));
@@ -109,8 +220,34 @@ test('Stage II stops with one clear line, naming the cause, when the expert fail
   const { file } = await userData();
   const key = 'sk-wrong-0123456789abcdef';
   const env = { ...process.env, NODE_NO_WARNINGS: '1', REDIFF_EXPERT_API_KEY: key };
-  const common = ['train', '--stage', 'self-correct', '--init', TINY_STAGE1_DIR, '--llava', file, '--expert', 'llm', '--expert-model', 'test-model',
-    '--rounds', '1', '--draft-images', '3', '--draft-tokens-per-step', '8', '--steps', '4', '--warmup', '1', '--batch-size', '4', '--checkpoint-every', '4', '--no-progress'];
+  const common = [
+    'train',
+    '--stage',
+    'self-correct',
+    '--init',
+    TINY_STAGE1_DIR,
+    '--llava',
+    file,
+    '--expert',
+    'llm',
+    '--expert-model',
+    'test-model',
+    '--rounds',
+    '1',
+    '--draft-images',
+    '3',
+    '--draft-tokens-per-step',
+    '8',
+    '--steps',
+    '4',
+    '--warmup',
+    '1',
+    '--batch-size',
+    '4',
+    '--checkpoint-every',
+    '4',
+    '--no-progress',
+  ];
   const fails = (args: string[]): Promise<{ code: number; stderr: string }> =>
     run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env }).then(
       () => assert.fail('should fail'),
@@ -118,15 +255,24 @@ test('Stage II stops with one clear line, naming the cause, when the expert fail
     );
 
   // A wrong key: every request is a 401 that echoes it.
-  const wrongKey = await startServer((r) => ({ status: 401, rawBody: JSON.stringify({ error: { message: `Incorrect API key provided: ${String(r.headers.authorization)}` } }) }));
+  const wrongKey = await startServer((r) => ({
+    status: 401,
+    rawBody: JSON.stringify({ error: { message: `Incorrect API key provided: ${String(r.headers.authorization)}` } }),
+  }));
   const out = path.join(tmp, 'stage2-401');
   try {
     const r = await fails([...common, '--expert-url', wrongKey.baseUrl, '--out', out]);
     assert.equal(r.code, 1);
     // One error line (the notes printed when training starts are not errors).
-    const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('note: '));
+    const lines = r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => !l.startsWith('note: '));
     assert.equal(lines.length, 1, r.stderr);
-    assert.match(lines[0]!, /^rediff: round 1: the expert llm:test-model failed on 3 of 3 drafts .*HTTP 401: Incorrect API key provided: Bearer \[REDACTED\].*rerun$/);
+    assert.match(
+      lines[0]!,
+      /^rediff: round 1: the expert llm:test-model failed on 3 of 3 drafts .*HTTP 401: Incorrect API key provided: Bearer \[REDACTED\].*rerun$/,
+    );
     assert.ok(!r.stderr.includes('0123456789abcdef'));
     assert.ok(!fs.existsSync(path.join(out, 'checkpoint.json')), 'no model written');
     assert.ok(!fs.readFileSync(path.join(out, 'round-1', 'reviews.jsonl'), 'utf8').includes('0123456789abcdef'));
@@ -136,13 +282,37 @@ test('Stage II stops with one clear line, naming the cause, when the expert fail
 
   // One failure in three: over a 20% allowance it stops; within the default 50% the rerun
   // asks only the failed draft again and trains.
-  const flaky = await startServer((r, n) => (n === 1 ? { status: 400, rawBody: '{"error":{"message":"image could not be processed"}}' } : { content: swapFirstWords(r) }));
+  const flaky = await startServer((r, n) =>
+    n === 1
+      ? { status: 400, rawBody: '{"error":{"message":"image could not be processed"}}' }
+      : { content: swapFirstWords(r) },
+  );
   const out2 = path.join(tmp, 'stage2-flaky');
   try {
-    const r = await fails([...common, '--expert-url', flaky.baseUrl, '--expert-concurrency', '1', '--max-expert-failures', '0.2', '--out', out2]);
+    const r = await fails([
+      ...common,
+      '--expert-url',
+      flaky.baseUrl,
+      '--expert-concurrency',
+      '1',
+      '--max-expert-failures',
+      '0.2',
+      '--out',
+      out2,
+    ]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr.split('\n').filter((l) => !l.startsWith('note: ')).join('\n'), /^rediff: round 1: the expert llm:test-model failed on 1 of 3 drafts \(33%; at most 20% allowed.*HTTP 400: image could not be processed/);
-    const ok = await run(process.execPath, ['--import', 'tsx', MAIN, ...common, '--expert-url', flaky.baseUrl, '--out', out2], { env });
+    assert.match(
+      r.stderr
+        .split('\n')
+        .filter((l) => !l.startsWith('note: '))
+        .join('\n'),
+      /^rediff: round 1: the expert llm:test-model failed on 1 of 3 drafts \(33%; at most 20% allowed.*HTTP 400: image could not be processed/,
+    );
+    const ok = await run(
+      process.execPath,
+      ['--import', 'tsx', MAIN, ...common, '--expert-url', flaky.baseUrl, '--out', out2],
+      { env },
+    );
     assert.match(ok.stdout, /round 1: 3 drafts/);
     assert.equal(flaky.received.length, 4, 'only the failed draft was asked again');
     assert.ok(fs.existsSync(path.join(out2, 'checkpoint.json')));

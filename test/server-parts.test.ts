@@ -31,15 +31,24 @@ import { normalisePixels, patchify } from '../src/web/pixels.js';
 
 const tokenizer = benchmarkTokenizer();
 // Every image option on, so the export and the page's adapter are checked with them.
-const config = presetConfig('tiny', tokenizer.size, { responseLength: 32, imageNorm: true, imagePlace: true, cellProbe: true, imageCells: true, imageKeyBias: 2, relativeBias: 3 });
+const config = presetConfig('tiny', tokenizer.size, {
+  responseLength: 32,
+  imageNorm: true,
+  imagePlace: true,
+  cellProbe: true,
+  imageCells: true,
+  imageKeyBias: 2,
+  relativeBias: 3,
+});
 const params = initParams(config, 4);
-for (const [name, p] of params) if (name.endsWith('.attn.rel')) p.forEach((_, i) => (p[i] = Math.sin(3 * i + name.length))); // learned, not the zero init
+for (const [name, p] of params)
+  if (name.endsWith('.attn.rel')) p.forEach((_, i) => (p[i] = Math.sin(3 * i + name.length))); // learned, not the zero init
 const model = new DiffusionVLM(config, tokenizer, params, { prompt: BENCHMARK_PROMPT, stage: 'test' });
 const rgb = renderScene(generateScene(new Rng(5), { seed: 5 }), config.imageSize).rgb;
 const patches = nodePatchify(normaliseRgb(rgb), config.imageSize, config.patchSize);
 const prompt = tokenizer.encode(BENCHMARK_PROMPT);
 
-test('the exported ONNX graphs, run through the page\'s adapter, caption exactly like the model', async () => {
+test("the exported ONNX graphs, run through the page's adapter, caption exactly like the model", async () => {
   const exp = exportOnnx(model);
   assert.deepEqual(exp.manifest.promptIds, prompt);
   assert.deepEqual(exp.manifest.shapes.logits, [1, 32, tokenizer.size]);
@@ -73,14 +82,20 @@ test('the exported ONNX graphs, run through the page\'s adapter, caption exactly
 
 test('the sampler reports every step to onStep, matching its trace', async () => {
   const seen: { row: number; step: StepTrace; tokens: number[] }[] = [];
-  const o = { ...samplerOptions('rediff', { steps: 8, trace: true }), onStep: (row: number, step: StepTrace, tokens: readonly number[]) => seen.push({ row, step, tokens: [...tokens] }) };
+  const o = {
+    ...samplerOptions('rediff', { steps: 8, trace: true }),
+    onStep: (row: number, step: StepTrace, tokens: readonly number[]) => seen.push({ row, step, tokens: [...tokens] }),
+  };
   const [res] = await sample(model, [patches], [prompt], o);
-  assert.deepEqual(seen.map((s) => s.step), res!.trace);
+  assert.deepEqual(
+    seen.map((s) => s.step),
+    res!.trace,
+  );
   assert.ok(seen.every((s) => s.row === 0));
   assert.deepEqual(seen[seen.length - 1]!.tokens, res!.tokens);
 });
 
-test('the page\'s pixel helpers and model inputs match the Node ones', () => {
+test("the page's pixel helpers and model inputs match the Node ones", () => {
   const rgba = new Uint8Array((rgb.length / 3) * 4);
   for (let p = 0, q = 0; q < rgb.length; p += 4, q += 3) rgba.set([rgb[q]!, rgb[q + 1]!, rgb[q + 2]!, 255], p);
   const hwc = normaliseRgb(rgb);
@@ -88,8 +103,15 @@ test('the page\'s pixel helpers and model inputs match the Node ones', () => {
   assert.deepEqual(normalisePixels(rgb, config.imageSize, config.imageSize, 3, manifest.pixels), hwc);
   assert.deepEqual(normalisePixels(rgba, config.imageSize, config.imageSize, 4, manifest.pixels), hwc);
   const all = Uint8Array.from({ length: 256 * 3 }, (_, i) => Math.floor(i / 3));
-  assert.deepEqual(normalisePixels(all, 256, 1, 3, manifest.pixels), normaliseRgb(all), 'every byte value, every channel');
-  assert.deepEqual(patchify(hwc, config.imageSize, config.patchSize), nodePatchify(hwc, config.imageSize, config.patchSize));
+  assert.deepEqual(
+    normalisePixels(all, 256, 1, 3, manifest.pixels),
+    normaliseRgb(all),
+    'every byte value, every channel',
+  );
+  assert.deepEqual(
+    patchify(hwc, config.imageSize, config.patchSize),
+    nodePatchify(hwc, config.imageSize, config.patchSize),
+  );
   const response = Array.from({ length: 32 }, (_, i) => (i * 7) % tokenizer.size);
   const mine = rowInputs(manifest, prompt, response);
   const theirs = sequenceFeeds(config, [{ prompt, response }]);
@@ -101,7 +123,10 @@ test('the browser bundle builds and pulls in no Node-only module', async () => {
   const assets = await buildWebAssets();
   assert.deepEqual([...assets.keys()].sort(), ['app.js', 'index.html', 'style.css']);
   const js = assets.get('app.js')!.body.toString();
-  assert.doesNotMatch(js, /from\s*["'](node:|fs|path|sharp|@napi-rs\/canvas|onnxruntime-node|@huggingface\/tokenizers)/);
+  assert.doesNotMatch(
+    js,
+    /from\s*["'](node:|fs|path|sharp|@napi-rs\/canvas|onnxruntime-node|@huggingface\/tokenizers)/,
+  );
   assert.match(js, /ort\.wasm\.min\.mjs/);
 });
 
@@ -110,18 +135,43 @@ test('serve uses the given checkpoints, or the shipped ones, and says which are 
   assert.throws(() => modelsToServe({ rediff: empty }), /--rediff .*no checkpoint there/);
   const dir = path.join(empty, 'm');
   await saveModel(dir, { config, tokenizer, params: model.params, state: { prompt: BENCHMARK_PROMPT } });
-  assert.deepEqual(modelsToServe({ rediff: dir, baseline: dir }).models, [{ name: 'baseline', dir }, { name: 'rediff', dir }]);
+  assert.deepEqual(modelsToServe({ rediff: dir, baseline: dir }).models, [
+    { name: 'baseline', dir },
+    { name: 'rediff', dir },
+  ]);
   const one = modelsToServe({ rediff: dir });
-  assert.deepEqual(one.models.find((m) => m.name === 'rediff'), { name: 'rediff', dir });
+  assert.deepEqual(
+    one.models.find((m) => m.name === 'rediff'),
+    { name: 'rediff', dir },
+  );
   const shippedBaseline = fs.existsSync(path.join(shippedModelDir('baseline'), 'checkpoint.json'));
   assert.equal(one.models.length, shippedBaseline ? 2 : 1);
   assert.equal(one.missing.length, shippedBaseline ? 0 : 1);
 });
 
-test('serve\'s limits: timeouts in seconds become the server\'s milliseconds', () => {
-  assert.deepEqual(serverLimits({ maxUpload: 2048, maxPixels: 1000, queue: 3, concurrency: 1, decodeConcurrency: 1, requestTimeout: 2.5, idleTimeout: 0, keepAliveTimeout: 5 }), {
-    maxUploadBytes: 2048, maxPixels: 1000, queueLimit: 3, concurrency: 1, decodeConcurrency: 1, requestTimeoutMs: 2500, idleTimeoutMs: 0, keepAliveTimeoutMs: 5000,
-  });
+test("serve's limits: timeouts in seconds become the server's milliseconds", () => {
+  assert.deepEqual(
+    serverLimits({
+      maxUpload: 2048,
+      maxPixels: 1000,
+      queue: 3,
+      concurrency: 1,
+      decodeConcurrency: 1,
+      requestTimeout: 2.5,
+      idleTimeout: 0,
+      keepAliveTimeout: 5,
+    }),
+    {
+      maxUploadBytes: 2048,
+      maxPixels: 1000,
+      queueLimit: 3,
+      concurrency: 1,
+      decodeConcurrency: 1,
+      requestTimeoutMs: 2500,
+      idleTimeoutMs: 0,
+      keepAliveTimeoutMs: 5000,
+    },
+  );
 });
 
 test('the page marks the words of false claims in a caption of a generated scene', () => {
@@ -132,7 +182,10 @@ test('the page marks the words of false claims in a caption of a generated scene
   const right = finalCaption(encode(caption.tokens), pieces, scene);
   assert.equal(right.score!.errors.length, 0, caption.text);
   assert.ok(right.parts.every((p) => p.wrong === null));
-  assert.deepEqual(right.parts.map((p) => p.piece), caption.tokens);
+  assert.deepEqual(
+    right.parts.map((p) => p.piece),
+    caption.tokens,
+  );
 
   // Recolour the first object mentioned: a false claim on exactly that word.
   const i = caption.tokens.findIndex((w) => (COLORS as readonly string[]).includes(w));

@@ -65,8 +65,16 @@ before(async () => {
     createServer({ models, maxUploadBytes: MAX_UPLOAD, queueLimit: 16, concurrency: 2 }),
     createServer({ models, maxUploadBytes: MAX_UPLOAD, queueLimit: 1, concurrency: 1, stepDelayMs: 25, web: 'none' }),
     createServer({
-      models, maxUploadBytes: MAX_UPLOAD, queueLimit: 2, concurrency: 1, decodeConcurrency: 1, web: 'none', decoder: heldDecoder,
-      requestTimeoutMs: 800, idleTimeoutMs: 2000, keepAliveTimeoutMs: 300,
+      models,
+      maxUploadBytes: MAX_UPLOAD,
+      queueLimit: 2,
+      concurrency: 1,
+      decodeConcurrency: 1,
+      web: 'none',
+      decoder: heldDecoder,
+      requestTimeoutMs: 800,
+      idleTimeoutMs: 2000,
+      keepAliveTimeoutMs: 300,
     }),
   ]);
   fastUrl = await fast.listen(0);
@@ -80,10 +88,20 @@ after(async () => {
 });
 
 function postJson(base: string, body: unknown, init: RequestInit = {}): Promise<Response> {
-  return fetch(`${base}/v1/captions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), ...init });
+  return fetch(`${base}/v1/captions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ...init,
+  });
 }
 
-function postForm(base: string, image: Uint8Array | null, fields: Record<string, string>, init: RequestInit = {}): Promise<Response> {
+function postForm(
+  base: string,
+  image: Uint8Array | null,
+  fields: Record<string, string>,
+  init: RequestInit = {},
+): Promise<Response> {
   const form = new FormData();
   if (image) form.set('image', new Blob([new Uint8Array(image)], { type: 'image/png' }), 'scene.png');
   for (const [k, v] of Object.entries(fields)) form.set(k, v);
@@ -101,7 +119,15 @@ interface Caption {
   ms: number;
 }
 
-async function queue(base: string): Promise<{ running: number; waiting: number; decoding: number; decode_waiting: number; completed: number; cancelled: number; refused: number }> {
+async function queue(base: string): Promise<{
+  running: number;
+  waiting: number;
+  decoding: number;
+  decode_waiting: number;
+  completed: number;
+  cancelled: number;
+  refused: number;
+}> {
   return ((await (await fetch(`${base}/v1/models`)).json()) as { queue: never }).queue;
 }
 
@@ -119,9 +145,26 @@ describe('captions', () => {
   test('GET /v1/models lists the loaded models, samplers and limits', async () => {
     const res = await fetch(`${fastUrl}/v1/models`);
     assert.equal(res.status, 200);
-    const body = (await res.json()) as { models: { name: string; default_sampler: string; response_length: number; tokens_per_step: number[]; stage: string; prompt: string }[]; samplers: string[]; limits: { max_upload_bytes: number } };
-    assert.deepEqual(body.models.map((m) => m.name), ['baseline', 'rediff']);
-    assert.deepEqual(body.models.map((m) => m.default_sampler), ['llada', 'rediff']);
+    const body = (await res.json()) as {
+      models: {
+        name: string;
+        default_sampler: string;
+        response_length: number;
+        tokens_per_step: number[];
+        stage: string;
+        prompt: string;
+      }[];
+      samplers: string[];
+      limits: { max_upload_bytes: number };
+    };
+    assert.deepEqual(
+      body.models.map((m) => m.name),
+      ['baseline', 'rediff'],
+    );
+    assert.deepEqual(
+      body.models.map((m) => m.default_sampler),
+      ['llada', 'rediff'],
+    );
     assert.equal(body.models[1]!.stage, 'revision');
     assert.equal(body.models[1]!.prompt, BENCHMARK_PROMPT);
     assert.ok(body.models[0]!.tokens_per_step.includes(8));
@@ -163,17 +206,25 @@ describe('captions', () => {
     const jb = (await b.json()) as Caption;
     assert.equal(jb.caption, ja.caption);
 
-    const dataUrl = await postJson(fastUrl, { image: `data:image/png;base64,${png.toString('base64')}`, steps: 24, model: 'rediff' });
+    const dataUrl = await postJson(fastUrl, {
+      image: `data:image/png;base64,${png.toString('base64')}`,
+      steps: 24,
+      model: 'rediff',
+    });
     assert.equal(((await dataUrl.json()) as Caption).caption, ja.caption);
   });
 
   test('model, sampler, steps and temperature are honoured', async () => {
     const png = scenePng(8).toString('base64');
-    const base = (await (await postJson(fastUrl, { image: png, model: 'baseline', tokens_per_step: 8 })).json()) as Caption;
+    const base = (await (
+      await postJson(fastUrl, { image: png, model: 'baseline', tokens_per_step: 8 })
+    ).json()) as Caption;
     assert.equal(base.model, 'baseline');
     assert.equal(base.sampler, 'llada');
     assert.equal(base.max_steps, 12);
-    const thr = (await (await postJson(fastUrl, { image: png, model: 'baseline', sampler: 'threshold', steps: 96 })).json()) as Caption;
+    const thr = (await (
+      await postJson(fastUrl, { image: png, model: 'baseline', sampler: 'threshold', steps: 96 })
+    ).json()) as Caption;
     assert.equal(thr.sampler, 'threshold');
     const t1 = (await (await postJson(fastUrl, { image: png, temperature: 1.5, seed: 3 })).json()) as Caption;
     const t2 = (await (await postJson(fastUrl, { image: png, temperature: 1.5, seed: 3 })).json()) as Caption;
@@ -197,48 +248,144 @@ describe('errors', () => {
     const big = new Uint8Array(MAX_UPLOAD + 1000);
     await expectError(await postForm(fastUrl, big, {}), 413, 'image', /too large.*65536 bytes/);
     // A base64 image over the limit but a body under the JSON body limit...
-    await expectError(await postJson(fastUrl, { image: Buffer.from(big).toString('base64') }), 413, 'image', /too large/);
+    await expectError(
+      await postJson(fastUrl, { image: Buffer.from(big).toString('base64') }),
+      413,
+      'image',
+      /too large/,
+    );
     // ... and a body over it.
     await expectError(await postJson(fastUrl, { image: 'A'.repeat(MAX_UPLOAD * 3) }), 413, 'image', /too large/);
   });
 
   test('an image that does not decode is 400 with a message', async () => {
-    await expectError(await postForm(fastUrl, new TextEncoder().encode('this is not a picture'), {}), 400, 'image', /not a readable image: scene\.png/);
-    await expectError(await postJson(fastUrl, { image: png.subarray(0, 60).toString('base64') }), 400, 'image', /not a readable image/);
+    await expectError(
+      await postForm(fastUrl, new TextEncoder().encode('this is not a picture'), {}),
+      400,
+      'image',
+      /not a readable image: scene\.png/,
+    );
+    await expectError(
+      await postJson(fastUrl, { image: png.subarray(0, 60).toString('base64') }),
+      400,
+      'image',
+      /not a readable image/,
+    );
     await expectError(await postJson(fastUrl, { image: 'not base64!' }), 400, 'image', /not valid base64/);
     await expectError(await postJson(fastUrl, { tokens_per_step: 4 }), 400, 'image', /image is missing/);
     await expectError(await postForm(fastUrl, null, { tokens_per_step: '4' }), 400, 'image', /image is missing/);
   });
 
   test('bad sampler, tokens per step, steps and other fields are 400 naming the field', async () => {
-    await expectError(await postJson(fastUrl, { image: b64, sampler: 'greedy' }), 400, 'sampler', /unknown sampler "greedy".*llada, rediff/);
+    await expectError(
+      await postJson(fastUrl, { image: b64, sampler: 'greedy' }),
+      400,
+      'sampler',
+      /unknown sampler "greedy".*llada, rediff/,
+    );
     await expectError(await postForm(fastUrl, png, { sampler: 'greedy' }), 400, 'sampler', /sampler/);
-    await expectError(await postJson(fastUrl, { image: b64, tokens_per_step: 5 }), 400, 'tokens_per_step', /tokens_per_step 5 must divide the generation length 96/);
-    await expectError(await postJson(fastUrl, { image: b64, tokens_per_step: 0 }), 400, 'tokens_per_step', /tokens_per_step must be a whole number from 1 to 96/);
-    await expectError(await postForm(fastUrl, png, { tokens_per_step: 'four' }), 400, 'tokens_per_step', /tokens_per_step/);
-    await expectError(await postJson(fastUrl, { image: b64, tokens_per_step: 2.5 }), 400, 'tokens_per_step', /whole number/);
-    await expectError(await postJson(fastUrl, { image: b64, steps: 97 }), 400, 'steps', /steps must be a whole number from 1 to 96/);
-    await expectError(await postJson(fastUrl, { image: b64, steps: 24, tokens_per_step: 4 }), 400, 'tokens_per_step', /either tokens_per_step or steps/);
+    await expectError(
+      await postJson(fastUrl, { image: b64, tokens_per_step: 5 }),
+      400,
+      'tokens_per_step',
+      /tokens_per_step 5 must divide the generation length 96/,
+    );
+    await expectError(
+      await postJson(fastUrl, { image: b64, tokens_per_step: 0 }),
+      400,
+      'tokens_per_step',
+      /tokens_per_step must be a whole number from 1 to 96/,
+    );
+    await expectError(
+      await postForm(fastUrl, png, { tokens_per_step: 'four' }),
+      400,
+      'tokens_per_step',
+      /tokens_per_step/,
+    );
+    await expectError(
+      await postJson(fastUrl, { image: b64, tokens_per_step: 2.5 }),
+      400,
+      'tokens_per_step',
+      /whole number/,
+    );
+    await expectError(
+      await postJson(fastUrl, { image: b64, steps: 97 }),
+      400,
+      'steps',
+      /steps must be a whole number from 1 to 96/,
+    );
+    await expectError(
+      await postJson(fastUrl, { image: b64, steps: 24, tokens_per_step: 4 }),
+      400,
+      'tokens_per_step',
+      /either tokens_per_step or steps/,
+    );
     await expectError(await postJson(fastUrl, { image: b64, temperature: -1 }), 400, 'temperature', /temperature/);
-    await expectError(await postJson(fastUrl, { image: b64, model: 'gpt' }), 400, 'model', /unknown model "gpt".*baseline, rediff/);
-    await expectError(await postJson(fastUrl, { image: b64, stream: 'maybe' }), 400, 'stream', /stream must be true or false/);
-    await expectError(await postJson(fastUrl, { image: b64, prompt: 'describe the image in detail . describe the image .' }), 400, 'prompt', /prompt has 10 tokens; model rediff takes at most 8/);
+    await expectError(
+      await postJson(fastUrl, { image: b64, model: 'gpt' }),
+      400,
+      'model',
+      /unknown model "gpt".*baseline, rediff/,
+    );
+    await expectError(
+      await postJson(fastUrl, { image: b64, stream: 'maybe' }),
+      400,
+      'stream',
+      /stream must be true or false/,
+    );
+    await expectError(
+      await postJson(fastUrl, { image: b64, prompt: 'describe the image in detail . describe the image .' }),
+      400,
+      'prompt',
+      /prompt has 10 tokens; model rediff takes at most 8/,
+    );
     // Words outside the vocabulary are named, not silently read as [UNK], unless allow_unk.
-    await expectError(await postJson(fastUrl, { image: b64, prompt: 'Describe the photo in great detail.' }), 400, 'prompt', /prompt has 2 word\(s\) outside model rediff's vocabulary: "photo", "great" \(rephrase it, or send allow_unk=true/);
+    await expectError(
+      await postJson(fastUrl, { image: b64, prompt: 'Describe the photo in great detail.' }),
+      400,
+      'prompt',
+      /prompt has 2 word\(s\) outside model rediff's vocabulary: "photo", "great" \(rephrase it, or send allow_unk=true/,
+    );
     await expectError(await postForm(fastUrl, png, { prompt: 'describe the llama' }), 400, 'prompt', /"llama"/);
-    await expectError(await postJson(fastUrl, { image: b64, prompt: 'describe the llama', allow_unk: 'perhaps' }), 400, 'allow_unk', /allow_unk must be true or false/);
-    const unk = await postJson(fastUrl, { image: b64, prompt: 'Describe the photo in great detail.', allow_unk: true, tokens_per_step: 8 });
+    await expectError(
+      await postJson(fastUrl, { image: b64, prompt: 'describe the llama', allow_unk: 'perhaps' }),
+      400,
+      'allow_unk',
+      /allow_unk must be true or false/,
+    );
+    const unk = await postJson(fastUrl, {
+      image: b64,
+      prompt: 'Describe the photo in great detail.',
+      allow_unk: true,
+      tokens_per_step: 8,
+    });
     assert.equal(unk.status, 200, 'allow_unk reads them as [UNK]');
     assert.equal(((await unk.json()) as Caption).tokens.length, 96);
-    assert.equal((await postForm(fastUrl, png, { prompt: 'describe the llama', allow_unk: 'true', tokens_per_step: '8' })).status, 200);
-    await expectError(await postJson(fastUrl, { image: b64, 'tokens-per-step': 4 }), 400, 'tokens-per-step', /unknown field "tokens-per-step"/);
+    assert.equal(
+      (await postForm(fastUrl, png, { prompt: 'describe the llama', allow_unk: 'true', tokens_per_step: '8' })).status,
+      200,
+    );
+    await expectError(
+      await postJson(fastUrl, { image: b64, 'tokens-per-step': 4 }),
+      400,
+      'tokens-per-step',
+      /unknown field "tokens-per-step"/,
+    );
   });
 
   test('a body that is not JSON or multipart is rejected', async () => {
-    const bad = await fetch(`${fastUrl}/v1/captions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"image": ' });
+    const bad = await fetch(`${fastUrl}/v1/captions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"image": ',
+    });
     assert.equal(bad.status, 400);
     assert.match(((await bad.json()) as { error: string }).error, /JSON/);
-    const text = await fetch(`${fastUrl}/v1/captions`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hello' });
+    const text = await fetch(`${fastUrl}/v1/captions`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: 'hello',
+    });
     assert.equal(text.status, 415);
     const nf = await fetch(`${fastUrl}/v1/nothing`);
     assert.equal(nf.status, 404);
@@ -246,13 +393,19 @@ describe('errors', () => {
 
   test('names of Object.prototype members are unknown files and fields, never a 500', async () => {
     for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'valueOf', 'isPrototypeOf']) {
-      for (const url of [`/ort/${name}`, `/v1/models/${name}/tokenizer.json`, `/v1/models/${name}/onnx/model.json`, `/v1/models/rediff/onnx/${name}`]) {
+      for (const url of [
+        `/ort/${name}`,
+        `/v1/models/${name}/tokenizer.json`,
+        `/v1/models/${name}/onnx/model.json`,
+        `/v1/models/rediff/onnx/${name}`,
+      ]) {
         const res = await fetch(`${fastUrl}${url}`);
         assert.equal(res.status, 404, `${url}: ${await res.text()}`);
       }
       // @fastify/multipart itself refuses these field names.
       await expectError(await postForm(fastUrl, png, { [name]: '1' }), 400, null, /not allowed as field name/);
-      if (name !== '__proto__') await expectError(await postJson(fastUrl, { image: b64, [name]: 1 }), 400, name, /unknown field/);
+      if (name !== '__proto__')
+        await expectError(await postJson(fastUrl, { image: b64, [name]: 1 }), 400, name, /unknown field/);
     }
   });
 });
@@ -260,7 +413,9 @@ describe('errors', () => {
 describe('streaming, queue and disconnects', () => {
   test('a streamed request: start, one event per step with committed and refined tokens, then done', async () => {
     const png = scenePng(11);
-    const plain = (await (await postJson(slowUrl, { image: png.toString('base64'), tokens_per_step: 4 })).json()) as Caption;
+    const plain = (await (
+      await postJson(slowUrl, { image: png.toString('base64'), tokens_per_step: 4 })
+    ).json()) as Caption;
 
     const res = await postForm(slowUrl, png, { tokens_per_step: '4', stream: 'true' });
     assert.equal(res.status, 200);
@@ -292,7 +447,10 @@ describe('streaming, queue and disconnects', () => {
       };
       assert.equal(d.step, i + 1);
       assert.ok(d.committed.length >= 1);
-      const before = i === 0 ? new Array<number>(start.length).fill(MASK_ID) : (JSON.parse(steps[i - 1]!.data) as { tokens: number[] }).tokens;
+      const before =
+        i === 0
+          ? new Array<number>(start.length).fill(MASK_ID)
+          : (JSON.parse(steps[i - 1]!.data) as { tokens: number[] }).tokens;
       for (const c of d.committed) {
         assert.equal(before[c.pos], MASK_ID, 'commits fill masks');
         assert.equal(typeof c.text, 'string');
@@ -305,20 +463,35 @@ describe('streaming, queue and disconnects', () => {
       return d;
     });
     const frames = traceFrames(
-      parsed.map((d) => ({ step: d.step - 1, committed: d.committed.map(({ pos, token }) => ({ pos, token })), refined: d.refined.map(({ pos, from, to }) => ({ pos, from, to })) })),
+      parsed.map((d) => ({
+        step: d.step - 1,
+        committed: d.committed.map(({ pos, token }) => ({ pos, token })),
+        refined: d.refined.map(({ pos, from, to }) => ({ pos, from, to })),
+      })),
       start.length,
     );
     frames.forEach((f, i) => assert.deepEqual(parsed[i]!.tokens, f.tokens, `state after step ${i + 1}`));
     assert.deepEqual(done.tokens, parsed[parsed.length - 1]!.tokens);
-    assert.ok(parsed.some((d) => d.refined.length > 0), 'the refining sampler rewrote tokens');
+    assert.ok(
+      parsed.some((d) => d.refined.length > 0),
+      'the refining sampler rewrote tokens',
+    );
     // Events arrive as the steps happen (25 ms apart), not in one piece at the end.
-    assert.ok(last.at - steps[0]!.at >= 10 * (steps.length - 2), `events spread over ${Math.round(last.at - steps[0]!.at)} ms`);
+    assert.ok(
+      last.at - steps[0]!.at >= 10 * (steps.length - 2),
+      `events spread over ${Math.round(last.at - steps[0]!.at)} ms`,
+    );
   });
 
   test('a full queue answers 503 with Retry-After', async () => {
     const png = scenePng(12);
     const runningCtl = new AbortController();
-    const running = await postForm(slowUrl, png, { tokens_per_step: '1', stream: 'true' }, { signal: runningCtl.signal });
+    const running = await postForm(
+      slowUrl,
+      png,
+      { tokens_per_step: '1', stream: 'true' },
+      { signal: runningCtl.signal },
+    );
     const it = readSse(running.body!);
     assert.equal((await it.next()).value?.event, 'start');
     const waiting = postJson(slowUrl, { image: png.toString('base64'), tokens_per_step: 8 });
@@ -372,17 +545,28 @@ describe('streaming, queue and disconnects', () => {
   test('concurrent requests are all answered, each with its own result, and the event loop stays free', async () => {
     const seeds = [21, 22, 23, 24];
     const jobs = seeds.flatMap((s, i) =>
-      (['baseline', 'rediff'] as const).map((model, k) => ({ seed: s, model, multipart: (i + k) % 2 === 0, stream: i === 1 })),
+      (['baseline', 'rediff'] as const).map((model, k) => ({
+        seed: s,
+        model,
+        multipart: (i + k) % 2 === 0,
+        stream: i === 1,
+      })),
     );
     const run = async (j: (typeof jobs)[number]): Promise<string> => {
       const png = scenePng(j.seed);
       const res = j.multipart
         ? await postForm(fastUrl, png, { model: j.model, tokens_per_step: '2', stream: String(j.stream) })
-        : await postJson(fastUrl, { image: png.toString('base64'), model: j.model, tokens_per_step: 2, stream: j.stream });
+        : await postJson(fastUrl, {
+            image: png.toString('base64'),
+            model: j.model,
+            tokens_per_step: 2,
+            stream: j.stream,
+          });
       assert.equal(res.status, 200);
       if (!j.stream) return ((await res.json()) as Caption).caption;
       let caption = '';
-      for await (const ev of readSse(res.body!)) if (ev.event === 'done') caption = (JSON.parse(ev.data) as Caption).caption;
+      for await (const ev of readSse(res.body!))
+        if (ev.event === 'done') caption = (JSON.parse(ev.data) as Caption).caption;
       return caption;
     };
     const health: number[] = [];
@@ -420,7 +604,10 @@ describe('files for the page and the in-browser mode', () => {
     assert.equal(ort.headers.get('content-type'), 'application/wasm');
     await ort.arrayBuffer();
     assert.equal((await fetch(`${fastUrl}/ort/..%2Fpackage.json`)).status, 404);
-    const manifest = (await (await fetch(`${fastUrl}/v1/models/rediff/onnx/model.json`)).json()) as { promptIds: number[]; config: { responseLength: number } };
+    const manifest = (await (await fetch(`${fastUrl}/v1/models/rediff/onnx/model.json`)).json()) as {
+      promptIds: number[];
+      config: { responseLength: number };
+    };
     assert.equal(manifest.config.responseLength, 96);
     assert.ok(manifest.promptIds.length > 0);
     const lang = await fetch(`${fastUrl}/v1/models/rediff/onnx/language.onnx`);
@@ -487,11 +674,17 @@ describe('hostile uploads and slow clients', () => {
       Array.from({ length: 24 }, async (_, i) => {
         const sock = await connect(guardedUrl);
         if (i % 2 === 0) {
-          sock.write(`POST /v1/captions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"image": "`);
+          sock.write(
+            `POST /v1/captions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"image": "`,
+          );
         } else {
           const boundary = 'xyz';
-          sock.write(`POST /v1/captions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${boundary}\r\nContent-Length: 100000\r\n\r\n`);
-          sock.write(`--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`);
+          sock.write(
+            `POST /v1/captions HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=${boundary}\r\nContent-Length: 100000\r\n\r\n`,
+          );
+          sock.write(
+            `--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n`,
+          );
           sock.write(png.subarray(0, 200));
         }
         // One byte every 100 ms: never idle, never done.
@@ -506,7 +699,10 @@ describe('hostile uploads and slow clients', () => {
       assert.ok(c, 'closed by the server');
       assert.ok(c.ms >= 600 && c.ms < 3000, `closed after ${Math.round(c.ms)} ms`);
     }
-    assert.ok(closed.some((c) => /^HTTP\/1\.1 408/.test(c!.data)), closed.map((c) => c!.data.slice(0, 20)).join(' | '));
+    assert.ok(
+      closed.some((c) => /^HTTP\/1\.1 408/.test(c!.data)),
+      closed.map((c) => c!.data.slice(0, 20)).join(' | '),
+    );
     const q = await queue(guardedUrl);
     assert.deepEqual([q.running, q.waiting, q.decoding, q.decode_waiting], [0, 0, 0, 0]);
   });

@@ -6,7 +6,15 @@ import * as path from 'node:path';
 import { UserError } from '../src/util/errors.js';
 import { WordTokenizer } from '../src/tokenizer/word.js';
 import { HuggingFaceTokenizer } from '../src/tokenizer/huggingface.js';
-import { EOS_ID, MASK_ID, PAD_ID, UNK_ID, tokenizerFromJSON, type Tokenizer, wordsOutsideVocabulary } from '../src/tokenizer/tokenizer.js';
+import {
+  EOS_ID,
+  MASK_ID,
+  PAD_ID,
+  UNK_ID,
+  tokenizerFromJSON,
+  type Tokenizer,
+  wordsOutsideVocabulary,
+} from '../src/tokenizer/tokenizer.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-tok-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -79,8 +87,14 @@ test('WordTokenizer: layout, encode/decode and JSON round-trip', () => {
   assert.ok(back instanceof WordTokenizer);
   assert.equal(back.size, t.size);
   assert.deepEqual(back.encode('a blue square.'), t.encode('a blue square.'));
-  assert.throws(() => WordTokenizer.fromJSON({ kind: 'word', vocab: ['x'] }, 'ck'), userError(/^ck: vocabulary must start/));
-  assert.throws(() => tokenizerFromJSON({ kind: 'sentencepiece' }, 'ck'), userError(/^ck: unknown tokenizer kind "sentencepiece"/));
+  assert.throws(
+    () => WordTokenizer.fromJSON({ kind: 'word', vocab: ['x'] }, 'ck'),
+    userError(/^ck: vocabulary must start/),
+  );
+  assert.throws(
+    () => tokenizerFromJSON({ kind: 'sentencepiece' }, 'ck'),
+    userError(/^ck: unknown tokenizer kind "sentencepiece"/),
+  );
 });
 
 test('HuggingFaceTokenizer: WordLevel tokenizer.json, renumbered to the rediff layout', () => {
@@ -128,28 +142,46 @@ test('HuggingFaceTokenizer: virtual PAD/UNK when the vocabulary has none', () =>
 
 test('HuggingFaceTokenizer: special tokens from options and tokenizer_config.json; clear errors', async () => {
   // Custom mask name: not found by default -> UserError naming what was tried.
-  assert.throws(() => new HuggingFaceTokenizer(wordLevelJson({ mask: '<M>' }), { where: 'my/tokenizer.json' }), userError(/^my\/tokenizer\.json: no mask token found \(tried <\|mdm_mask\|> \[MASK\].*\); name it/));
+  assert.throws(
+    () => new HuggingFaceTokenizer(wordLevelJson({ mask: '<M>' }), { where: 'my/tokenizer.json' }),
+    userError(/^my\/tokenizer\.json: no mask token found \(tried <\|mdm_mask\|> \[MASK\].*\); name it/),
+  );
   assert.throws(() => new HuggingFaceTokenizer(wordLevelJson({ mask: null })), userError(/no mask token found/));
   // Named with an option.
   const t = new HuggingFaceTokenizer(wordLevelJson({ mask: '<M>' }), { mask: '<M>' });
   assert.equal(t.idOf('<M>'), MASK_ID);
   // An option naming a token that does not exist.
-  assert.throws(() => new HuggingFaceTokenizer(wordLevelJson(), { eos: '<|im_end|>' }), userError(/the eos token "<\|im_end\|>" is not in the vocabulary/));
-  assert.throws(() => new HuggingFaceTokenizer(wordLevelJson(), { eos: '<|mdm_mask|>' }), userError(/mask and eos tokens must differ/));
+  assert.throws(
+    () => new HuggingFaceTokenizer(wordLevelJson(), { eos: '<|im_end|>' }),
+    userError(/the eos token "<\|im_end\|>" is not in the vocabulary/),
+  );
+  assert.throws(
+    () => new HuggingFaceTokenizer(wordLevelJson(), { eos: '<|mdm_mask|>' }),
+    userError(/mask and eos tokens must differ/),
+  );
   // Not a tokenizer.json at all.
-  assert.throws(() => new HuggingFaceTokenizer({ hello: 1 }, { where: 'x.json' }), userError(/^x\.json: not a Hugging Face tokenizer\.json/));
+  assert.throws(
+    () => new HuggingFaceTokenizer({ hello: 1 }, { where: 'x.json' }),
+    userError(/^x\.json: not a Hugging Face tokenizer\.json/),
+  );
 
   // From a directory with tokenizer_config.json naming the tokens (string or {content}).
   const d = path.join(dir, 'hf');
   fs.mkdirSync(d);
   fs.writeFileSync(path.join(d, 'tokenizer.json'), JSON.stringify(wordLevelJson({ mask: '<M>' })));
-  fs.writeFileSync(path.join(d, 'tokenizer_config.json'), JSON.stringify({ mask_token: { content: '<M>' }, eos_token: '<s>' }));
+  fs.writeFileSync(
+    path.join(d, 'tokenizer_config.json'),
+    JSON.stringify({ mask_token: { content: '<M>' }, eos_token: '<s>' }),
+  );
   const loaded = await HuggingFaceTokenizer.load(d);
   assert.deepEqual(loaded.specials, { mask: '<M>', eos: '<s>', pad: '[PAD]', unk: '[UNK]' });
   assert.ok(loaded.isSpecial(loaded.idOf('</s>')!), '</s> is still special, just not the EOS');
   assert.equal((await HuggingFaceTokenizer.load(path.join(d, 'tokenizer.json'), { eos: '</s>' })).specials.eos, '</s>');
 
-  await assert.rejects(HuggingFaceTokenizer.load(path.join(dir, 'missing')), userError(/^tokenizer not found: .*missing$/));
+  await assert.rejects(
+    HuggingFaceTokenizer.load(path.join(dir, 'missing')),
+    userError(/^tokenizer not found: .*missing$/),
+  );
   const bad = path.join(dir, 'bad');
   fs.mkdirSync(bad);
   fs.writeFileSync(path.join(bad, 'tokenizer.json'), '{"model": ');

@@ -116,13 +116,17 @@ class Writer {
 
   /** A definite reference that matches only `o` (random among the unique ones). */
   ref(o: SceneObject): string[] {
-    const opts = REF_OPTIONS.filter((keys) => this.scene.objects.filter((p) => keys.every((k) => p[k] === o[k])).length === 1);
+    const opts = REF_OPTIONS.filter(
+      (keys) => this.scene.objects.filter((p) => keys.every((k) => p[k] === o[k])).length === 1,
+    );
     const keys = this.compact ? opts[0]! : this.pick(opts);
     return ['the', ...keys.map((k) => (k === 'size' ? this.sizeWord(o) : o[k]))];
   }
 
   refKeys(o: SceneObject): Descriptor[] {
-    return REF_OPTIONS.filter((keys) => this.scene.objects.filter((p) => keys.every((k) => p[k] === o[k])).length === 1);
+    return REF_OPTIONS.filter(
+      (keys) => this.scene.objects.filter((p) => keys.every((k) => p[k] === o[k])).length === 1,
+    );
   }
 
   lead(plural: boolean): string[] {
@@ -144,16 +148,33 @@ class Writer {
   totalSentence(atEnd: boolean): Sentence {
     const n = this.scene.objects.length;
     const noun = this.pick(n === 1 ? ['shape', 'object'] : ['shapes', 'objects']);
-    const np = n === 1 ? [...this.pick([['only', 'one'], ['a', 'single']]), noun] : [numberWord(n), noun];
+    const np =
+      n === 1
+        ? [
+            ...this.pick([
+              ['only', 'one'],
+              ['a', 'single'],
+            ]),
+            noun,
+          ]
+        : [numberWord(n), noun];
     const bg = (): string[] => (this.rng.next() < 0.4 && !this.compact ? ['on', 'a', 'black', 'background'] : []);
-    const inImage = (): string[] => (this.rng.next() < 0.5 && !this.compact ? ['in', 'the', this.pick(['image', 'picture'])] : []);
+    const inImage = (): string[] =>
+      this.rng.next() < 0.5 && !this.compact ? ['in', 'the', this.pick(['image', 'picture'])] : [];
     let words: string[];
     if (atEnd) words = ['in', 'total', ',', 'there', n === 1 ? 'is' : 'are', ...np];
     else {
       const r = this.compact ? 0 : this.rng.int(3);
       if (r === 0) words = ['there', n === 1 ? 'is' : 'are', ...np, ...inImage()];
-      else if (r === 1) words = ['the', this.pick(['image', 'picture']), this.pick(['shows', 'contains']), ...np, ...bg()];
-      else words = [...np, n === 1 ? 'is' : 'are', this.pick(['visible', 'shown']), ...(this.rng.next() < 0.5 ? inImage() : bg())];
+      else if (r === 1)
+        words = ['the', this.pick(['image', 'picture']), this.pick(['shows', 'contains']), ...np, ...bg()];
+      else
+        words = [
+          ...np,
+          n === 1 ? 'is' : 'are',
+          this.pick(['visible', 'shown']),
+          ...(this.rng.next() < 0.5 ? inImage() : bg()),
+        ];
     }
     return { words, facts: ['total'], introduces: [], refers: [] };
   }
@@ -176,7 +197,10 @@ class Writer {
 
   /** One sentence introducing a group of identical objects with their places. */
   pluralSentence(objs: SceneObject[]): Sentence {
-    const ordered = this.rng.next() < 0.5 ? [...objs].sort((a, b) => placeIndex(a.place) - placeIndex(b.place)) : this.rng.shuffle([...objs]);
+    const ordered =
+      this.rng.next() < 0.5
+        ? [...objs].sort((a, b) => placeIndex(a.place) - placeIndex(b.place))
+        : this.rng.shuffle([...objs]);
     const intro = this.introPlural(ordered);
     const places = ordered.map((o) => this.place(o));
     const form = this.compact ? 1 : this.rng.int(4);
@@ -186,13 +210,26 @@ class Writer {
       () => [...this.lead(true), ...intro, ...this.list(places)],
       () => [...intro, 'can', 'be', 'seen', ...this.list(places)],
     ][form]!();
-    return { words, facts: objs.flatMap((o) => [`object:${o.id}`, `place:${o.id}`]), introduces: objs.map((o) => o.id), refers: [] };
+    return {
+      words,
+      facts: objs.flatMap((o) => [`object:${o.id}`, `place:${o.id}`]),
+      introduces: objs.map((o) => o.id),
+      refers: [],
+    };
   }
 
   /** Several single objects in one list sentence: "there is A in P, B in Q and C in R". */
   listSentence(items: { o: SceneObject; another: boolean }[]): Sentence {
-    const words = [...this.lead(false), ...this.list(items.map(({ o, another }) => [...this.introSingular(o, another), ...this.place(o)]))];
-    return { words, facts: items.flatMap(({ o }) => [`object:${o.id}`, `place:${o.id}`]), introduces: items.map(({ o }) => o.id), refers: [] };
+    const words = [
+      ...this.lead(false),
+      ...this.list(items.map(({ o, another }) => [...this.introSingular(o, another), ...this.place(o)])),
+    ];
+    return {
+      words,
+      facts: items.flatMap(({ o }) => [`object:${o.id}`, `place:${o.id}`]),
+      introduces: items.map(({ o }) => o.id),
+      refers: [],
+    };
   }
 
   /**
@@ -207,7 +244,12 @@ class Writer {
       introduces: objs.map((o) => o.id),
       refers: [],
     };
-    const rest = objs.map((o) => ({ words: [...this.ref(o), this.rng.next() < 0.2 ? 'sits' : 'is', ...this.place(o)], facts: [`place:${o.id}`], introduces: [], refers: [o.id] }));
+    const rest = objs.map((o) => ({
+      words: [...this.ref(o), this.rng.next() < 0.2 ? 'sits' : 'is', ...this.place(o)],
+      facts: [`place:${o.id}`],
+      introduces: [],
+      refers: [o.id],
+    }));
     return [intro, ...rest];
   }
 
@@ -217,7 +259,12 @@ class Writer {
       if (i > 0) words.push('and');
       words.push(...this.pick(RELATION_PHRASES[relation]).split(' '), ...this.ref(b));
     });
-    return { words, facts: clauses.map(({ relation, b }) => relationFactId(a.id, relation, b.id)), introduces: [], refers: [a.id, ...clauses.map((c) => c.b.id)] };
+    return {
+      words,
+      facts: clauses.map(({ relation, b }) => relationFactId(a.id, relation, b.id)),
+      introduces: [],
+      refers: [a.id, ...clauses.map((c) => c.b.id)],
+    };
   }
 
   /** "The circle is large and red." (attributes the reference does not already name). */
@@ -225,14 +272,24 @@ class Writer {
     const opts = this.refKeys(o).filter((k) => k.length < 3);
     if (opts.length === 0) return null;
     const keys = this.pick(opts);
-    const attrs = (['size', 'color'] as const).filter((k) => !keys.includes(k)).map((k) => (k === 'size' ? this.sizeWord(o) : o.color));
+    const attrs = (['size', 'color'] as const)
+      .filter((k) => !keys.includes(k))
+      .map((k) => (k === 'size' ? this.sizeWord(o) : o.color));
     if (this.rng.next() < 0.5) attrs.reverse();
-    const words = ['the', ...keys.map((k) => (k === 'size' ? this.sizeWord(o) : o[k])), 'is', ...this.list(attrs.map((a) => [a]))];
+    const words = [
+      'the',
+      ...keys.map((k) => (k === 'size' ? this.sizeWord(o) : o[k])),
+      'is',
+      ...this.list(attrs.map((a) => [a])),
+    ];
     return { words, facts: [], introduces: [], refers: [o.id] };
   }
 
   fillerSentence(): Sentence {
-    const words = this.rng.next() < 0.5 ? ['the', 'background', 'is', 'black'] : ['the', 'rest', 'of', 'the', this.pick(['image', 'picture']), 'is', 'empty'];
+    const words =
+      this.rng.next() < 0.5
+        ? ['the', 'background', 'is', 'black']
+        : ['the', 'rest', 'of', 'the', this.pick(['image', 'picture']), 'is', 'empty'];
     return { words, facts: [], introduces: [], refers: [] };
   }
 }
@@ -262,7 +319,8 @@ function objectSentences(w: Writer): Sentence[] {
     if (objs.length > 1 && (w.compact || rng.next() < 0.7)) units.push({ plural: true, objs });
     else for (const o of objs) units.push({ plural: false, o });
   }
-  const first = (u: Unit): number => (u.plural ? Math.min(...u.objs.map((o) => placeIndex(o.place))) : placeIndex(u.o.place));
+  const first = (u: Unit): number =>
+    u.plural ? Math.min(...u.objs.map((o) => placeIndex(o.place))) : placeIndex(u.o.place);
   if (rng.next() < 0.3) units.sort((a, b) => first(a) - first(b));
   else rng.shuffle(units);
 
@@ -334,7 +392,9 @@ function attempt(scene: Scene, rng: Rng, compact: boolean, o: Required<CaptionOp
 
   // Extras: relations (a random number, more when the caption is short), then attributes and a
   // filler only if still under the word target.
-  const fits = (s: Sentence): boolean => countTokens(sentences) + s.words.length + 1 <= o.maxTokens && countWords(sentences) + s.words.filter(isWord).length <= o.maxWords;
+  const fits = (s: Sentence): boolean =>
+    countTokens(sentences) + s.words.length + 1 <= o.maxTokens &&
+    countWords(sentences) + s.words.filter(isWord).length <= o.maxWords;
   const rels = relationCandidates(w);
   let wanted = compact ? 0 : rng.int(3);
   const used = new Set<string>();
@@ -344,7 +404,9 @@ function attempt(scene: Scene, rng: Rng, compact: boolean, o: Required<CaptionOp
     if (used.has(key)) continue;
     const clauses = [{ relation: r.relation, b: r.b }];
     // Sometimes a second relation of the same subject in the same sentence.
-    const second = rels.find((x) => x.a === r.a && x.b !== r.b && !used.has(relationFactId(x.a.id, x.relation, x.b.id)));
+    const second = rels.find(
+      (x) => x.a === r.a && x.b !== r.b && !used.has(relationFactId(x.a.id, x.relation, x.b.id)),
+    );
     if (second && rng.next() < 0.35) clauses.push({ relation: second.relation, b: second.b });
     const s = w.relationSentence(r.a, clauses);
     if (!fits(s)) continue;
@@ -366,7 +428,11 @@ function attempt(scene: Scene, rng: Rng, compact: boolean, o: Required<CaptionOp
 
 /** One random correct caption for the scene. */
 export function writeCaption(scene: Scene, rng: Rng, options: CaptionOptions = {}): Caption {
-  const o: Required<CaptionOptions> = { maxTokens: options.maxTokens ?? 95, minWords: options.minWords ?? 30, maxWords: options.maxWords ?? 90 };
+  const o: Required<CaptionOptions> = {
+    maxTokens: options.maxTokens ?? 95,
+    minWords: options.minWords ?? 30,
+    maxWords: options.maxWords ?? 90,
+  };
   // Small scenes can fall short of minWords; a few more tries then keep the wordiest.
   let best: Sentence[] | null = null;
   for (let k = 0; k < 12; k++) {
@@ -376,7 +442,9 @@ export function writeCaption(scene: Scene, rng: Rng, options: CaptionOptions = {
     if (best && k >= 3) break;
   }
   if (best) return finish(best);
-  throw new RangeError(`cannot caption scene ${scene.id} (${scene.objects.length} objects) within ${o.maxTokens} tokens / ${o.maxWords} words`);
+  throw new RangeError(
+    `cannot caption scene ${scene.id} (${scene.objects.length} objects) within ${o.maxTokens} tokens / ${o.maxWords} words`,
+  );
 }
 
 /** `count` distinct captions (fewer only if the scene admits fewer after many tries). */
@@ -402,12 +470,18 @@ export function exhaustiveCaption(scene: Scene, rng: Rng): Caption {
   const sentences: Sentence[] = [w.totalSentence(false)];
   const groups = new Map<string, SceneObject[]>();
   for (const o of scene.objects) groups.set(objectKey(o), [...(groups.get(objectKey(o)) ?? []), o]);
-  for (const objs of groups.values()) sentences.push(objs.length > 1 ? w.pluralSentence(objs) : w.singularSentence(objs[0]!, false));
+  for (const objs of groups.values())
+    sentences.push(objs.length > 1 ? w.pluralSentence(objs) : w.singularSentence(objs[0]!, false));
   const byId = new Map(scene.objects.map((o) => [o.id, o]));
-  const want = new Set(sceneFacts(scene).filter((f) => f.kind === 'relation').map((f) => f.id));
+  const want = new Set(
+    sceneFacts(scene)
+      .filter((f) => f.kind === 'relation')
+      .map((f) => f.id),
+  );
   for (const r of scene.relations) {
     const id = relationFactId(r.subject, r.relation, r.object);
-    if (want.has(id)) sentences.push(w.relationSentence(byId.get(r.subject)!, [{ relation: r.relation, b: byId.get(r.object)! }]));
+    if (want.has(id))
+      sentences.push(w.relationSentence(byId.get(r.subject)!, [{ relation: r.relation, b: byId.get(r.object)! }]));
   }
   return finish(sentences);
 }

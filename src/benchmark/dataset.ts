@@ -23,9 +23,23 @@ import { type DataIssue, IssueLog, JsonlWriter, type OnError, readJsonlLines } f
 import { checkVicritPair, vocabularyProblem } from '../data/datasets.js';
 import type { WordTokenizer } from '../tokenizer/word.js';
 import { BENCHMARK_VOCABULARY, benchmarkTokenizer, writeCaptions } from './captioner.js';
-import { HALLUCINATION_TYPES, type HallucinationRecord, type HallucinationType, injectAnyHallucination } from './hallucination.js';
+import {
+  HALLUCINATION_TYPES,
+  type HallucinationRecord,
+  type HallucinationType,
+  injectAnyHallucination,
+} from './hallucination.js';
 import { renderScenePng } from './render.js';
-import { COLORS, PLACES, SHAPES, SIZES, type Scene, type SceneObject, deriveRelations, generateScene } from './scene.js';
+import {
+  COLORS,
+  PLACES,
+  SHAPES,
+  SIZES,
+  type Scene,
+  type SceneObject,
+  deriveRelations,
+  generateScene,
+} from './scene.js';
 
 export interface BenchmarkRecord {
   id: string;
@@ -76,7 +90,8 @@ export function splitBlock(split: string): number {
 
 /** The 32-bit generator seed of scene `index` of a split (see the module comment). */
 export function sceneSeed(split: string, seed: number, index: number): number {
-  if (!Number.isInteger(index) || index < 0 || index >= BLOCK_SIZE) throw new RangeError(`scene index out of range: ${index}`);
+  if (!Number.isInteger(index) || index < 0 || index >= BLOCK_SIZE)
+    throw new RangeError(`scene index out of range: ${index}`);
   const within = (mix32(seed) + index) % BLOCK_SIZE;
   return (splitBlock(split) * BLOCK_SIZE + within) >>> 0;
 }
@@ -92,7 +107,12 @@ export interface RecordOptions {
 }
 
 /** Scene `index` of a split with its PNG (what a split on disk holds); see sceneRecord. */
-export function makeRecord(split: string, seed: number, index: number, opts: RecordOptions = {}): { record: BenchmarkRecord; png: Buffer } {
+export function makeRecord(
+  split: string,
+  seed: number,
+  index: number,
+  opts: RecordOptions = {},
+): { record: BenchmarkRecord; png: Buffer } {
   const record = sceneRecord(split, seed, index, opts);
   return { record, png: renderScenePng(record.scene, opts.imageSize ?? 64).png };
 }
@@ -128,7 +148,12 @@ export function sceneRecord(split: string, seed: number, index: number, opts: Re
 }
 
 /** Tries the types in the given order (not shuffled), first success wins. */
-function injectFirstOf(scene: Scene, tokens: readonly string[], rng: Rng, order: readonly HallucinationType[]): HallucinationRecord | null {
+function injectFirstOf(
+  scene: Scene,
+  tokens: readonly string[],
+  rng: Rng,
+  order: readonly HallucinationType[],
+): HallucinationRecord | null {
   for (const t of order) {
     const r = injectAnyHallucination(scene, tokens, rng, [t]);
     if (r) return r;
@@ -160,14 +185,16 @@ export interface MakeSplitResult {
 }
 
 function checkInt(name: string, v: unknown, lo: number, hi: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) throw new UserError(`${name} must be an integer in [${lo}, ${hi}], got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi)
+    throw new UserError(`${name} must be an integer in [${lo}, ${hi}], got ${String(v)}`);
   return v;
 }
 
 /** Writes a split (images, data.jsonl, split.json) to `out`; see the module comment. */
 export async function makeSplit(opts: MakeSplitOptions): Promise<MakeSplitResult> {
   const t0 = performance.now();
-  if (typeof opts.split !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(opts.split)) throw new UserError(`split name must be letters, digits, "_" or "-", got ${JSON.stringify(opts.split)}`);
+  if (typeof opts.split !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(opts.split))
+    throw new UserError(`split name must be letters, digits, "_" or "-", got ${JSON.stringify(opts.split)}`);
   const n = checkInt('n', opts.n, 1, BLOCK_SIZE);
   const seed = checkInt('seed', opts.seed, 0, 0xffffffff);
   const imageSize = checkInt('image size', opts.imageSize ?? 64, 8, 1024);
@@ -178,7 +205,8 @@ export async function makeSplit(opts: MakeSplitOptions): Promise<MakeSplitResult
   const dir = path.resolve(opts.out);
   const dataFile = path.join(dir, 'data.jsonl');
   const imagesDir = path.join(dir, 'images');
-  if (fs.existsSync(dataFile) && !opts.overwrite) throw new UserError(`${dir} already holds a split (data.jsonl); choose another directory or overwrite it`);
+  if (fs.existsSync(dataFile) && !opts.overwrite)
+    throw new UserError(`${dir} already holds a split (data.jsonl); choose another directory or overwrite it`);
   await fsp.mkdir(dir, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
     throw new UserError(`cannot create ${dir} (${e.code ?? e.message})`);
   });
@@ -199,14 +227,23 @@ export async function makeSplit(opts: MakeSplitOptions): Promise<MakeSplitResult
     vocabularySize: BENCHMARK_VOCABULARY.length,
     vocabulary: [...BENCHMARK_VOCABULARY],
   };
-  const hallucinationTypes = Object.fromEntries(HALLUCINATION_TYPES.map((t) => [t, 0])) as Record<HallucinationType, number>;
+  const hallucinationTypes = Object.fromEntries(HALLUCINATION_TYPES.map((t) => [t, 0])) as Record<
+    HallucinationType,
+    number
+  >;
   const ids = new Set<string>();
   let captions = 0;
   let hallucinations = 0;
   const writer = new JsonlWriter(dataFile);
   try {
     for (let i = 0; i < n; i++) {
-      const { record, png } = makeRecord(opts.split, seed, i, { imageSize, captionsPerScene, hallucinationsPerScene, minObjects, maxObjects });
+      const { record, png } = makeRecord(opts.split, seed, i, {
+        imageSize,
+        captionsPerScene,
+        hallucinationsPerScene,
+        minObjects,
+        maxObjects,
+      });
       ids.add(record.id);
       fs.writeFileSync(path.join(dir, record.image), png);
       await writer.write(record);
@@ -245,11 +282,18 @@ async function checkAgainstSiblings(dir: string, split: string, ids: Set<string>
   }
   for (const name of entries) {
     const other = path.join(parent, name);
-    if (other === dir || !fs.existsSync(path.join(other, 'data.jsonl')) || !fs.existsSync(path.join(other, 'split.json'))) continue;
+    if (
+      other === dir ||
+      !fs.existsSync(path.join(other, 'data.jsonl')) ||
+      !fs.existsSync(path.join(other, 'split.json'))
+    )
+      continue;
     const otherIds = await splitIds(other);
     const shared = [...ids].filter((id) => otherIds.has(id));
     if (shared.length > 0) {
-      throw new UserError(`split "${split}" shares ${shared.length} scene(s) with ${other} (e.g. ${shared[0]}); use another split name or seed`);
+      throw new UserError(
+        `split "${split}" shares ${shared.length} scene(s) with ${other} (e.g. ${shared[0]}); use another split name or seed`,
+      );
     }
   }
 }
@@ -286,29 +330,49 @@ export interface LoadedRecord extends BenchmarkRecord {
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-const inList = <T extends string>(list: readonly T[], v: unknown): v is T => typeof v === 'string' && (list as readonly string[]).includes(v);
+const inList = <T extends string>(list: readonly T[], v: unknown): v is T =>
+  typeof v === 'string' && (list as readonly string[]).includes(v);
 
 /** Validates a scene graph read from disk; returns an error message or null. */
 export function sceneProblem(v: unknown): string | null {
   if (!isObj(v)) return 'scene is not an object';
-  if (typeof v.id !== 'string' || typeof v.seed !== 'number' || !Array.isArray(v.objects) || !Array.isArray(v.relations)) return 'scene needs id, seed, objects and relations';
+  if (
+    typeof v.id !== 'string' ||
+    typeof v.seed !== 'number' ||
+    !Array.isArray(v.objects) ||
+    !Array.isArray(v.relations)
+  )
+    return 'scene needs id, seed, objects and relations';
   const places = new Set<string>();
   for (const [k, o] of (v.objects as unknown[]).entries()) {
     if (!isObj(o)) return `scene object ${k} is not an object`;
-    if (typeof o.id !== 'string' || !inList(SHAPES, o.shape) || !inList(COLORS, o.color) || !inList(SIZES, o.size) || !inList(PLACES, o.place)) return `scene object ${k} has an unknown id, shape, colour, size or place`;
-    if (typeof o.x !== 'number' || typeof o.y !== 'number' || !(o.x >= 0 && o.x <= 1 && o.y >= 0 && o.y <= 1)) return `scene object ${k} has coordinates outside [0, 1]`;
+    if (
+      typeof o.id !== 'string' ||
+      !inList(SHAPES, o.shape) ||
+      !inList(COLORS, o.color) ||
+      !inList(SIZES, o.size) ||
+      !inList(PLACES, o.place)
+    )
+      return `scene object ${k} has an unknown id, shape, colour, size or place`;
+    if (typeof o.x !== 'number' || typeof o.y !== 'number' || !(o.x >= 0 && o.x <= 1 && o.y >= 0 && o.y <= 1))
+      return `scene object ${k} has coordinates outside [0, 1]`;
     if (places.has(o.place)) return `scene objects share the place "${o.place}"`;
     places.add(o.place);
   }
-  if (JSON.stringify(deriveRelations(v.objects as SceneObject[])) !== JSON.stringify(v.relations)) return 'scene relations do not match its objects';
+  if (JSON.stringify(deriveRelations(v.objects as SceneObject[])) !== JSON.stringify(v.relations))
+    return 'scene relations do not match its objects';
   return null;
 }
 
 /** Reads a split written by makeSplit, validating every line (see jsonl.ts for onError). */
-export async function readSplit(dir: string, opts: ReadSplitOptions = {}): Promise<{ info: SplitInfo | null; records: LoadedRecord[]; issues: DataIssue[] }> {
+export async function readSplit(
+  dir: string,
+  opts: ReadSplitOptions = {},
+): Promise<{ info: SplitInfo | null; records: LoadedRecord[]; issues: DataIssue[] }> {
   const root = path.resolve(dir);
   const file = path.join(root, 'data.jsonl');
-  if (!fs.existsSync(file)) throw new UserError(`${root}: no data.jsonl (not a benchmark split; make one with "rediff data make")`);
+  if (!fs.existsSync(file))
+    throw new UserError(`${root}: no data.jsonl (not a benchmark split; make one with "rediff data make")`);
   const log = new IssueLog(opts.onError ?? 'fail');
   const vocab = opts.vocabulary === null ? null : (opts.vocabulary ?? benchmarkTokenizer());
   let info: SplitInfo | null = null;
@@ -318,10 +382,20 @@ export async function readSplit(dir: string, opts: ReadSplitOptions = {}): Promi
     info = null;
   }
   const records: LoadedRecord[] = [];
-  for await (const { line, value } of readJsonlLines(file, log, opts.maxLineBytes !== undefined ? { maxLineBytes: opts.maxLineBytes } : {})) {
+  for await (const { line, value } of readJsonlLines(
+    file,
+    log,
+    opts.maxLineBytes !== undefined ? { maxLineBytes: opts.maxLineBytes } : {},
+  )) {
     const v = value as Record<string, unknown>;
     const fail = (m: string): void => log.report(file, line, m);
-    if (typeof v.id !== 'string' || typeof v.image !== 'string' || !Array.isArray(v.captions) || !v.captions.every((c) => typeof c === 'string') || !Array.isArray(v.hallucinations)) {
+    if (
+      typeof v.id !== 'string' ||
+      typeof v.image !== 'string' ||
+      !Array.isArray(v.captions) ||
+      !v.captions.every((c) => typeof c === 'string') ||
+      !Array.isArray(v.hallucinations)
+    ) {
       fail('needs id, image, scene, captions (strings) and hallucinations');
       continue;
     }

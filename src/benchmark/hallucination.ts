@@ -43,14 +43,24 @@ function candidates(tokens: readonly string[], type: HallucinationType): Edit[] 
   const edits: Edit[] = [];
   const descs = new Map<number, Descriptor>();
   for (const c of parse.claims) {
-    const ds = c.kind === 'object' ? [c.desc] : c.kind === 'relation' ? [c.subject, c.object] : c.kind === 'attribute' ? [c.subject] : c.kind === 'place' && 'ref' in c.subject ? [c.subject.ref] : [];
+    const ds =
+      c.kind === 'object'
+        ? [c.desc]
+        : c.kind === 'relation'
+          ? [c.subject, c.object]
+          : c.kind === 'attribute'
+            ? [c.subject]
+            : c.kind === 'place' && 'ref' in c.subject
+              ? [c.subject.ref]
+              : [];
     for (const d of ds) descs.set(d.at.noun, d);
   }
   switch (type) {
     case 'shape':
       for (const d of descs.values()) {
         if (d.shape === undefined) continue;
-        for (const s of SHAPES) if (s !== d.shape) edits.push({ start: d.at.noun, replacement: [d.plural ? SHAPE_PLURAL[s] : s] });
+        for (const s of SHAPES)
+          if (s !== d.shape) edits.push({ start: d.at.noun, replacement: [d.plural ? SHAPE_PLURAL[s] : s] });
       }
       break;
     case 'color':
@@ -60,7 +70,8 @@ function candidates(tokens: readonly string[], type: HallucinationType): Edit[] 
         for (const col of COLORS) {
           if (col === d.color) continue;
           // "a red" -> "an orange": the article changes with the colour, inside the same span.
-          if ((det === 'a' || det === 'an') && article(col) !== det) edits.push({ start: d.at.det!, replacement: [article(col), col] });
+          if ((det === 'a' || det === 'an') && article(col) !== det)
+            edits.push({ start: d.at.det!, replacement: [article(col), col] });
           else edits.push({ start: d.at.color, replacement: [col] });
         }
       }
@@ -68,7 +79,8 @@ function candidates(tokens: readonly string[], type: HallucinationType): Edit[] 
     case 'size':
       for (const d of descs.values()) {
         if (d.size === undefined || d.at.size === undefined) continue;
-        for (const w of d.size === 'small' ? ['large', 'big'] : ['small']) edits.push({ start: d.at.size, replacement: [w] });
+        for (const w of d.size === 'small' ? ['large', 'big'] : ['small'])
+          edits.push({ start: d.at.size, replacement: [w] });
       }
       break;
     case 'count':
@@ -77,7 +89,8 @@ function candidates(tokens: readonly string[], type: HallucinationType): Edit[] 
         const span: Span | null = c.kind === 'object' || c.kind === 'total' ? c.countSpan : null;
         // Plural stays plural (2..9), so the noun and verb still agree.
         if (n < 2 || !span || span[1] - span[0] !== 1) continue;
-        for (let k = 2; k <= NUMBER_WORDS.length; k++) if (k !== n) edits.push({ start: span[0], replacement: [NUMBER_WORDS[k - 1]!] });
+        for (let k = 2; k <= NUMBER_WORDS.length; k++)
+          if (k !== n) edits.push({ start: span[0], replacement: [NUMBER_WORDS[k - 1]!] });
       }
       break;
     case 'position':
@@ -86,7 +99,8 @@ function candidates(tokens: readonly string[], type: HallucinationType): Edit[] 
         const len = c.span[1] - c.span[0];
         for (const p of PLACES) {
           if (p === c.place) continue;
-          for (const phrase of PLACE_PHRASES[p]) if (sameLength(phrase) === len) edits.push({ start: c.span[0], replacement: phrase.split(' ') });
+          for (const phrase of PLACE_PHRASES[p])
+            if (sameLength(phrase) === len) edits.push({ start: c.span[0], replacement: phrase.split(' ') });
         }
       }
       break;
@@ -94,7 +108,9 @@ function candidates(tokens: readonly string[], type: HallucinationType): Edit[] 
       for (const c of parse.claims) {
         if (c.kind !== 'relation') continue;
         for (let i = c.span[0]; i < c.span[1]; i++) {
-          const swap = ({ left: 'right', right: 'left', above: 'below', below: 'above' } as Record<string, string>)[tokens[i]!];
+          const swap = ({ left: 'right', right: 'left', above: 'below', below: 'above' } as Record<string, string>)[
+            tokens[i]!
+          ];
           if (swap) edits.push({ start: i, replacement: [swap] });
         }
       }
@@ -130,7 +146,12 @@ export function errorIsAt(scene: Scene, tokens: readonly string[], span: Span): 
  * offers no such edit (e.g. no relation sentence, or no plural to miscount).
  * Throws if the input caption is not itself fully readable and true.
  */
-export function injectHallucination(scene: Scene, caption: string | readonly string[], type: HallucinationType, rng: Rng): HallucinationRecord | null {
+export function injectHallucination(
+  scene: Scene,
+  caption: string | readonly string[],
+  type: HallucinationType,
+  rng: Rng,
+): HallucinationRecord | null {
   const parse = parseCaption(caption);
   const tokens = parse.tokens;
   const ev = evaluateParse(scene, parse);

@@ -70,7 +70,12 @@ export function sceneFacts(scene: Scene): Fact[] {
   for (const o of scene.objects) keyCount.set(objectKey(o), (keyCount.get(objectKey(o)) ?? 0) + 1);
   const unique = new Set(scene.objects.filter((o) => keyCount.get(objectKey(o)) === 1).map((o) => o.id));
   for (const r of scene.relations) {
-    if (r.aligned && unique.has(r.subject) && unique.has(r.object)) facts.push({ id: relationFactId(r.subject, r.relation, r.object), kind: 'relation', objects: [r.subject, r.object] });
+    if (r.aligned && unique.has(r.subject) && unique.has(r.object))
+      facts.push({
+        id: relationFactId(r.subject, r.relation, r.object),
+        kind: 'relation',
+        objects: [r.subject, r.object],
+      });
   }
   return facts;
 }
@@ -82,7 +87,17 @@ export function relationFactId(subject: string, relation: Relation, object: stri
   return `relation:${subject}:${object}`;
 }
 
-export type ErrorReason = 'total' | 'count' | 'duplicate' | 'no-object' | 'ambiguous' | 'subject' | 'place' | 'relation' | 'attribute' | 'background';
+export type ErrorReason =
+  | 'total'
+  | 'count'
+  | 'duplicate'
+  | 'no-object'
+  | 'ambiguous'
+  | 'subject'
+  | 'place'
+  | 'relation'
+  | 'attribute'
+  | 'background';
 
 export interface Verdict {
   holds: boolean;
@@ -174,11 +189,22 @@ function resolveRef(scene: Scene, d: Descriptor): { object?: SceneObject; fail?:
     return { fail: { holds: false, objects: [], reason: 'no-object', message: b.message, blame: b.blame } };
   }
   return {
-    fail: { holds: false, objects: m.map((o) => o.id), reason: 'ambiguous', message: `"the ${describe(d)}" could be any of ${m.length} objects`, blame: [d.span] },
+    fail: {
+      holds: false,
+      objects: m.map((o) => o.id),
+      reason: 'ambiguous',
+      message: `"the ${describe(d)}" could be any of ${m.length} objects`,
+      blame: [d.span],
+    },
   };
 }
 
-const OPPOSITE: Record<Relation, Relation> = { 'left of': 'right of', 'right of': 'left of', above: 'below', below: 'above' };
+const OPPOSITE: Record<Relation, Relation> = {
+  'left of': 'right of',
+  'right of': 'left of',
+  above: 'below',
+  below: 'above',
+};
 
 function prf(truePred: number, pred: number, trueFacts: number, facts: number): PRF {
   const precision = pred === 0 ? 1 : truePred / pred;
@@ -214,13 +240,27 @@ export function evaluateParse(scene: Scene, parse: ParseResult): Evaluation {
       verdicts[i] =
         c.count === n
           ? { holds: true, objects: [], blame: [] }
-          : { holds: false, objects: [], reason: 'total', message: `says ${c.count} objects, the scene has ${n}`, blame: [c.countSpan], correct: numberWord(n) };
+          : {
+              holds: false,
+              objects: [],
+              reason: 'total',
+              message: `says ${c.count} objects, the scene has ${n}`,
+              blame: [c.countSpan],
+              correct: numberWord(n),
+            };
       if (c.count === n) covered.add('total');
     } else if (c.kind === 'background') {
       verdicts[i] =
         c.color === 'black'
           ? { holds: true, objects: [], blame: [] }
-          : { holds: false, objects: [], reason: 'background', message: `the background is black, not ${c.color}`, blame: [c.span], correct: 'black' };
+          : {
+              holds: false,
+              objects: [],
+              reason: 'background',
+              message: `the background is black, not ${c.color}`,
+              blame: [c.span],
+              correct: 'black',
+            };
     } else if (c.kind === 'object') {
       verdicts[i] = judgeMention(scene, c, consumed, mentionPlaces.get(i));
       const v = verdicts[i]!;
@@ -239,7 +279,13 @@ export function evaluateParse(scene: Scene, parse: ParseResult): Evaluation {
         const mv = verdicts[c.subject.mention]!;
         subjects = mv.holds ? mv.objects.map((id) => byId.get(id)!) : scene.objects.filter((o) => matches(o, m.desc));
         if (subjects.length === 0) {
-          verdicts[i] = { holds: false, objects: [], reason: 'subject', message: `place of an object that is not there (${mv.message})`, blame: mv.blame };
+          verdicts[i] = {
+            holds: false,
+            objects: [],
+            reason: 'subject',
+            message: `place of an object that is not there (${mv.message})`,
+            blame: mv.blame,
+          };
           return;
         }
       } else {
@@ -280,8 +326,18 @@ export function evaluateParse(scene: Scene, parse: ParseResult): Evaluation {
         const fid = relationFactId(a.object.id, c.relation, b.object.id);
         if (factIds.has(fid)) covered.add(fid);
       } else {
-        const v: Verdict = { holds: false, objects: ids, reason: 'relation', message: `the ${describe(c.subject)} is not ${c.relation} the ${describe(c.object)}`, blame: [c.span] };
-        if (relationHolds(a.object, OPPOSITE[c.relation], b.object)) v.correct = spanText(parse.tokens, c.span).replace(/left|right|above|below/, (w) => ({ left: 'right', right: 'left', above: 'below', below: 'above' })[w]!);
+        const v: Verdict = {
+          holds: false,
+          objects: ids,
+          reason: 'relation',
+          message: `the ${describe(c.subject)} is not ${c.relation} the ${describe(c.object)}`,
+          blame: [c.span],
+        };
+        if (relationHolds(a.object, OPPOSITE[c.relation], b.object))
+          v.correct = spanText(parse.tokens, c.span).replace(
+            /left|right|above|below/,
+            (w) => ({ left: 'right', right: 'left', above: 'below', below: 'above' })[w]!,
+          );
         verdicts[i] = v;
       }
     } else if (c.kind === 'attribute') {
@@ -302,7 +358,13 @@ export function evaluateParse(scene: Scene, parse: ParseResult): Evaluation {
     }
   });
 
-  return { parse, verdicts, covered, facts, capture: captureDetail(scene, claims, verdicts, mentionPlaces, facts, parse.unreadable.length) };
+  return {
+    parse,
+    verdicts,
+    covered,
+    facts,
+    capture: captureDetail(scene, claims, verdicts, mentionPlaces, facts, parse.unreadable.length),
+  };
 }
 
 function judgeMention(scene: Scene, c: ObjectClaim, consumed: Set<string>, places: Set<string> | undefined): Verdict {
@@ -313,7 +375,13 @@ function judgeMention(scene: Scene, c: ObjectClaim, consumed: Set<string>, place
       return { holds: true, objects: full.map((o) => o.id), blame: [] };
     }
     if (full.length > 0) {
-      const v: Verdict = { holds: false, objects: [], reason: 'count', message: `says ${c.count}, the scene has ${full.length} (${describe(c.desc)})`, blame: [c.countSpan] };
+      const v: Verdict = {
+        holds: false,
+        objects: [],
+        reason: 'count',
+        message: `says ${c.count}, the scene has ${full.length} (${describe(c.desc)})`,
+        blame: [c.countSpan],
+      };
       if (full.length >= 2) v.correct = numberWord(full.length);
       return v;
     }
@@ -327,7 +395,13 @@ function judgeMention(scene: Scene, c: ObjectClaim, consumed: Set<string>, place
     return { holds: true, objects: [pick.id], blame: [] };
   }
   if (full.length > 0) {
-    return { holds: false, objects: [], reason: 'duplicate', message: `every ${describe(c.desc)} was already described`, blame: [c.desc.span] };
+    return {
+      holds: false,
+      objects: [],
+      reason: 'duplicate',
+      message: `every ${describe(c.desc)} was already described`,
+      blame: [c.desc.span],
+    };
   }
   const b = descriptorBlame(scene, c.desc);
   return { holds: false, objects: [], reason: 'no-object', message: b.message, blame: b.blame };
@@ -368,7 +442,11 @@ function captureDetail(
     const places = mentionPlaces.get(i);
     const pool = scene.objects
       .filter((o) => !used.has(o.id) && (c.desc.shape === undefined || o.shape === c.desc.shape))
-      .map((o, k) => ({ o, k, score: (linked.has(o.id) ? 4 : 0) + (matches(o, c.desc) ? 2 : 0) + (places?.has(o.place) ? 1 : 0) }))
+      .map((o, k) => ({
+        o,
+        k,
+        score: (linked.has(o.id) ? 4 : 0) + (matches(o, c.desc) ? 2 : 0) + (places?.has(o.place) ? 1 : 0),
+      }))
       .sort((p, q) => q.score - p.score || p.k - q.k)
       .slice(0, c.count)
       .map((p) => p.o);
@@ -396,11 +474,17 @@ function captureDetail(
       else attrUnresolved++;
     } else if (c.kind === 'attribute') {
       const v = verdicts[i]!;
-      if (v.holds || v.reason === 'attribute') addUnit(attrUnits, `${v.objects[0]}|${c.size !== undefined ? 'size' : 'color'}|${c.size ?? c.color}`, v.holds);
+      if (v.holds || v.reason === 'attribute')
+        addUnit(attrUnits, `${v.objects[0]}|${c.size !== undefined ? 'size' : 'color'}|${c.size ?? c.color}`, v.holds);
       else attrUnresolved++;
     } else if (c.kind === 'relation') {
       const v = verdicts[i]!;
-      if (v.holds || v.reason === 'relation') addUnit(relUnits, relationFactId(v.objects[0]!, c.relation, v.objects[1]!) + (v.holds ? '' : `|${c.relation}`), v.holds);
+      if (v.holds || v.reason === 'relation')
+        addUnit(
+          relUnits,
+          relationFactId(v.objects[0]!, c.relation, v.objects[1]!) + (v.holds ? '' : `|${c.relation}`),
+          v.holds,
+        );
       else relUnresolved++;
     }
   });
@@ -473,13 +557,20 @@ export function scoreCaption(scene: Scene, caption: string | readonly string[]):
  * The caption pieces of generated ids: up to the first EOS, padding dropped, masks and unknown
  * ids kept as "[MASK]" / "[UNK]" pieces (unreadable to the parser, as they should be).
  */
-export function captionPieces(ids: readonly number[], tokenizer: { pieces(ids: readonly number[]): string[] }): string[] {
+export function captionPieces(
+  ids: readonly number[],
+  tokenizer: { pieces(ids: readonly number[]): string[] },
+): string[] {
   const end = ids.indexOf(EOS_ID);
   return tokenizer.pieces((end < 0 ? ids : ids.slice(0, end)).filter((id) => id !== PAD_ID));
 }
 
 /** Scores generated token ids (see captionPieces). */
-export function scoreTokenIds(scene: Scene, ids: readonly number[], tokenizer: { pieces(ids: readonly number[]): string[] }): CaptionScore {
+export function scoreTokenIds(
+  scene: Scene,
+  ids: readonly number[],
+  tokenizer: { pieces(ids: readonly number[]): string[] },
+): CaptionScore {
   return scoreCaption(scene, captionPieces(ids, tokenizer));
 }
 
@@ -499,7 +590,8 @@ export function scoreEvaluation(ev: Evaluation): CaptionScore {
   const judged = claimsOf((c) => c.kind !== 'background');
   const aboutObjects = claimsOf((c) => c.kind !== 'background' && c.kind !== 'total');
   const unreadableSpans = parse.unreadable.length;
-  const share = (held: number, all: number): number => (all + unreadableSpans === 0 ? 0 : held / (all + unreadableSpans));
+  const share = (held: number, all: number): number =>
+    all + unreadableSpans === 0 ? 0 : held / (all + unreadableSpans);
   let repeats = 0;
   for (let i = 1; i < t.length; i++) if (t[i] === t[i - 1]) repeats++;
   const unreadableTokens = parse.unreadable.reduce((s, [a, b]) => s + b - a, 0);
@@ -590,7 +682,10 @@ export const SUMMARY_METRICS = [
 export type SummaryMetric = (typeof SUMMARY_METRICS)[number];
 export type Summary = Record<SummaryMetric, Estimate>;
 
-const T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131, 2.12, 2.11, 2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042];
+const T975 = [
+  12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131, 2.12, 2.11,
+  2.101, 2.093, 2.086, 2.08, 2.074, 2.069, 2.064, 2.06, 2.056, 2.052, 2.048, 2.045, 2.042,
+];
 /** 97.5% quantile of Student's t (table to 30 degrees of freedom, then 1.96 + 2.4/df, within 0.002). */
 export function tQuantile975(df: number): number {
   if (df < 1) return Infinity;
@@ -623,7 +718,11 @@ export function summarize(scores: readonly CaptionScore[]): Summary {
  * Paired comparison of two systems scored on the same items in the same order: the mean of
  * (a - b) with its 95% interval. An interval excluding 0 is a difference, not noise.
  */
-export function pairedDifference(a: readonly CaptionScore[], b: readonly CaptionScore[], metric: SummaryMetric): Estimate {
+export function pairedDifference(
+  a: readonly CaptionScore[],
+  b: readonly CaptionScore[],
+  metric: SummaryMetric,
+): Estimate {
   if (a.length !== b.length) throw new RangeError(`pairedDifference: ${a.length} vs ${b.length} scores`);
   return meanCI(a.map((s, i) => metricValue(s, metric) - metricValue(b[i]!, metric)));
 }

@@ -336,7 +336,8 @@ function parseCountNP(c: Cursor): boolean {
   );
 }
 
-const eatImage = (c: Cursor): boolean => c.attempt(() => c.eat('in') !== null && c.eat('the') !== null && c.eat('image', 'picture') !== null) !== null;
+const eatImage = (c: Cursor): boolean =>
+  c.attempt(() => c.eat('in') !== null && c.eat('the') !== null && c.eat('image', 'picture') !== null) !== null;
 
 function eatBackground(c: Cursor): boolean {
   return (
@@ -358,7 +359,9 @@ function eatIntroLead(c: Cursor): boolean {
         (c.eat('there') !== null && c.eat('is', 'are') !== null) ||
         (c.eat('you', 'we') !== null && c.eatSeq(['can', 'see'])),
     ) !== null ||
-    c.attempt(() => c.eat('the') !== null && c.eat('image', 'picture') !== null && c.eat('shows', 'contains') !== null) !== null
+    c.attempt(
+      () => c.eat('the') !== null && c.eat('image', 'picture') !== null && c.eat('shows', 'contains') !== null,
+    ) !== null
   );
 }
 
@@ -393,16 +396,33 @@ type Form = (c: Cursor) => boolean;
 /** The sentence forms (bodies, without the terminator). */
 const FORMS: readonly Form[] = [
   // there is|are N shapes [in the image] [on a COLOUR background]
-  (c) => c.eat('there') !== null && c.eat('is', 'are') !== null && parseCountNP(c) && (eatImage(c), eatBackground(c), true),
+  (c) =>
+    c.eat('there') !== null && c.eat('is', 'are') !== null && parseCountNP(c) && (eatImage(c), eatBackground(c), true),
   // the image shows N shapes [on a COLOUR background]
-  (c) => c.eat('the') !== null && c.eat('image', 'picture') !== null && c.eat('shows', 'contains') !== null && parseCountNP(c) && (eatBackground(c), true),
+  (c) =>
+    c.eat('the') !== null &&
+    c.eat('image', 'picture') !== null &&
+    c.eat('shows', 'contains') !== null &&
+    parseCountNP(c) &&
+    (eatBackground(c), true),
   // in total , there are N shapes [in the image]  |  in total , the image shows N shapes
   (c) =>
     c.eatSeq(['in', 'total', ',']) &&
-    ((c.attempt(() => c.eat('there') !== null && c.eat('is', 'are') !== null && parseCountNP(c)) !== null && (eatImage(c), true)) ||
-      c.attempt(() => c.eat('the') !== null && c.eat('image', 'picture') !== null && c.eat('shows', 'contains') !== null && parseCountNP(c)) !== null),
+    ((c.attempt(() => c.eat('there') !== null && c.eat('is', 'are') !== null && parseCountNP(c)) !== null &&
+      (eatImage(c), true)) ||
+      c.attempt(
+        () =>
+          c.eat('the') !== null &&
+          c.eat('image', 'picture') !== null &&
+          c.eat('shows', 'contains') !== null &&
+          parseCountNP(c),
+      ) !== null),
   // N shapes are visible [in the image] [on a COLOUR background]
-  (c) => parseCountNP(c) && c.eat('is', 'are') !== null && c.eat('visible', 'shown') !== null && (eatImage(c), eatBackground(c), true),
+  (c) =>
+    parseCountNP(c) &&
+    c.eat('is', 'are') !== null &&
+    c.eat('visible', 'shown') !== null &&
+    (eatImage(c), eatBackground(c), true),
   // there are ITEMS
   (c) => eatIntroLead(c) && parseItemList(c),
   // PLACE , there is INTRO
@@ -488,7 +508,8 @@ function sentenceSpans(tokens: readonly string[]): { span: Span; terminated: boo
 
 function offsetClaim(claim: Claim, base: number): Claim {
   // Place subjects point into the sentence's claim list; make them global.
-  if (claim.kind === 'place' && 'mention' in claim.subject) return { ...claim, subject: { mention: claim.subject.mention + base } };
+  if (claim.kind === 'place' && 'mention' in claim.subject)
+    return { ...claim, subject: { mention: claim.subject.mention + base } };
   return claim;
 }
 
@@ -509,9 +530,18 @@ function mapClaim(c: Claim, at: (i: number) => number): Claim {
     case 'object':
       return { ...c, span: span(c.span), countSpan: span(c.countSpan), desc: mapDescriptor(c.desc, at, span) };
     case 'place':
-      return { ...c, span: span(c.span), subject: 'ref' in c.subject ? { ref: mapDescriptor(c.subject.ref, at, span) } : c.subject };
+      return {
+        ...c,
+        span: span(c.span),
+        subject: 'ref' in c.subject ? { ref: mapDescriptor(c.subject.ref, at, span) } : c.subject,
+      };
     case 'relation':
-      return { ...c, span: span(c.span), subject: mapDescriptor(c.subject, at, span), object: mapDescriptor(c.object, at, span) };
+      return {
+        ...c,
+        span: span(c.span),
+        subject: mapDescriptor(c.subject, at, span),
+        object: mapDescriptor(c.object, at, span),
+      };
     case 'attribute':
       return { ...c, span: span(c.span), subject: mapDescriptor(c.subject, at, span) };
     case 'background':
@@ -520,7 +550,11 @@ function mapClaim(c: Claim, at: (i: number) => number): Claim {
 }
 
 /** Reads tokens[start, end) as one sentence form after dropping immediate repeats, or null. */
-function readWithoutRepeats(tokens: readonly string[], start: number, end: number): { claims: Claim[]; dropped: number[] } | null {
+function readWithoutRepeats(
+  tokens: readonly string[],
+  start: number,
+  end: number,
+): { claims: Claim[]; dropped: number[] } | null {
   const keep: number[] = [];
   const dropped: number[] = [];
   for (let i = start; i < end; i++) (i > start && tokens[i] === tokens[i - 1] ? dropped : keep).push(i);
@@ -529,7 +563,8 @@ function readWithoutRepeats(tokens: readonly string[], start: number, end: numbe
   for (const form of FORMS) {
     const local: Claim[] = [];
     const c = new Cursor(reduced, 0, reduced.length, local);
-    if (tryForm(c, form) === reduced.length) return { claims: local.map((cl) => mapClaim(cl, (i) => keep[i]!)), dropped };
+    if (tryForm(c, form) === reduced.length)
+      return { claims: local.map((cl) => mapClaim(cl, (i) => keep[i]!)), dropped };
   }
   return null;
 }

@@ -104,7 +104,8 @@ function drawObject(ctx: SKRSContext2D, o: SceneObject, side: number): void {
 }
 
 function drawScene(scene: Scene, size: number) {
-  if (!Number.isInteger(size) || size < 8 || size > 4096) throw new RangeError(`render size must be an integer in [8, 4096], got ${size}`);
+  if (!Number.isInteger(size) || size < 8 || size > 4096)
+    throw new RangeError(`render size must be an integer in [8, 4096], got ${size}`);
   const canvas = createCanvas(size, size);
   const ctx = canvas.getContext('2d');
   ctx.fillStyle = 'rgb(0,0,0)';
@@ -132,7 +133,12 @@ export function renderScene(scene: Scene, size = 64): RgbImage {
 /** Renders a scene and returns both the RGB bytes and its PNG encoding (one draw). */
 export function renderScenePng(scene: Scene, size = 64): RgbImage & { png: Buffer } {
   const { canvas, ctx } = drawScene(scene, size);
-  return { width: size, height: size, rgb: toRgb(ctx.getImageData(0, 0, size, size).data, size), png: canvas.encodeSync('png') };
+  return {
+    width: size,
+    height: size,
+    rgb: toRgb(ctx.getImageData(0, 0, size, size).data, size),
+    png: canvas.encodeSync('png'),
+  };
 }
 
 /** Copies RGB bytes (HWC) into an RGBA pixel buffer (a canvas ImageData's), opaque. */
@@ -148,7 +154,8 @@ export function fillRgba(rgb: Uint8Array, rgba: Uint8ClampedArray): void {
 /** PNG encoding of RGB bytes (HWC). */
 export function encodePng(image: RgbImage): Buffer {
   const { width, height, rgb } = image;
-  if (rgb.length !== width * height * 3) throw new RangeError(`encodePng: expected ${width * height * 3} bytes, got ${rgb.length}`);
+  if (rgb.length !== width * height * 3)
+    throw new RangeError(`encodePng: expected ${width * height * 3} bytes, got ${rgb.length}`);
   const canvas = createCanvas(width, height);
   const ctx = canvas.getContext('2d');
   const data = ctx.createImageData(width, height);

@@ -23,7 +23,17 @@ export const SIZES = ['small', 'large'] as const;
 export type Size = (typeof SIZES)[number];
 
 /** The nine places, row by row; index = row * 3 + col. */
-export const PLACES = ['top left', 'top', 'top right', 'left', 'center', 'right', 'bottom left', 'bottom', 'bottom right'] as const;
+export const PLACES = [
+  'top left',
+  'top',
+  'top right',
+  'left',
+  'center',
+  'right',
+  'bottom left',
+  'bottom',
+  'bottom right',
+] as const;
 export type Place = (typeof PLACES)[number];
 
 export type Relation = 'left of' | 'right of' | 'above' | 'below';
@@ -105,7 +115,13 @@ export function placeCell(place: Place): { row: number; col: number } {
 export function generateScene(rng: Rng, options: SceneOptions = {}): Scene {
   const minObjects = options.minObjects ?? 1;
   const maxObjects = options.maxObjects ?? 6;
-  if (!Number.isInteger(minObjects) || !Number.isInteger(maxObjects) || minObjects < 1 || maxObjects > 9 || minObjects > maxObjects) {
+  if (
+    !Number.isInteger(minObjects) ||
+    !Number.isInteger(maxObjects) ||
+    minObjects < 1 ||
+    maxObjects > 9 ||
+    minObjects > maxObjects
+  ) {
     throw new RangeError(`scene object count must satisfy 1 <= min <= max <= 9, got ${minObjects}..${maxObjects}`);
   }
   const seed = options.seed ?? 0;
@@ -122,7 +138,12 @@ export function generateScene(rng: Rng, options: SceneOptions = {}): Scene {
     const y = round4((row + 0.5) / 3 + (rng.next() * 2 - 1) * j);
     return { id: `o${i}`, shape, color, size, x, y, place: PLACES[cell]! };
   });
-  return { id: options.id ?? (seed >>> 0).toString(16).padStart(8, '0'), seed, objects, relations: deriveRelations(objects) };
+  return {
+    id: options.id ?? (seed >>> 0).toString(16).padStart(8, '0'),
+    seed,
+    objects,
+    relations: deriveRelations(objects),
+  };
 }
 
 /** Whether `relation` holds between a and b under the margin rule (exact, geometric). */
@@ -157,8 +178,18 @@ export function deriveRelations(objects: readonly SceneObject[]): SceneRelation[
       const h = horizontalRelation(a, b);
       const v = verticalRelation(a, b);
       const aligned = (h === null) !== (v === null);
-      if (h) out.push(h === 'left of' ? { subject: a.id, relation: 'left of', object: b.id, aligned } : { subject: b.id, relation: 'left of', object: a.id, aligned });
-      if (v) out.push(v === 'above' ? { subject: a.id, relation: 'above', object: b.id, aligned } : { subject: b.id, relation: 'above', object: a.id, aligned });
+      if (h)
+        out.push(
+          h === 'left of'
+            ? { subject: a.id, relation: 'left of', object: b.id, aligned }
+            : { subject: b.id, relation: 'left of', object: a.id, aligned },
+        );
+      if (v)
+        out.push(
+          v === 'above'
+            ? { subject: a.id, relation: 'above', object: b.id, aligned }
+            : { subject: b.id, relation: 'above', object: a.id, aligned },
+        );
     }
   }
   return out;

@@ -100,7 +100,8 @@ function stepOf(state: object): number {
 /** Round-trips a value through JSON (calls toJSON, drops undefined) and checks it is an object. */
 function jsonObject(value: object, what: string): Record<string, unknown> {
   const v: unknown = JSON.parse(JSON.stringify(value));
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new TypeError(`checkpoint ${what} must be a JSON object`);
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new TypeError(`checkpoint ${what} must be a JSON object`);
   return v as Record<string, unknown>;
 }
 
@@ -113,7 +114,10 @@ function chooseName(kind: 'model' | 'optimizer', step: number, taken: ReadonlySe
 /** Reads the current manifest if there is a valid one, for name choice and cleanup (never throws). */
 async function currentManifestOrNull(dir: string): Promise<CheckpointManifest | null> {
   try {
-    return parseManifest(await readJsonFile(path.join(dir, CHECKPOINT_FILE), 'checkpoint config'), path.join(dir, CHECKPOINT_FILE));
+    return parseManifest(
+      await readJsonFile(path.join(dir, CHECKPOINT_FILE), 'checkpoint config'),
+      path.join(dir, CHECKPOINT_FILE),
+    );
   } catch {
     return null;
   }
@@ -135,7 +139,10 @@ export async function saveCheckpoint(dir: string, input: SaveCheckpointInput): P
   const meta = { format: CHECKPOINT_FORMAT, step: String(step) };
 
   // 1. The versioned data files, each atomically. checkpoint.json does not reference them yet.
-  const writeData = async (kind: 'model' | 'optimizer', tensors: Readonly<Record<string, NamedTensor>>): Promise<FileRef> => {
+  const writeData = async (
+    kind: 'model' | 'optimizer',
+    tensors: Readonly<Record<string, NamedTensor>>,
+  ): Promise<FileRef> => {
     const chunks = encodeSafetensors(tensors, { ...meta, kind: kind === 'model' ? 'weights' : 'optimizer' });
     const name = chooseName(kind, step, taken);
     taken.add(name);
@@ -194,10 +201,14 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** Validates the structure of a parsed checkpoint.json. */
 function parseManifest(json: unknown, file: string): CheckpointManifest {
   const bad = (what: string): UserError => new UserError(`${file}: ${what}`);
-  if (!isObject(json) || json.format !== CHECKPOINT_FORMAT) throw bad('not a rediff checkpoint (missing format "rediff-checkpoint")');
-  if (typeof json.version !== 'number' || !Number.isInteger(json.version) || json.version < 1) throw bad('invalid format version');
+  if (!isObject(json) || json.format !== CHECKPOINT_FORMAT)
+    throw bad('not a rediff checkpoint (missing format "rediff-checkpoint")');
+  if (typeof json.version !== 'number' || !Number.isInteger(json.version) || json.version < 1)
+    throw bad('invalid format version');
   if (json.version > CHECKPOINT_VERSION) {
-    throw bad(`format version ${json.version} is newer than this rediff supports (${CHECKPOINT_VERSION}); upgrade rediff`);
+    throw bad(
+      `format version ${json.version} is newer than this rediff supports (${CHECKPOINT_VERSION}); upgrade rediff`,
+    );
   }
   if (!isObject(json.config)) throw bad('missing or invalid "config"');
   if (!isObject(json.state)) throw bad('missing or invalid "state"');
@@ -232,14 +243,17 @@ export async function readManifest(dir: string): Promise<CheckpointManifest> {
     if ((err as NodeJS.ErrnoException)?.code === 'ENOENT') throw new UserError(`checkpoint not found: ${dir}`);
     throw new UserError(`cannot read checkpoint ${dir} (${describeFsError(err)})`);
   }
-  if (!st.isDirectory()) throw new UserError(`not a checkpoint directory: ${dir} (a checkpoint is a directory with ${CHECKPOINT_FILE})`);
+  if (!st.isDirectory())
+    throw new UserError(`not a checkpoint directory: ${dir} (a checkpoint is a directory with ${CHECKPOINT_FILE})`);
   const file = path.join(dir, CHECKPOINT_FILE);
   let json: unknown;
   try {
     json = await readJsonFile(file, 'checkpoint config');
   } catch (err) {
     if (err instanceof UserError && /not found/.test(err.message)) {
-      throw new UserError(`not a rediff checkpoint: ${dir} (no ${CHECKPOINT_FILE}; an interrupted first save leaves none)`);
+      throw new UserError(
+        `not a rediff checkpoint: ${dir} (no ${CHECKPOINT_FILE}; an interrupted first save leaves none)`,
+      );
     }
     throw err;
   }
@@ -253,14 +267,16 @@ async function readVerified(dir: string, ref: FileRef): Promise<Buffer> {
   try {
     buf = await fsp.readFile(file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException)?.code === 'ENOENT') throw new UserError(`checkpoint file missing: ${file} (listed in ${CHECKPOINT_FILE})`);
+    if ((err as NodeJS.ErrnoException)?.code === 'ENOENT')
+      throw new UserError(`checkpoint file missing: ${file} (listed in ${CHECKPOINT_FILE})`);
     throw new UserError(`cannot read ${file} (${describeFsError(err)})`);
   }
   if (buf.byteLength !== ref.bytes) {
     const how = buf.byteLength < ref.bytes ? 'truncated' : 'wrong size';
     throw new UserError(`${file} is ${how}: ${buf.byteLength} bytes, ${CHECKPOINT_FILE} says ${ref.bytes}`);
   }
-  if (sha256([buf]) !== ref.sha256) throw new UserError(`${file} is corrupt: its sha256 does not match ${CHECKPOINT_FILE}`);
+  if (sha256([buf]) !== ref.sha256)
+    throw new UserError(`${file} is corrupt: its sha256 does not match ${CHECKPOINT_FILE}`);
   return buf;
 }
 
@@ -270,10 +286,16 @@ async function readVerified(dir: string, ref: FileRef): Promise<Buffer> {
  */
 export async function loadCheckpoint(dir: string, opts: { withOptimizer?: boolean } = {}): Promise<LoadedCheckpoint> {
   const m = await readManifest(dir);
-  const weights = decodeSafetensors(await readVerified(dir, m.files.weights), path.join(dir, m.files.weights.name)).tensors;
+  const weights = decodeSafetensors(
+    await readVerified(dir, m.files.weights),
+    path.join(dir, m.files.weights.name),
+  ).tensors;
   const out: LoadedCheckpoint = { config: m.config, tokenizer: m.tokenizer, state: m.state, weights };
   if (opts.withOptimizer && m.files.optimizer) {
-    out.optimizer = decodeSafetensors(await readVerified(dir, m.files.optimizer), path.join(dir, m.files.optimizer.name)).tensors;
+    out.optimizer = decodeSafetensors(
+      await readVerified(dir, m.files.optimizer),
+      path.join(dir, m.files.optimizer.name),
+    ).tensors;
   }
   return out;
 }
@@ -291,11 +313,14 @@ export async function readCheckpointInfo(dir: string): Promise<CheckpointInfo> {
     try {
       size = (await fsp.stat(file)).size;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException)?.code === 'ENOENT') throw new UserError(`checkpoint file missing: ${file} (listed in ${CHECKPOINT_FILE})`);
+      if ((err as NodeJS.ErrnoException)?.code === 'ENOENT')
+        throw new UserError(`checkpoint file missing: ${file} (listed in ${CHECKPOINT_FILE})`);
       throw new UserError(`cannot read ${file} (${describeFsError(err)})`);
     }
     if (size !== ref.bytes) {
-      throw new UserError(`${file} is ${size < ref.bytes ? 'truncated' : 'wrong size'}: ${size} bytes, ${CHECKPOINT_FILE} says ${ref.bytes}`);
+      throw new UserError(
+        `${file} is ${size < ref.bytes ? 'truncated' : 'wrong size'}: ${size} bytes, ${CHECKPOINT_FILE} says ${ref.bytes}`,
+      );
     }
   }
   const header = await readSafetensorsHeader(path.join(dir, m.files.weights.name));

@@ -118,7 +118,9 @@ export function encodeSafetensors(
       throw new RangeError(`tensor ${name}: bad shape [${t.shape.join(', ')}]`);
     }
     if (elementCount(t.shape) !== t.data.length) {
-      throw new RangeError(`tensor ${name}: shape [${t.shape.join(', ')}] needs ${elementCount(t.shape)} elements, data has ${t.data.length}`);
+      throw new RangeError(
+        `tensor ${name}: shape [${t.shape.join(', ')}] needs ${elementCount(t.shape)} elements, data has ${t.data.length}`,
+      );
     }
     const bytes = leBytes(t.data);
     header[name] = { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes.byteLength] };
@@ -149,7 +151,11 @@ export function encodeSafetensorsBuffer(
 export function parseSafetensorsHeader(buf: Uint8Array, file: string, fileSize = buf.byteLength): SafetensorsHeader {
   const bad = (what: string): UserError => new UserError(`${file}: ${what}`);
   if (fileSize < 8) {
-    throw bad(fileSize === 0 ? 'empty file, not a safetensors file' : `truncated: ${fileSize} bytes, too short for a safetensors file`);
+    throw bad(
+      fileSize === 0
+        ? 'empty file, not a safetensors file'
+        : `truncated: ${fileSize} bytes, too short for a safetensors file`,
+    );
   }
   if (buf.byteLength < 8) throw bad('truncated header');
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -164,7 +170,11 @@ export function parseSafetensorsHeader(buf: Uint8Array, file: string, fileSize =
   try {
     json = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset + 8, headerLen).toString('utf8'));
   } catch (err) {
-    throw bad(`corrupt header: not valid JSON (${String((err as Error).message).split('\n')[0]!.slice(0, 100)})`);
+    throw bad(
+      `corrupt header: not valid JSON (${String((err as Error).message)
+        .split('\n')[0]!
+        .slice(0, 100)})`,
+    );
   }
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw bad('corrupt header: not a JSON object');
 
@@ -174,7 +184,8 @@ export function parseSafetensorsHeader(buf: Uint8Array, file: string, fileSize =
   const spans: Array<[number, number, string]> = [];
   for (const [name, entry] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) throw bad('corrupt header: __metadata__ is not an object');
+      if (entry === null || typeof entry !== 'object' || Array.isArray(entry))
+        throw bad('corrupt header: __metadata__ is not an object');
       for (const [k, v] of Object.entries(entry as Record<string, unknown>)) {
         if (typeof v !== 'string') throw bad(`corrupt header: __metadata__.${k} is not a string`);
       }
@@ -190,14 +201,21 @@ export function parseSafetensorsHeader(buf: Uint8Array, file: string, fileSize =
       throw bad(`corrupt header: tensor ${name} has an invalid shape`);
     }
     const offs = e.data_offsets;
-    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isSafeInteger(o) && o >= 0) || offs[0] > offs[1]) {
+    if (
+      !Array.isArray(offs) ||
+      offs.length !== 2 ||
+      !offs.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      offs[0] > offs[1]
+    ) {
       throw bad(`corrupt header: tensor ${name} has invalid data_offsets`);
     }
     const [begin, end] = offs as [number, number];
     const shape = e.shape as number[];
     const expected = elementCount(shape) * BYTES[e.dtype];
     if (end - begin !== expected) {
-      throw bad(`corrupt: tensor ${name} (${e.dtype} [${shape.join(', ')}]) needs ${expected} bytes but its offsets span ${end - begin}`);
+      throw bad(
+        `corrupt: tensor ${name} (${e.dtype} [${shape.join(', ')}]) needs ${expected} bytes but its offsets span ${end - begin}`,
+      );
     }
     if (end > dataSize) {
       throw bad(`truncated: tensor ${name} needs data up to byte ${end} but the file has only ${dataSize} data bytes`);

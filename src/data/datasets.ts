@@ -29,7 +29,8 @@ export interface LoadOptions {
   maxLineBytes?: number;
 }
 
-const lineLimit = (opts: LoadOptions): { maxLineBytes?: number } => (opts.maxLineBytes !== undefined ? { maxLineBytes: opts.maxLineBytes } : {});
+const lineLimit = (opts: LoadOptions): { maxLineBytes?: number } =>
+  opts.maxLineBytes !== undefined ? { maxLineBytes: opts.maxLineBytes } : {};
 
 export interface Loaded<T> {
   records: T[];
@@ -53,7 +54,10 @@ export function vocabularyProblem(vocabulary: Tokenizer | null, text: string, wh
   if (!vocabulary) return null;
   const unknown = unknownWords(vocabulary, text);
   if (unknown.length === 0) return null;
-  return `${what} has ${unknown.length} word(s) outside the vocabulary: ${unknown.slice(0, 8).map((w) => JSON.stringify(w)).join(', ')}${unknown.length > 8 ? ', ...' : ''}`;
+  return `${what} has ${unknown.length} word(s) outside the vocabulary: ${unknown
+    .slice(0, 8)
+    .map((w) => JSON.stringify(w))
+    .join(', ')}${unknown.length > 8 ? ', ...' : ''}`;
 }
 
 // ---- LLaVA ----
@@ -89,7 +93,15 @@ export async function loadLlavaJsonl(file: string, opts: LoadOptions = {}): Prom
       continue;
     }
     const turns = v.conversations as unknown[];
-    if (!turns.every((t) => t !== null && typeof t === 'object' && typeof (t as { from?: unknown }).from === 'string' && typeof (t as { value?: unknown }).value === 'string')) {
+    if (
+      !turns.every(
+        (t) =>
+          t !== null &&
+          typeof t === 'object' &&
+          typeof (t as { from?: unknown }).from === 'string' &&
+          typeof (t as { value?: unknown }).value === 'string',
+      )
+    ) {
       fail('every conversation turn must be {"from": string, "value": string}');
       continue;
     }
@@ -111,14 +123,19 @@ export async function loadLlavaJsonl(file: string, opts: LoadOptions = {}): Prom
       continue;
     }
     const problem = pairs
-      .flatMap((p, k) => [vocabularyProblem(vocab, p.prompt, pairs.length > 1 ? `prompt ${k + 1}` : 'prompt'), vocabularyProblem(vocab, p.caption, pairs.length > 1 ? `caption ${k + 1}` : 'caption')])
+      .flatMap((p, k) => [
+        vocabularyProblem(vocab, p.prompt, pairs.length > 1 ? `prompt ${k + 1}` : 'prompt'),
+        vocabularyProblem(vocab, p.caption, pairs.length > 1 ? `caption ${k + 1}` : 'caption'),
+      ])
       .find((p) => p !== null);
     if (problem) {
       fail(problem);
       continue;
     }
     const id = typeof v.id === 'string' || typeof v.id === 'number' ? String(v.id) : `line${line}`;
-    pairs.forEach((p, k) => records.push({ id: pairs.length > 1 ? `${id}#${k}` : id, image, prompt: p.prompt, caption: p.caption, line }));
+    pairs.forEach((p, k) =>
+      records.push({ id: pairs.length > 1 ? `${id}#${k}` : id, image, prompt: p.prompt, caption: p.caption, line }),
+    );
   }
   return { records, issues: log.issues };
 }
@@ -168,8 +185,10 @@ export function checkVicritPair(value: Record<string, unknown>): { pair: VicritP
   const sc = splitWords(spanC);
   if (so.length === 0 || sc.length === 0) return { error: 'empty span' };
   if (so.join(' ') === sc.join(' ')) return { error: 'span_original and span_changed are the same' };
-  if (so.length !== sc.length) return { error: `spans differ in token count (${so.length} vs ${sc.length}); same-length pairs only` };
-  if (capT.length !== chT.length) return { error: `captions differ in token count (${capT.length} vs ${chT.length}) although the spans do not` };
+  if (so.length !== sc.length)
+    return { error: `spans differ in token count (${so.length} vs ${sc.length}); same-length pairs only` };
+  if (capT.length !== chT.length)
+    return { error: `captions differ in token count (${capT.length} vs ${chT.length}) although the spans do not` };
   const len = so.length;
   const at = (k: number): boolean => {
     if (k < 0 || k + len > capT.length) return false;
@@ -179,8 +198,18 @@ export function checkVicritPair(value: Record<string, unknown>): { pair: VicritP
   const hint = value.token_start;
   let start = typeof hint === 'number' && Number.isInteger(hint) && at(hint) ? hint : -1;
   for (let k = 0; start < 0 && k + len <= capT.length; k++) if (at(k)) start = k;
-  if (start < 0) return { error: 'span_original / span_changed not found as the only difference between caption and changed_caption' };
-  const pair: VicritPair = { caption, changed_caption: changed, span_original: spanO, span_changed: spanC, token_start: start, token_count: len };
+  if (start < 0)
+    return {
+      error: 'span_original / span_changed not found as the only difference between caption and changed_caption',
+    };
+  const pair: VicritPair = {
+    caption,
+    changed_caption: changed,
+    span_original: spanO,
+    span_changed: spanC,
+    token_start: start,
+    token_count: len,
+  };
   if (typeof value.type === 'string') pair.type = value.type;
   return { pair };
 }
@@ -198,7 +227,9 @@ export async function loadVicritJsonl(file: string, opts: LoadOptions = {}): Pro
       log.report(file, line, r.error);
       continue;
     }
-    const problem = vocabularyProblem(vocab, r.pair.caption, 'caption') ?? vocabularyProblem(vocab, r.pair.changed_caption, 'changed_caption');
+    const problem =
+      vocabularyProblem(vocab, r.pair.caption, 'caption') ??
+      vocabularyProblem(vocab, r.pair.changed_caption, 'changed_caption');
     if (problem) {
       log.report(file, line, problem);
       continue;

@@ -41,7 +41,9 @@ export class ImageTooLarge extends UserError {
     readonly height: number,
     readonly maxPixels: number,
   ) {
-    super(`image too large: ${name} is ${width} x ${height} pixels; at most ${maxPixels} pixels (width x height) are accepted`);
+    super(
+      `image too large: ${name} is ${width} x ${height} pixels; at most ${maxPixels} pixels (width x height) are accepted`,
+    );
     this.name = 'ImageTooLarge';
   }
 }
@@ -50,7 +52,8 @@ export class ImageTooLarge extends UserError {
 export const IMAGE_FORMATS: readonly string[] = ['png', 'jpeg', 'webp'];
 
 function checkSize(size: number): void {
-  if (!Number.isInteger(size) || size < 1 || size > 4096) throw new RangeError(`image size must be an integer in [1, 4096], got ${size}`);
+  if (!Number.isInteger(size) || size < 1 || size > 4096)
+    throw new RangeError(`image size must be an integer in [1, 4096], got ${size}`);
 }
 
 /** Bytes 0..255 (RGB, HWC) -> [0, 1]. */
@@ -69,7 +72,9 @@ export function denormaliseRgb(hwc: Float32Array): Uint8Array {
 
 /** sharp's error message reduced to one short line. */
 function shortReason(err: unknown): string {
-  let msg = String((err as Error)?.message ?? err).split('\n')[0]!.trim();
+  let msg = String((err as Error)?.message ?? err)
+    .split('\n')[0]!
+    .trim();
   msg = msg.replace(/^Input (buffer|file) (contains|has) /i, '').replace(/^(Vips\w+|\w+load(_buffer)?):\s*/i, '');
   if (msg.length > 100) msg = msg.slice(0, 97) + '...';
   return msg || 'decode failed';
@@ -83,7 +88,8 @@ async function toRgbBytes(pipeline: Sharp, size: number, fit: ImageFit): Promise
     .removeAlpha()
     .raw()
     .toBuffer({ resolveWithObject: true });
-  if (info.width !== size || info.height !== size) throw new Error(`resize produced ${info.width}x${info.height}, expected ${size}x${size}`);
+  if (info.width !== size || info.height !== size)
+    throw new Error(`resize produced ${info.width}x${info.height}, expected ${size}x${size}`);
   const c = info.channels;
   if (c === 3) return data;
   // Defensive: expand grey / drop extra channels (sharp normally already gives 3 here).
@@ -98,11 +104,17 @@ async function toRgbBytes(pipeline: Sharp, size: number, fit: ImageFit): Promise
  * Decodes an in-memory image file (e.g. an upload). `name` identifies it in errors:
  * "not a readable image: <name> (<short reason>)".
  */
-export async function decodeImageBuffer(buf: Uint8Array, size: number, name: string, opts: ImageOptions = {}): Promise<Float32Array> {
+export async function decodeImageBuffer(
+  buf: Uint8Array,
+  size: number,
+  name: string,
+  opts: ImageOptions = {},
+): Promise<Float32Array> {
   checkSize(size);
   if (buf.byteLength === 0) throw new UserError(`not a readable image: ${name} (empty file)`);
   const maxPixels = opts.maxPixels;
-  if (maxPixels !== undefined && (!Number.isSafeInteger(maxPixels) || maxPixels < 1)) throw new RangeError(`maxPixels must be a positive integer, got ${maxPixels}`);
+  if (maxPixels !== undefined && (!Number.isSafeInteger(maxPixels) || maxPixels < 1))
+    throw new RangeError(`maxPixels must be a positive integer, got ${maxPixels}`);
   // metadata() reads the header only: a small file that declares a huge image is refused
   // before a single row is decoded.
   let meta: Metadata;
@@ -113,9 +125,16 @@ export async function decodeImageBuffer(buf: Uint8Array, size: number, name: str
   }
   const format = meta.format;
   if (!format || !IMAGE_FORMATS.includes(format)) {
-    throw new UserError(`not a readable image: ${name} (unsupported format ${format ?? 'unknown'}; use PNG, JPEG or WebP)`);
+    throw new UserError(
+      `not a readable image: ${name} (unsupported format ${format ?? 'unknown'}; use PNG, JPEG or WebP)`,
+    );
   }
-  if (maxPixels !== undefined && meta.width !== undefined && meta.height !== undefined && meta.width * meta.height > maxPixels) {
+  if (
+    maxPixels !== undefined &&
+    meta.width !== undefined &&
+    meta.height !== undefined &&
+    meta.width * meta.height > maxPixels
+  ) {
     throw new ImageTooLarge(name, meta.width, meta.height, maxPixels);
   }
   try {
@@ -148,10 +167,18 @@ export async function loadImage(file: string, size: number, opts: ImageOptions =
  * In-memory RGB bytes (HWC, w*h*3) -> normalised size x size image. When w = h = size no
  * resampling happens (exact).
  */
-export async function imageFromRgb(rgb: Uint8Array, w: number, h: number, size: number, opts: ImageOptions = {}): Promise<Float32Array> {
+export async function imageFromRgb(
+  rgb: Uint8Array,
+  w: number,
+  h: number,
+  size: number,
+  opts: ImageOptions = {},
+): Promise<Float32Array> {
   checkSize(size);
-  if (!Number.isInteger(w) || !Number.isInteger(h) || w < 1 || h < 1) throw new RangeError(`bad image dimensions ${w}x${h}`);
-  if (rgb.length !== w * h * 3) throw new RangeError(`RGB buffer has ${rgb.length} bytes, expected ${w}*${h}*3 = ${w * h * 3}`);
+  if (!Number.isInteger(w) || !Number.isInteger(h) || w < 1 || h < 1)
+    throw new RangeError(`bad image dimensions ${w}x${h}`);
+  if (rgb.length !== w * h * 3)
+    throw new RangeError(`RGB buffer has ${rgb.length} bytes, expected ${w}*${h}*3 = ${w * h * 3}`);
   if (w === size && h === size) return normaliseRgb(rgb);
   const bytes = await toRgbBytes(sharp(rgb, { raw: { width: w, height: h, channels: 3 } }), size, opts.fit ?? 'fill');
   return normaliseRgb(bytes);

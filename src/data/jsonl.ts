@@ -25,7 +25,10 @@ export const DEFAULT_MAX_LINE_BYTES = 64 * 1024 * 1024;
  * cursor, recolour or reorder the terminal it is printed on.
  */
 export function escapeControl(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.replace(
+    /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }
 
 export interface DataIssue {
@@ -44,7 +47,8 @@ export function formatIssue(i: DataIssue): string {
 export class IssueLog {
   readonly issues: DataIssue[] = [];
   constructor(readonly onError: OnError = 'fail') {
-    if (onError !== 'skip' && onError !== 'fail') throw new UserError(`onError must be "skip" or "fail", got ${JSON.stringify(onError)}`);
+    if (onError !== 'skip' && onError !== 'fail')
+      throw new UserError(`onError must be "skip" or "fail", got ${JSON.stringify(onError)}`);
   }
   report(file: string, line: number, message: string): void {
     const issue = { file, line, message: escapeControl(redactSecrets(message)) };
@@ -71,7 +75,9 @@ async function* splitLines(stream: AsyncIterable<Buffer>, maxBytes: number): Asy
   let bytes = 0;
   let tooLong = false;
   const finish = (): RawLine => {
-    const out: RawLine = tooLong ? { tooLong: bytes } : { text: Buffer.concat(parts).toString('utf8').replace(/\r$/, '') };
+    const out: RawLine = tooLong
+      ? { tooLong: bytes }
+      : { text: Buffer.concat(parts).toString('utf8').replace(/\r$/, '') };
     parts = [];
     bytes = 0;
     tooLong = false;
@@ -106,9 +112,14 @@ export interface ReadJsonlOptions {
  * `maxLineBytes`, are reported to `log`. A missing or unreadable file is always a UserError;
  * so is a file that is one JSON array (a common mix-up with .json datasets).
  */
-export async function* readJsonlLines(file: string, log: IssueLog, opts: ReadJsonlOptions = {}): AsyncGenerator<JsonlLine> {
+export async function* readJsonlLines(
+  file: string,
+  log: IssueLog,
+  opts: ReadJsonlOptions = {},
+): AsyncGenerator<JsonlLine> {
   const maxBytes = opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
-  if (!Number.isSafeInteger(maxBytes) || maxBytes < 1) throw new UserError(`the line limit must be a whole number of bytes >= 1, got ${maxBytes}`);
+  if (!Number.isSafeInteger(maxBytes) || maxBytes < 1)
+    throw new UserError(`the line limit must be a whole number of bytes >= 1, got ${maxBytes}`);
   let stream: fs.ReadStream;
   try {
     await fsp.access(file, fs.constants.R_OK);
@@ -121,13 +132,19 @@ export async function* readJsonlLines(file: string, log: IssueLog, opts: ReadJso
     for await (const raw of splitLines(stream as AsyncIterable<Buffer>, maxBytes)) {
       line++;
       if ('tooLong' in raw) {
-        log.report(file, line, `line is longer than ${maxBytes} bytes (${raw.tooLong} bytes; the limit is --max-line-bytes)`);
+        log.report(
+          file,
+          line,
+          `line is longer than ${maxBytes} bytes (${raw.tooLong} bytes; the limit is --max-line-bytes)`,
+        );
         continue;
       }
       const text = line === 1 ? raw.text.replace(/^\uFEFF/, '') : raw.text;
       if (text.trim() === '') continue;
       if (line === 1 && text.trimStart().startsWith('[')) {
-        throw new UserError(`${escapeControl(file)}: looks like a JSON array, not JSON Lines (convert with: jq -c '.[]' ${escapeControl(file)})`);
+        throw new UserError(
+          `${escapeControl(file)}: looks like a JSON array, not JSON Lines (convert with: jq -c '.[]' ${escapeControl(file)})`,
+        );
       }
       let value: unknown;
       try {
@@ -137,14 +154,20 @@ export async function* readJsonlLines(file: string, log: IssueLog, opts: ReadJso
         continue;
       }
       if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-        log.report(file, line, `expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)?.slice(0, 30)}`);
+        log.report(
+          file,
+          line,
+          `expected a JSON object, got ${Array.isArray(value) ? 'an array' : JSON.stringify(value)?.slice(0, 30)}`,
+        );
         continue;
       }
       yield { line, value };
     }
   } catch (err) {
     if (err instanceof UserError) throw err;
-    throw new UserError(`${escapeControl(file)}:${line + 1}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new UserError(
+      `${escapeControl(file)}:${line + 1}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+    );
   } finally {
     stream.destroy();
   }

@@ -14,7 +14,8 @@ export function patchify(hwc: Float32Array, size: number, patch: number): Float3
   if (!Number.isInteger(patch) || patch < 1 || size % patch !== 0) {
     throw new RangeError(`patch size ${patch} must divide the image size ${size}`);
   }
-  if (hwc.length !== size * size * 3) throw new RangeError(`image has ${hwc.length} values, expected ${size}*${size}*3`);
+  if (hwc.length !== size * size * 3)
+    throw new RangeError(`image has ${hwc.length} values, expected ${size}*${size}*3`);
   const g = size / patch;
   const rowLen = patch * 3;
   const out = new Float32Array(hwc.length);

@@ -17,7 +17,10 @@ import { type LlavaRecord, type LoadOptions, loadLlavaJsonl, loadVicritJsonl } f
 import { type DataIssue, IssueLog, type OnError } from './jsonl.js';
 
 /** A hallucination pair as a same-length span correction over token ids. */
-export function hallucinationPair(h: Pick<HallucinationRecord, 'caption' | 'changed_caption' | 'token_start' | 'token_count'>, tokenizer: Tokenizer): SpanPair | null {
+export function hallucinationPair(
+  h: Pick<HallucinationRecord, 'caption' | 'changed_caption' | 'token_start' | 'token_count'>,
+  tokenizer: Tokenizer,
+): SpanPair | null {
   const wrong = tokenizer.encode(h.changed_caption);
   const correct = tokenizer.encode(h.caption);
   // Pairs whose two sides differ in token count are dropped (as the authors' code does).
@@ -25,7 +28,12 @@ export function hallucinationPair(h: Pick<HallucinationRecord, 'caption' | 'chan
   return { wrong, correct, spans: [{ start: h.token_start, length: h.token_count }] };
 }
 
-export function benchmarkTrainingRecord(r: Pick<BenchmarkRecord, 'captions' | 'hallucinations' | 'scene'>, rgb: Uint8Array, tokenizer: Tokenizer, prompt = BENCHMARK_PROMPT): TrainingRecord {
+export function benchmarkTrainingRecord(
+  r: Pick<BenchmarkRecord, 'captions' | 'hallucinations' | 'scene'>,
+  rgb: Uint8Array,
+  tokenizer: Tokenizer,
+  prompt = BENCHMARK_PROMPT,
+): TrainingRecord {
   return {
     rgb,
     cells: sceneCells(r.scene),
@@ -42,7 +50,13 @@ export interface InMemorySplit {
 }
 
 /** Generates n benchmark scenes of a split in memory, exactly as `rediff data make` would write them. */
-export function generateBenchmarkSplit(split: string, seed: number, n: number, imageSize: number, opts: RecordOptions = {}): InMemorySplit {
+export function generateBenchmarkSplit(
+  split: string,
+  seed: number,
+  n: number,
+  imageSize: number,
+  opts: RecordOptions = {},
+): InMemorySplit {
   const records: BenchmarkRecord[] = [];
   const rgb: Uint8Array[] = [];
   for (let i = 0; i < n; i++) {
@@ -61,7 +75,13 @@ export async function loadRgb(file: string, size: number): Promise<Uint8Array> {
  * An image named on line `line` of `file`, as RGB bytes; null when it cannot be read and `log`
  * skips (the issue then names file:line), a UserError naming file:line when `log` fails.
  */
-async function loadRgbOf(image: string, size: number, file: string, line: number, log: IssueLog): Promise<Uint8Array | null> {
+async function loadRgbOf(
+  image: string,
+  size: number,
+  file: string,
+  line: number,
+  log: IssueLog,
+): Promise<Uint8Array | null> {
   try {
     return await loadRgb(image, size);
   } catch (e) {
@@ -72,8 +92,16 @@ async function loadRgbOf(image: string, size: number, file: string, line: number
 }
 
 /** A benchmark split directory written by `rediff data make`. */
-export async function readBenchmarkSplit(dir: string, imageSize: number, onError: OnError = 'fail', maxLineBytes?: number): Promise<{ split: InMemorySplit; issues: DataIssue[] }> {
-  const { records: listed, issues } = await readSplit(dir, { onError, ...(maxLineBytes !== undefined ? { maxLineBytes } : {}) });
+export async function readBenchmarkSplit(
+  dir: string,
+  imageSize: number,
+  onError: OnError = 'fail',
+  maxLineBytes?: number,
+): Promise<{ split: InMemorySplit; issues: DataIssue[] }> {
+  const { records: listed, issues } = await readSplit(dir, {
+    onError,
+    ...(maxLineBytes !== undefined ? { maxLineBytes } : {}),
+  });
   const log = new IssueLog(onError);
   const file = path.join(path.resolve(dir), 'data.jsonl');
   const records: typeof listed = [];
@@ -114,7 +142,12 @@ export async function readUserData(
   // fatal like any other; it is read only once.
   const log = new IssueLog(opts.onError ?? 'fail');
   const unreadable = new Set<string>();
-  const recordFor = async (image: string, prompt: string, file: string, line: number): Promise<TrainingRecord | null> => {
+  const recordFor = async (
+    image: string,
+    prompt: string,
+    file: string,
+    line: number,
+  ): Promise<TrainingRecord | null> => {
     let rec = byImage.get(image);
     if (rec) return rec;
     const rgb = unreadable.has(image) ? null : await loadRgbOf(image, imageSize, file, line, log);

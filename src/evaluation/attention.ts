@@ -63,10 +63,15 @@ export function placePhrases(scene: Scene, words: readonly string[], row: number
         if (!places.has(w) || places.has(sentence[i - 1] ?? '')) return;
         const at = start + i;
         // The nearest shape word names the phrase's object ("a red circle in the top left", "on the left, a red circle").
-        const named = shapes.reduce<(typeof shapes)[number] | undefined>((best, s) => (!best || Math.abs(s.at - at) < Math.abs(best.at - at) ? s : best), undefined);
+        const named = shapes.reduce<(typeof shapes)[number] | undefined>(
+          (best, s) => (!best || Math.abs(s.at - at) < Math.abs(best.at - at) ? s : best),
+          undefined,
+        );
         if (!named) return;
         out.push({
-          row, at, object: named.object,
+          row,
+          at,
+          object: named.object,
           ownShapes: shapes.filter((s) => s.object === named.object).map((s) => s.at),
           otherShapes: shapes.filter((s) => s.object !== named.object).map((s) => s.at),
         });
@@ -78,21 +83,35 @@ export function placePhrases(scene: Scene, words: readonly string[], row: number
 }
 
 /** Where hidden place words look, on `records`' first reference captions (scenes of 2+ objects with distinct shapes). */
-export async function placeAttention(c: ModelConfig, params: Params, records: readonly TrainingRecord[]): Promise<PlaceAttention> {
+export async function placeAttention(
+  c: ModelConfig,
+  params: Params,
+  records: readonly TrainingRecord[],
+): Promise<PlaceAttention> {
   // An object's image token is its cell's: one token per cell of the scene's 3x3 grid.
-  if (numPatches(c) !== 9) throw new UserError(`place attention needs one image token per grid cell (9), this model has ${numPatches(c)}`);
+  if (numPatches(c) !== 9)
+    throw new UserError(`place attention needs one image token per grid cell (9), this model has ${numPatches(c)}`);
   const tokenizer = benchmarkTokenizer();
   const placeIds = new Set(PLACE_WORDS.map((w) => tokenizer.encode(w)[0]!));
   const usable = records.filter((r) => {
     if (!r.scene) throw new UserError('place attention needs benchmark scenes (records with their scene graph)');
     return r.scene.objects.length >= 2 && new Set(r.scene.objects.map((o) => o.shape)).size === r.scene.objects.length;
   });
-  if (usable.length === 0) throw new UserError('place attention needs scenes of two or more objects of distinct shapes');
+  if (usable.length === 0)
+    throw new UserError('place attention needs scenes of two or more objects of distinct shapes');
   const h = c.lm.heads;
   const t = sequenceLength(c);
   const np = numPatches(c);
   const start = np + c.promptLength;
-  const sums = Array.from({ length: c.lm.layers }, () => Array.from({ length: h }, () => ({ objectImage: 0, otherImage: 0, objectWins: 0, objectShapeWord: 0, otherShapeWords: 0 })));
+  const sums = Array.from({ length: c.lm.layers }, () =>
+    Array.from({ length: h }, () => ({
+      objectImage: 0,
+      otherImage: 0,
+      objectWins: 0,
+      objectShapeWord: 0,
+      otherShapeWords: 0,
+    })),
+  );
   let phrases = 0;
   const model = new DiffusionVLM(c, tokenizer, params);
   try {
@@ -106,7 +125,10 @@ export async function placeAttention(c: ModelConfig, params: Params, records: re
         const others = cells.filter((_, j) => j !== p.object);
         probs.forEach((layer, l) => {
           for (let head = 0; head < h; head++) {
-            const row = layer.subarray(((p.row * h + head) * t + start + p.at) * t, ((p.row * h + head) * t + start + p.at + 1) * t);
+            const row = layer.subarray(
+              ((p.row * h + head) * t + start + p.at) * t,
+              ((p.row * h + head) * t + start + p.at + 1) * t,
+            );
             const s = sums[l]![head]!;
             const otherMax = Math.max(...others.map((cell) => row[cell]!));
             s.objectImage += row[own]!;
@@ -125,7 +147,15 @@ export async function placeAttention(c: ModelConfig, params: Params, records: re
   if (phrases === 0) throw new UserError('no place phrase with a named object in these captions');
   const mean = (x: number): number => x / phrases;
   return {
-    layers: sums.map((heads) => heads.map((s) => ({ objectImage: mean(s.objectImage), otherImage: mean(s.otherImage), objectWins: mean(s.objectWins), objectShapeWord: mean(s.objectShapeWord), otherShapeWords: mean(s.otherShapeWords) }))),
+    layers: sums.map((heads) =>
+      heads.map((s) => ({
+        objectImage: mean(s.objectImage),
+        otherImage: mean(s.otherImage),
+        objectWins: mean(s.objectWins),
+        objectShapeWord: mean(s.objectShapeWord),
+        otherShapeWords: mean(s.otherShapeWords),
+      })),
+    ),
     phrases,
     scenes: usable.length,
   };
@@ -138,8 +168,12 @@ export function formatPlaceAttention(a: PlaceAttention): string {
     `where hidden place words look (${a.phrases} place phrases in ${a.scenes} validation scenes of 2-6 objects with distinct shapes):`,
     'layer head | image token of the named object / of each other object (phrases where the named one draws most) | shape word of the named object / of the others',
   ];
-  a.layers.forEach((heads, l) => heads.forEach((x, h) => {
-    lines.push(`${String(l).padStart(5)} ${String(h).padStart(4)} | ${f(x.objectImage)} / ${f(x.otherImage)} (${(100 * x.objectWins).toFixed(0)}%) | ${f(x.objectShapeWord)} / ${f(x.otherShapeWords)}`);
-  }));
+  a.layers.forEach((heads, l) =>
+    heads.forEach((x, h) => {
+      lines.push(
+        `${String(l).padStart(5)} ${String(h).padStart(4)} | ${f(x.objectImage)} / ${f(x.otherImage)} (${(100 * x.objectWins).toFixed(0)}%) | ${f(x.objectShapeWord)} / ${f(x.otherShapeWords)}`,
+      );
+    }),
+  );
   return lines.join('\n');
 }

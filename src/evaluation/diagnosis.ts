@@ -10,12 +10,25 @@
  */
 import { serializeGraph } from '../graph/onnx.js';
 import { SessionCache, f32 } from '../graph/runtime.js';
-import { FULL_TRAINING, type TrainingGraphOptions, buildProbeGraph, buildTrainingGraph, graphParams, probePathParams } from '../model/architecture.js';
+import {
+  FULL_TRAINING,
+  type TrainingGraphOptions,
+  buildProbeGraph,
+  buildTrainingGraph,
+  graphParams,
+  probePathParams,
+} from '../model/architecture.js';
 import { type ModelConfig, numPatches, patchDim } from '../model/config.js';
 import type { Params } from '../model/params.js';
 import { paramSpecs } from '../model/params.js';
 import { patchCellTargets } from '../benchmark/cells.js';
-import { MASK_PREDICTION_MIX, type TrainingRecord, type TrainingSample, makeSample, recordPatches } from '../training/samples.js';
+import {
+  MASK_PREDICTION_MIX,
+  type TrainingRecord,
+  type TrainingSample,
+  makeSample,
+  recordPatches,
+} from '../training/samples.js';
 import { batchFeeds } from '../training/trainer.js';
 import { padResponse } from '../training/corruption.js';
 import { stepRng } from '../training/run.js';
@@ -56,7 +69,11 @@ export function batches<T>(xs: readonly T[], size = BATCH): T[][] {
 }
 
 /** The per-cell probe's accuracy on `records` (benchmark scenes). */
-export async function probeAccuracy(c: ModelConfig, params: Params, records: readonly TrainingRecord[]): Promise<ProbeAccuracy> {
+export async function probeAccuracy(
+  c: ModelConfig,
+  params: Params,
+  records: readonly TrainingRecord[],
+): Promise<ProbeAccuracy> {
   if (!c.cellProbe) throw new UserError('this model has no per-cell probe (it was not built from the vision stage)');
   const sessions = new SessionCache();
   const np = numPatches(c);
@@ -97,7 +114,12 @@ export async function probeAccuracy(c: ModelConfig, params: Params, records: rea
   } finally {
     await sessions.clear();
   }
-  return { cells: cellsRight / cells, objects: objectsRight / Math.max(1, objects), images: imagesRight / records.length, n: records.length };
+  return {
+    cells: cellsRight / cells,
+    objects: objectsRight / Math.max(1, objects),
+    images: imagesRight / records.length,
+    n: records.length,
+  };
 }
 
 /** Mean captioning loss (mask prediction, fixed masks) of a model over records, by a graph that computes no gradient. */
@@ -119,7 +141,9 @@ export class CaptionLossMeter {
   samples(records: readonly TrainingRecord[], seed: number): TrainingSample[] {
     const c = this.config;
     const vocab = { firstOrdinaryId: SPECIAL_TOKENS.length, vocabSize: c.vocabSize };
-    return records.map((r, i) => makeSample(c, { ...r, corrections: [] }, stepRng(seed, i), MASK_PREDICTION_MIX, vocab));
+    return records.map((r, i) =>
+      makeSample(c, { ...r, corrections: [] }, stepRng(seed, i), MASK_PREDICTION_MIX, vocab),
+    );
   }
 
   /** Mean loss of the samples; `images` (default: each sample's own) replaces the patches. */
@@ -128,10 +152,12 @@ export class CaptionLossMeter {
     let total = 0;
     for (const chunk of batches(samples)) {
       const b = chunk.length;
-      const graph = await this.sessions.get(`loss:${b}`, () => serializeGraph(buildTrainingGraph(c, b, 'float32', this.graphOptions)));
+      const graph = await this.sessions.get(`loss:${b}`, () =>
+        serializeGraph(buildTrainingGraph(c, b, 'float32', this.graphOptions)),
+      );
       const feeds = batchFeeds(c, chunk, this.graphOptions);
       for (const s of paramSpecs(c)) if (this.read(s.name)) feeds[s.name] = f32(s.shape, this.params.get(s.name)!);
-      total += (await graph.run(feeds, ['loss'])).loss!.data[0] as number * b;
+      total += ((await graph.run(feeds, ['loss'])).loss!.data[0] as number) * b;
     }
     return total / samples.length;
   }
@@ -152,7 +178,12 @@ export interface ImageReliance {
  * Captioning loss with the right image against a shuffled one: each sample keeps its masks and
  * gets the patches of the record `n/2` places on (a different scene for any n >= 2).
  */
-export async function imageReliance(c: ModelConfig, params: Params, records: readonly TrainingRecord[], seed = 1): Promise<ImageReliance> {
+export async function imageReliance(
+  c: ModelConfig,
+  params: Params,
+  records: readonly TrainingRecord[],
+  seed = 1,
+): Promise<ImageReliance> {
   if (records.length < 2) throw new UserError('image reliance needs at least 2 scenes');
   const meter = new CaptionLossMeter(c, params);
   try {
@@ -166,7 +197,12 @@ export async function imageReliance(c: ModelConfig, params: Params, records: rea
 }
 
 /** Text-only captioning loss (the image hidden), the language stage's own measure. */
-export async function textOnlyLoss(c: ModelConfig, params: Params, records: readonly TrainingRecord[], seed = 1): Promise<number> {
+export async function textOnlyLoss(
+  c: ModelConfig,
+  params: Params,
+  records: readonly TrainingRecord[],
+  seed = 1,
+): Promise<number> {
   const meter = new CaptionLossMeter(c, params, false);
   try {
     return await meter.loss(meter.samples(records, seed));
@@ -192,7 +228,11 @@ export interface AttributeBinding {
 }
 
 /** Image embeddings of each record, in order. */
-async function recordEmbeds(c: ModelConfig, model: DiffusionVLM, records: readonly TrainingRecord[]): Promise<Float32Array[]> {
+async function recordEmbeds(
+  c: ModelConfig,
+  model: DiffusionVLM,
+  records: readonly TrainingRecord[],
+): Promise<Float32Array[]> {
   const embeds: Float32Array[] = [];
   for (const chunk of batches(records)) {
     const e = await model.encodeImages(chunk.map((r) => recordPatches(c, r.rgb)));
@@ -203,7 +243,11 @@ async function recordEmbeds(c: ModelConfig, model: DiffusionVLM, records: readon
 }
 
 /** A record's first reference caption, padded with EOS to the response length, with every token in `hidden` masked. */
-export function hiddenWordsRow(c: ModelConfig, record: TrainingRecord, hidden: ReadonlySet<number>): { prompt: number[]; response: number[]; target: number[] } {
+export function hiddenWordsRow(
+  c: ModelConfig,
+  record: TrainingRecord,
+  hidden: ReadonlySet<number>,
+): { prompt: number[]; response: number[]; target: number[] } {
   const target = padResponse(record.captions[0]!, c.responseLength);
   return { prompt: record.prompt, response: target.map((t) => (hidden.has(t) ? MASK_ID : t)), target };
 }
@@ -222,10 +266,17 @@ interface ReadBack {
  * model in one pass (argmax, among `choices` when given), once with the record's own image and
  * once with another scene's (half the records away).
  */
-async function readBackHidden(model: DiffusionVLM, embeds: readonly Float32Array[], records: readonly TrainingRecord[], hidden: ReadonlySet<number>, choices?: readonly number[]): Promise<ReadBack[]> {
+async function readBackHidden(
+  model: DiffusionVLM,
+  embeds: readonly Float32Array[],
+  records: readonly TrainingRecord[],
+  hidden: ReadonlySet<number>,
+  choices?: readonly number[],
+): Promise<ReadBack[]> {
   const c = model.config;
   const shift = Math.floor(records.length / 2);
-  const pick = (at: Float32Array): number => (choices ? choices.reduce((best, id) => (at[id]! > at[best]! ? id : best), choices[0]!) : argmax(at));
+  const pick = (at: Float32Array): number =>
+    choices ? choices.reduce((best, id) => (at[id]! > at[best]! ? id : best), choices[0]!) : argmax(at);
   const out: ReadBack[] = [];
   for (const chunk of batches(records.map((_, i) => i))) {
     const rows = chunk.map((i) => hiddenWordsRow(c, records[i]!, hidden));
@@ -234,7 +285,20 @@ async function readBackHidden(model: DiffusionVLM, embeds: readonly Float32Array
       const e = new Float32Array(chunk.length * embeds[0]!.length);
       chunk.forEach((i, k) => e.set(embeds[image(i)]!, k * embeds[0]!.length));
       const logits = await model.logits(e, rows);
-      read.push(rows.map((row, k) => row.response.map((t, j) => (t === MASK_ID ? pick(logits.subarray((k * c.responseLength + j) * c.vocabSize, (k * c.responseLength + j + 1) * c.vocabSize)) : t))));
+      read.push(
+        rows.map((row, k) =>
+          row.response.map((t, j) =>
+            t === MASK_ID
+              ? pick(
+                  logits.subarray(
+                    (k * c.responseLength + j) * c.vocabSize,
+                    (k * c.responseLength + j + 1) * c.vocabSize,
+                  ),
+                )
+              : t,
+          ),
+        ),
+      );
     }
     rows.forEach((row, k) => out.push({ target: row.target, rightImage: read[0]![k]!, shuffledImage: read[1]![k]! }));
   }
@@ -242,7 +306,12 @@ async function readBackHidden(model: DiffusionVLM, embeds: readonly Float32Array
 }
 
 /** Runs `read` with the model and every record's image embeddings. */
-async function withEmbeddedRecords<T>(c: ModelConfig, params: Params, records: readonly TrainingRecord[], read: (model: DiffusionVLM, embeds: Float32Array[]) => Promise<T>): Promise<T> {
+async function withEmbeddedRecords<T>(
+  c: ModelConfig,
+  params: Params,
+  records: readonly TrainingRecord[],
+  read: (model: DiffusionVLM, embeds: Float32Array[]) => Promise<T>,
+): Promise<T> {
   if (records.length < 2) throw new UserError('binding needs at least 2 scenes');
   const model = new DiffusionVLM(c, benchmarkTokenizer(), params);
   try {
@@ -259,7 +328,11 @@ async function withEmbeddedRecords<T>(c: ModelConfig, params: Params, records: r
  * place off the image beats chance (1/8 for colour and shape, 1/2 for size); for place words,
  * what each object is, so only a model that finds that object in the image does.
  */
-export async function attributeBinding(c: ModelConfig, params: Params, records: readonly TrainingRecord[]): Promise<AttributeBinding[]> {
+export async function attributeBinding(
+  c: ModelConfig,
+  params: Params,
+  records: readonly TrainingRecord[],
+): Promise<AttributeBinding[]> {
   const tokenizer = benchmarkTokenizer();
   return withEmbeddedRecords(c, params, records, async (model, embeds) => {
     const out: AttributeBinding[] = [];
@@ -276,7 +349,12 @@ export async function attributeBinding(c: ModelConfig, params: Params, records: 
           if (r.shuffledImage[j] === t) shuffled.hits++;
         });
       }
-      out.push({ kind, rightImage: right.hits / Math.max(1, right.n), shuffledImage: shuffled.hits / Math.max(1, shuffled.n), words: right.n });
+      out.push({
+        kind,
+        rightImage: right.hits / Math.max(1, right.n),
+        shuffledImage: shuffled.hits / Math.max(1, shuffled.n),
+        words: right.n,
+      });
     }
     return out;
   });
@@ -291,7 +369,11 @@ export interface PlaceClaims {
 }
 
 /** Place claims of `ids` (a caption, EOS-padded) about `scene`: how many the caption makes and how many hold. */
-export function placeClaimsHeld(scene: Scene, ids: readonly number[], tokenizer: WordTokenizer): { claims: number; held: number } {
+export function placeClaimsHeld(
+  scene: Scene,
+  ids: readonly number[],
+  tokenizer: WordTokenizer,
+): { claims: number; held: number } {
   const ev = evaluateParse(scene, parseCaption(captionPieces(ids, tokenizer)));
   let claims = 0;
   let held = 0;
@@ -310,10 +392,16 @@ export function placeClaimsHeld(scene: Scene, ids: readonly number[], tokenizer:
  * is the share of the reference's place claims that still hold. Word-level binding cannot say
  * this: "upper" for "top", or "middle" for "center", is as right as the reference's word.
  */
-export async function placeClaims(c: ModelConfig, params: Params, records: readonly TrainingRecord[]): Promise<PlaceClaims> {
+export async function placeClaims(
+  c: ModelConfig,
+  params: Params,
+  records: readonly TrainingRecord[],
+): Promise<PlaceClaims> {
   const tokenizer = benchmarkTokenizer();
   const placeIds = PLACE_WORDS.map((w) => tokenizer.encode(w)[0]!);
-  const read = await withEmbeddedRecords(c, params, records, (model, embeds) => readBackHidden(model, embeds, records, new Set(placeIds), placeIds));
+  const read = await withEmbeddedRecords(c, params, records, (model, embeds) =>
+    readBackHidden(model, embeds, records, new Set(placeIds), placeIds),
+  );
   let claims = 0;
   let right = 0;
   let shuffled = 0;

@@ -54,12 +54,18 @@ export async function evaluate(
   let done = 0;
   for (const setting of settings) {
     const t0 = performance.now();
-    const captions = await captionImages(model, images, prompt, setting.options, opts.batchSize ?? 32, (n) => opts.onProgress?.(done + n, total));
+    const captions = await captionImages(model, images, prompt, setting.options, opts.batchSize ?? 32, (n) =>
+      opts.onProgress?.(done + n, total),
+    );
     done += images.length;
     const seconds = (performance.now() - t0) / 1000;
     const records: CaptionRecord[] = captions.map((c, i) => {
       const r: BenchmarkRecord = split.records[i]!;
-      const { coveredFacts: _c, unreadable: _u, ...score } = scoreCaption(r.scene, captionPieces(c.tokens, model.tokenizer));
+      const {
+        coveredFacts: _c,
+        unreadable: _u,
+        ...score
+      } = scoreCaption(r.scene, captionPieces(c.tokens, model.tokenizer));
       return { id: r.id, setting: setting.label, caption: c.text, steps: c.steps, score };
     });
     const steps = captions.reduce((s, c) => s + c.steps, 0);

@@ -22,7 +22,12 @@ export interface RepairResult {
   errorsAfter: number;
 }
 
-export async function measureRepair(model: DiffusionVLM, split: InMemorySplit, noise = 0.1, seed = 0): Promise<RepairResult> {
+export async function measureRepair(
+  model: DiffusionVLM,
+  split: InMemorySplit,
+  noise = 0.1,
+  seed = 0,
+): Promise<RepairResult> {
   const c = model.config;
   const tok = model.tokenizer;
   const rng = new Rng(seed);
@@ -39,8 +44,15 @@ export async function measureRepair(model: DiffusionVLM, split: InMemorySplit, n
     }
     return { clean, noisy, injected, end };
   });
-  const predicted = await onePassArgmax(model, split.rgb.map((rgb, i) => ({ rgb, response: rows[i]!.noisy })));
-  let injected = 0, repaired = 0, clean = 0, kept = 0, after = 0;
+  const predicted = await onePassArgmax(
+    model,
+    split.rgb.map((rgb, i) => ({ rgb, response: rows[i]!.noisy })),
+  );
+  let injected = 0,
+    repaired = 0,
+    clean = 0,
+    kept = 0,
+    after = 0;
   rows.forEach((r, b) => {
     const best = predicted[b]!;
     for (let i = 0; i < r.end; i++) {
@@ -54,7 +66,13 @@ export async function measureRepair(model: DiffusionVLM, split: InMemorySplit, n
       }
     }
   });
-  return { injected, repaired: repaired / Math.max(1, injected), cleanKept: kept / Math.max(1, clean), errorsBefore: injected, errorsAfter: after };
+  return {
+    injected,
+    repaired: repaired / Math.max(1, injected),
+    cleanKept: kept / Math.max(1, clean),
+    errorsBefore: injected,
+    errorsAfter: after,
+  };
 }
 
 /**
@@ -62,7 +80,11 @@ export async function measureRepair(model: DiffusionVLM, split: InMemorySplit, n
  * (what the refining sampler would write there), in batches of `batch` images. Responses
  * shorter than the generation length are padded with EOS.
  */
-export async function onePassArgmax(model: DiffusionVLM, items: readonly { rgb: Uint8Array; response: readonly number[] }[], batch = 32): Promise<Int32Array[]> {
+export async function onePassArgmax(
+  model: DiffusionVLM,
+  items: readonly { rgb: Uint8Array; response: readonly number[] }[],
+  batch = 32,
+): Promise<Int32Array[]> {
   const c = model.config;
   const v = c.vocabSize;
   const prompt = model.tokenizer.encode(model.meta.prompt ?? BENCHMARK_PROMPT);
@@ -70,7 +92,13 @@ export async function onePassArgmax(model: DiffusionVLM, items: readonly { rgb: 
   for (let s = 0; s < items.length; s += batch) {
     const chunk = items.slice(s, s + batch);
     const embeds = await model.encodeImages(chunk.map((x) => recordPatches(c, x.rgb)));
-    const logits = await model.logits(embeds, chunk.map((x) => ({ prompt, response: x.response.length === c.responseLength ? x.response : padResponse(x.response, c.responseLength) })));
+    const logits = await model.logits(
+      embeds,
+      chunk.map((x) => ({
+        prompt,
+        response: x.response.length === c.responseLength ? x.response : padResponse(x.response, c.responseLength),
+      })),
+    );
     chunk.forEach((_, b) => {
       const best = new Int32Array(c.responseLength);
       for (let i = 0; i < c.responseLength; i++) {
@@ -102,9 +130,18 @@ export interface CorrectionRepairResult {
  * scenes, this says whether a Stage II round taught the model to fix the kind of mistake it
  * makes, rather than the particular drafts it was trained on.
  */
-export async function measureCorrectionRepair(model: DiffusionVLM, cases: readonly { rgb: Uint8Array; correction: SpanPair }[]): Promise<CorrectionRepairResult> {
-  const predicted = await onePassArgmax(model, cases.map((x) => ({ rgb: x.rgb, response: x.correction.wrong })));
-  let mistakes = 0, fixed = 0, other = 0, kept = 0;
+export async function measureCorrectionRepair(
+  model: DiffusionVLM,
+  cases: readonly { rgb: Uint8Array; correction: SpanPair }[],
+): Promise<CorrectionRepairResult> {
+  const predicted = await onePassArgmax(
+    model,
+    cases.map((x) => ({ rgb: x.rgb, response: x.correction.wrong })),
+  );
+  let mistakes = 0,
+    fixed = 0,
+    other = 0,
+    kept = 0;
   cases.forEach(({ correction: k }, b) => {
     const inSpan = new Uint8Array(k.wrong.length);
     for (const sp of k.spans) inSpan.fill(1, sp.start, sp.start + sp.length);

@@ -91,7 +91,13 @@ export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
  * decoding (training/base-model.ts BLOCK_MIX), so that more training does not undo it.
  */
 const BASELINE_MIX: MixOptions = BLOCK_MIX;
-const STAGE1_MIX: MixOptions = { objective: 'revision', syntaxNoise: 0.05, dynamicSyntaxNoise: false, correctionShare: 0.25, blockMask: BLOCK_MIX.blockMask };
+const STAGE1_MIX: MixOptions = {
+  objective: 'revision',
+  syntaxNoise: 0.05,
+  dynamicSyntaxNoise: false,
+  correctionShare: 0.25,
+  blockMask: BLOCK_MIX.blockMask,
+};
 
 /** The Stage I variants of the paper's Table 5 (the default "both" is the stage1 system). */
 export const ABLATIONS: Record<string, MixOptions> = {
@@ -137,8 +143,14 @@ export interface StudyBase {
 
 /** sha256 over a checkpoint's weights files (model-*.safetensors), in name order. */
 export function weightsFingerprint(dir: string): string {
-  const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => /^model-.*\.safetensors$/.test(f)).sort() : [];
-  if (files.length === 0) throw new UserError(`no base model at ${dir} (no model-*.safetensors; train one with "rediff pretrain")`);
+  const files = fs.existsSync(dir)
+    ? fs
+        .readdirSync(dir)
+        .filter((f) => /^model-.*\.safetensors$/.test(f))
+        .sort()
+    : [];
+  if (files.length === 0)
+    throw new UserError(`no base model at ${dir} (no model-*.safetensors; train one with "rediff pretrain")`);
   const h = createHash('sha256');
   for (const f of files) h.update(fs.readFileSync(path.join(dir, f)));
   return h.digest('hex');
@@ -153,10 +165,13 @@ const done = (dir: string, steps: number): boolean => {
 export async function reproduce(opts: ReproduceOptions): Promise<void> {
   const preset = STUDY_PRESETS[opts.preset];
   if (!preset) throw new UserError(`unknown study preset "${opts.preset}" (quick or full)`);
-  if (opts.threshold !== undefined && !(opts.threshold > 0 && opts.threshold <= 1)) throw new UserError(`confidence threshold must be in (0, 1], got ${opts.threshold}`);
+  if (opts.threshold !== undefined && !(opts.threshold > 0 && opts.threshold <= 1))
+    throw new UserError(`confidence threshold must be in (0, 1], got ${opts.threshold}`);
   const p: StudyPreset = { ...preset, threshold: opts.threshold ?? preset.threshold };
-  if (opts.fromScratch && opts.base !== undefined) throw new UserError('give a base checkpoint or train one from scratch, not both');
-  if (!opts.fromScratch && opts.base === undefined) throw new UserError('no base model: give a base checkpoint (e.g. models/base) or train one from scratch');
+  if (opts.fromScratch && opts.base !== undefined)
+    throw new UserError('give a base checkpoint or train one from scratch, not both');
+  if (!opts.fromScratch && opts.base === undefined)
+    throw new UserError('no base model: give a base checkpoint (e.g. models/base) or train one from scratch');
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const progress = opts.progress !== false;
   const out = path.resolve(opts.out);
@@ -165,7 +180,12 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   fs.mkdirSync(path.join(out, 'results'), { recursive: true });
   const studyFile = path.join(out, 'study.json');
   const previous = fs.existsSync(studyFile)
-    ? (JSON.parse(fs.readFileSync(studyFile, 'utf8')) as { preset?: string; timings?: Record<string, number>; startedAt?: string; base?: StudyBase })
+    ? (JSON.parse(fs.readFileSync(studyFile, 'utf8')) as {
+        preset?: string;
+        timings?: Record<string, number>;
+        startedAt?: string;
+        base?: StudyBase;
+      })
     : null;
   if (previous && previous.preset !== opts.preset) {
     throw new UserError(`${out} holds a "${previous.preset}" study; use another --out for "${opts.preset}"`);
@@ -176,10 +196,23 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   const saveStudy = async (finished: boolean): Promise<void> => {
     // The base's own training is not part of the study's time (the shipped base is trained once).
     const seconds = Object.entries(timings).reduce((sum, [k, v]) => (k === 'base' ? sum : sum + v), 0);
-    await writeFileAtomic(studyFile, JSON.stringify({
-      preset: opts.preset, startedAt, ...(finished ? { finishedAt: new Date().toISOString() } : {}), ...(base ? { base } : {}),
-      seconds, timings, settings: { ...p, baselineMix: BASELINE_MIX, stage1Mix: STAGE1_MIX, ablations: ABLATIONS }, machine: { cpus: os.cpus().length, node: process.version },
-    }, null, 2) + '\n');
+    await writeFileAtomic(
+      studyFile,
+      JSON.stringify(
+        {
+          preset: opts.preset,
+          startedAt,
+          ...(finished ? { finishedAt: new Date().toISOString() } : {}),
+          ...(base ? { base } : {}),
+          seconds,
+          timings,
+          settings: { ...p, baselineMix: BASELINE_MIX, stage1Mix: STAGE1_MIX, ablations: ABLATIONS },
+          machine: { cpus: os.cpus().length, node: process.version },
+        },
+        null,
+        2,
+      ) + '\n',
+    );
   };
   const step = async (name: string, isDone: () => boolean, fn: () => Promise<void>): Promise<void> => {
     if (isDone()) {
@@ -198,14 +231,23 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   const scratchOut = path.join(out, 'base');
   const baseDir = opts.fromScratch ? baseModelDir(scratchOut, p.basePreset) : path.resolve(opts.base!);
   if (opts.fromScratch) {
-    const finished = (): boolean => fs.existsSync(path.join(scratchOut, 'base.json')) && (JSON.parse(fs.readFileSync(path.join(scratchOut, 'base.json'), 'utf8')) as { finishedAt?: string }).finishedAt !== undefined;
+    const finished = (): boolean =>
+      fs.existsSync(path.join(scratchOut, 'base.json')) &&
+      (JSON.parse(fs.readFileSync(path.join(scratchOut, 'base.json'), 'utf8')) as { finishedAt?: string })
+        .finishedAt !== undefined;
     await step('base', finished, async () => {
       await trainBaseModel({ out: scratchOut, preset: p.basePreset, progress, log });
     });
   }
-  const current: StudyBase = { dir: baseDir, fromScratch: opts.fromScratch === true, weights: givenWeights ?? weightsFingerprint(baseDir) };
+  const current: StudyBase = {
+    dir: baseDir,
+    fromScratch: opts.fromScratch === true,
+    weights: givenWeights ?? weightsFingerprint(baseDir),
+  };
   if (base && base.weights !== current.weights) {
-    throw new UserError(`${out} is a study started from the base at ${base.dir}; ${baseDir} holds other weights (use another --out, or the same base)`);
+    throw new UserError(
+      `${out} is a study started from the base at ${base.dir}; ${baseDir} holds other weights (use another --out, or the same base)`,
+    );
   }
   base = current;
   await saveStudy(false);
@@ -214,22 +256,48 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
 
   const tokenizer = benchmarkTokenizer();
   // The benchmark splits: test on disk (inspectable), train regenerated in memory (identical, faster).
-  await step('data', () => fs.existsSync(path.join(out, 'data', 'test', 'data.jsonl')), async () => {
-    await makeSplit({ split: 'test', n: p.testScenes, seed: 0, out: path.join(out, 'data', 'test'), imageSize, overwrite: true, checkSiblings: false });
-  });
+  await step(
+    'data',
+    () => fs.existsSync(path.join(out, 'data', 'test', 'data.jsonl')),
+    async () => {
+      await makeSplit({
+        split: 'test',
+        n: p.testScenes,
+        seed: 0,
+        out: path.join(out, 'data', 'test'),
+        imageSize,
+        overwrite: true,
+        checkSiblings: false,
+      });
+    },
+  );
   const train = generateBenchmarkSplit('train', 0, p.trainScenes, imageSize);
   const test = generateBenchmarkSplit('test', 0, p.testScenes, imageSize);
   const records: TrainingRecord[] = train.records.map((r, i) => benchmarkTrainingRecord(r, train.rgb[i]!, tokenizer));
 
   /** A system fine-tuned from the base. */
-  const trainRun = async (name: string, stage: string, s: Omit<TrainSettings, 'stage' | 'mix'>, mix: MixOptions): Promise<void> => {
+  const trainRun = async (
+    name: string,
+    stage: string,
+    s: Omit<TrainSettings, 'stage' | 'mix'>,
+    mix: MixOptions,
+  ): Promise<void> => {
     const dir = path.join(out, name);
-    await step(name, () => done(dir, s.steps), async () => {
-      await runTraining({
-        outDir: dir, records, initial: { config: baseState.config, tokenizer: baseState.tokenizer, params: baseState.params }, settings: { ...s, stage, mix }, progress,
-        resume: fs.existsSync(path.join(dir, 'checkpoint.json')), meta: { prompt: BENCHMARK_PROMPT, init: baseDir },
-      });
-    });
+    await step(
+      name,
+      () => done(dir, s.steps),
+      async () => {
+        await runTraining({
+          outDir: dir,
+          records,
+          initial: { config: baseState.config, tokenizer: baseState.tokenizer, params: baseState.params },
+          settings: { ...s, stage, mix },
+          progress,
+          resume: fs.existsSync(path.join(dir, 'checkpoint.json')),
+          meta: { prompt: BENCHMARK_PROMPT, init: baseDir },
+        });
+      },
+    );
   };
 
   const checkpoints: Record<string, string> = {
@@ -244,8 +312,18 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   const settings = studySettings(p, baseState.config.responseLength);
   const evalStep = async (system: string): Promise<void> => {
     const file = path.join(out, 'results', `${system}.json`);
-    await step(`eval ${system}`, () => missingSettings(file, settings).length === 0, async () =>
-      evaluateSystem(path.join(out, checkpoints[system]!), system, test, missingSettings(file, settings), file, progress),
+    await step(
+      `eval ${system}`,
+      () => missingSettings(file, settings).length === 0,
+      async () =>
+        evaluateSystem(
+          path.join(out, checkpoints[system]!),
+          system,
+          test,
+          missingSettings(file, settings),
+          file,
+          progress,
+        ),
     );
   };
 
@@ -261,20 +339,45 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
 
   const selfCorrect = async (name: string, init: string, rounds: number): Promise<void> => {
     const dir = path.join(out, name);
-    await step(`${name} (${rounds} round${rounds > 1 ? 's' : ''})`, () => done(path.join(dir, `round-${rounds}`, 'model'), p.stage2.steps) && fs.existsSync(path.join(dir, 'rounds.json')) && (JSON.parse(fs.readFileSync(path.join(dir, 'rounds.json'), 'utf8')) as unknown[]).length >= rounds, async () => {
-      await runSelfCorrection({
-        outDir: dir, init: path.join(out, init), images: draftImagesFromSplit(train), stage1Records: records, expert: new GroundedExpert(), progress,
-        settings: {
-          rounds, draftImages: p.draftImages, draftTokensPerStep: p.draftTokensPerStep, draftSampler: 'rediff', stage1Share: p.stage1Share, sendImages: false,
-          train: { ...p.stage2, stage: 'self-correct', mix: STAGE1_MIX },
-        },
-      });
-    });
+    await step(
+      `${name} (${rounds} round${rounds > 1 ? 's' : ''})`,
+      () =>
+        done(path.join(dir, `round-${rounds}`, 'model'), p.stage2.steps) &&
+        fs.existsSync(path.join(dir, 'rounds.json')) &&
+        (JSON.parse(fs.readFileSync(path.join(dir, 'rounds.json'), 'utf8')) as unknown[]).length >= rounds,
+      async () => {
+        await runSelfCorrection({
+          outDir: dir,
+          init: path.join(out, init),
+          images: draftImagesFromSplit(train),
+          stage1Records: records,
+          expert: new GroundedExpert(),
+          progress,
+          settings: {
+            rounds,
+            draftImages: p.draftImages,
+            draftTokensPerStep: p.draftTokensPerStep,
+            draftSampler: 'rediff',
+            stage1Share: p.stage1Share,
+            sendImages: false,
+            train: { ...p.stage2, stage: 'self-correct', mix: STAGE1_MIX },
+          },
+        });
+      },
+    );
   };
   await selfCorrect('stage2', 'stage1', 1);
   await evalStep('rediff');
-  await step('examples', () => fs.existsSync(path.join(out, 'results', 'examples.json')), async () =>
-    writeExamples(path.join(out, checkpoints.baseline!), path.join(out, checkpoints.rediff!), test, path.join(out, 'results', 'examples.json')),
+  await step(
+    'examples',
+    () => fs.existsSync(path.join(out, 'results', 'examples.json')),
+    async () =>
+      writeExamples(
+        path.join(out, checkpoints.baseline!),
+        path.join(out, checkpoints.rediff!),
+        test,
+        path.join(out, 'results', 'examples.json'),
+      ),
   );
   await selfCorrect('stage2-only', 'baseline', 1);
   await evalStep('stage2-only');
@@ -286,15 +389,28 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
 }
 
 /** The study's settings: the LLaDA and refining samplers at each rate, then both threshold samplers. */
-export function studySettings(p: Pick<StudyPreset, 'tokensPerStep' | 'threshold'>, responseLength: number): EvalSetting[] {
+export function studySettings(
+  p: Pick<StudyPreset, 'tokensPerStep' | 'threshold'>,
+  responseLength: number,
+): EvalSetting[] {
   const settings: EvalSetting[] = [];
   for (const sampler of ['llada', 'rediff']) {
     for (const k of p.tokensPerStep) {
-      settings.push({ label: `${sampler} ${k} tok/step`, sampler, tokensPerStep: k, options: samplerOptions(sampler, { steps: stepsForTokensPerStep(responseLength, k) }) });
+      settings.push({
+        label: `${sampler} ${k} tok/step`,
+        sampler,
+        tokensPerStep: k,
+        options: samplerOptions(sampler, { steps: stepsForTokensPerStep(responseLength, k) }),
+      });
     }
   }
   for (const sampler of ['threshold', 'threshold-rediff']) {
-    settings.push({ label: `${sampler} @${p.threshold}`, sampler, tokensPerStep: null, options: samplerOptions(sampler, { steps: responseLength }, p.threshold) });
+    settings.push({
+      label: `${sampler} @${p.threshold}`,
+      sampler,
+      tokensPerStep: null,
+      options: samplerOptions(sampler, { steps: responseLength }, p.threshold),
+    });
   }
   return settings;
 }
@@ -311,7 +427,14 @@ function missingSettings(file: string, settings: readonly EvalSetting[]): EvalSe
 }
 
 /** Evaluates `settings` and adds their rows and per-caption records to the system's results. */
-async function evaluateSystem(dir: string, system: string, test: InMemorySplit, settings: EvalSetting[], file: string, progress: boolean): Promise<void> {
+async function evaluateSystem(
+  dir: string,
+  system: string,
+  test: InMemorySplit,
+  settings: EvalSetting[],
+  file: string,
+  progress: boolean,
+): Promise<void> {
   const model = await loadModel(dir);
   try {
     const rows = await evaluate(model, test, settings, progress ? { onProgress: () => undefined } : {});
@@ -322,16 +445,33 @@ async function evaluateSystem(dir: string, system: string, test: InMemorySplit, 
       checkpoint: dir,
       rows: [
         ...before,
-        ...rows.map((r) => ({ sampler: r.setting.sampler, tokensPerStep: r.setting.tokensPerStep, label: r.setting.label, achievedTokensPerStep: r.achievedTokensPerStep, meanSteps: r.meanSteps, seconds: r.seconds, summary: r.summary })),
+        ...rows.map((r) => ({
+          sampler: r.setting.sampler,
+          tokensPerStep: r.setting.tokensPerStep,
+          label: r.setting.label,
+          achievedTokensPerStep: r.achievedTokensPerStep,
+          meanSteps: r.meanSteps,
+          seconds: r.seconds,
+          summary: r.summary,
+        })),
       ],
     };
     const recordsFile = file.replace(/\.json$/, '.jsonl');
     // Records of these settings left by an interrupted write are replaced, not repeated.
     const labels = new Set(settings.map((x) => x.label));
-    const earlier = before.length > 0 && fs.existsSync(recordsFile)
-      ? fs.readFileSync(recordsFile, 'utf8').split('\n').filter((l) => l.trim() !== '' && !labels.has((JSON.parse(l) as { setting: string }).setting)).map((l) => l + '\n').join('')
-      : '';
-    await writeFileAtomic(recordsFile, earlier + rows.flatMap((r) => r.records.map((rec) => JSON.stringify(rec) + '\n')).join(''));
+    const earlier =
+      before.length > 0 && fs.existsSync(recordsFile)
+        ? fs
+            .readFileSync(recordsFile, 'utf8')
+            .split('\n')
+            .filter((l) => l.trim() !== '' && !labels.has((JSON.parse(l) as { setting: string }).setting))
+            .map((l) => l + '\n')
+            .join('')
+        : '';
+    await writeFileAtomic(
+      recordsFile,
+      earlier + rows.flatMap((r) => r.records.map((rec) => JSON.stringify(rec) + '\n')).join(''),
+    );
     await writeFileAtomic(file, JSON.stringify(json, null, 2) + '\n');
   } finally {
     await model.dispose();

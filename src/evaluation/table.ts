@@ -36,7 +36,9 @@ export function evalTable(rows: readonly EvalRow[]): string[][] {
 
 export function renderPlain(table: readonly string[][]): string {
   const widths = table[0]!.map((_, j) => Math.max(...table.map((row) => row[j]!.length)));
-  return table.map((row) => row.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join('  ')).join('\n');
+  return table
+    .map((row) => row.map((cell, j) => (j === 0 ? cell.padEnd(widths[j]!) : cell.padStart(widths[j]!))).join('  '))
+    .join('\n');
 }
 
 export function renderMarkdown(table: readonly string[][]): string {

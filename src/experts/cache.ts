@@ -117,7 +117,11 @@ export class AnswerCacheWriter {
    * Opens `file` for appending (creating it and its directory). `repair` comes from
    * readAnswerCache: a truncated last line is cut off, a missing final newline is added.
    */
-  static async open(file: string, repair?: Pick<CacheContents, 'truncatedTail' | 'completeBytes' | 'missingFinalNewline'>, sync = true): Promise<AnswerCacheWriter> {
+  static async open(
+    file: string,
+    repair?: Pick<CacheContents, 'truncatedTail' | 'completeBytes' | 'missingFinalNewline'>,
+    sync = true,
+  ): Promise<AnswerCacheWriter> {
     try {
       await fsp.mkdir(path.dirname(path.resolve(file)), { recursive: true });
       if (repair?.truncatedTail) await fsp.truncate(file, repair.completeBytes);
@@ -146,7 +150,15 @@ export class AnswerCacheWriter {
     if (this.closed) return Promise.reject(new Error('answer cache is closed'));
     // What the expert said is redacted (an error may echo the key, whatever the expert); the
     // draft is ours and is kept exact, since a rerun compares it.
-    const line = JSON.stringify({ id: entry.id, expert: entry.expert, at: entry.at, draft: entry.draft, raw: entry.raw === null ? null : redactSecrets(entry.raw), answer: redactDeep(withoutRaw(entry.answer)) }) + '\n';
+    const line =
+      JSON.stringify({
+        id: entry.id,
+        expert: entry.expert,
+        at: entry.at,
+        draft: entry.draft,
+        raw: entry.raw === null ? null : redactSecrets(entry.raw),
+        answer: redactDeep(withoutRaw(entry.answer)),
+      }) + '\n';
     const p = this.tail.then(() => this.writeRaw(line));
     this.tail = p.catch(() => undefined);
     return p.catch((err: unknown) => {
@@ -208,10 +220,15 @@ function isAbort(err: unknown, signal?: AbortSignal): boolean {
  * Reviews every request, reusing cached answers, and appends each new answer to the cache as
  * soon as it arrives. See the file comment for the cache's rules.
  */
-export async function reviewAll(expert: Expert, requests: readonly ReviewRequest[], options: ReviewAllOptions = {}): Promise<ReviewAllResult> {
+export async function reviewAll(
+  expert: Expert,
+  requests: readonly ReviewRequest[],
+  options: ReviewAllOptions = {},
+): Promise<ReviewAllResult> {
   const warn = options.warn ?? ((m: string) => console.warn(`warning: ${redactSecrets(m)}`));
   const concurrency = options.concurrency ?? expert.concurrency ?? 4;
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new UserError(`review concurrency must be an integer >= 1, got ${concurrency}`);
+  if (!Number.isInteger(concurrency) || concurrency < 1)
+    throw new UserError(`review concurrency must be an integer >= 1, got ${concurrency}`);
   const maxConsecutiveErrors = options.maxConsecutiveErrors ?? 10;
   const signal = options.signal;
 
@@ -226,7 +243,8 @@ export async function reviewAll(expert: Expert, requests: readonly ReviewRequest
   const record = (req: ReviewRequest, answer: ReviewAnswer): void => {
     answers.set(req.id, answer);
     stats.recordAnswer(answer);
-    if (options.tokenizer && answer.kind === 'pairs') stats.recordFilter(filterPairs(req.draft, answer.pairs, options.tokenizer));
+    if (options.tokenizer && answer.kind === 'pairs')
+      stats.recordFilter(filterPairs(req.draft, answer.pairs, options.tokenizer));
   };
 
   // 1. The cache.
@@ -236,11 +254,14 @@ export async function reviewAll(expert: Expert, requests: readonly ReviewRequest
   if (options.cacheFile) {
     const file = options.cacheFile;
     contents = await readAnswerCache(file);
-    if (contents.truncatedTail) warn(`${file}: ignoring a truncated last line (an interrupted write); it will be asked again`);
+    if (contents.truncatedTail)
+      warn(`${file}: ignoring a truncated last line (an interrupted write); it will be asked again`);
     if (contents.badLines > 0) warn(`${file}: ignoring ${contents.badLines} unreadable line(s)`);
     for (const e of contents.entries.values()) {
       if (e.expert !== expert.name) {
-        throw new UserError(`${file} holds answers from expert "${e.expert}", not "${expert.name}"; use another cache file`);
+        throw new UserError(
+          `${file} holds answers from expert "${e.expert}", not "${expert.name}"; use another cache file`,
+        );
       }
     }
     let stale = 0;
@@ -263,7 +284,9 @@ export async function reviewAll(expert: Expert, requests: readonly ReviewRequest
   if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
 
   // 2. The pool.
-  const writer = options.cacheFile ? await AnswerCacheWriter.open(options.cacheFile, contents, options.sync ?? true) : undefined;
+  const writer = options.cacheFile
+    ? await AnswerCacheWriter.open(options.cacheFile, contents, options.sync ?? true)
+    : undefined;
   let next = 0;
   let asked = 0;
   let consecutiveErrors = 0;
@@ -279,10 +302,20 @@ export async function reviewAll(expert: Expert, requests: readonly ReviewRequest
         answer = await expert.review(req, signal);
       } catch (err) {
         if (isAbort(err, signal)) return;
-        answer = { kind: 'error', reason: redactSecrets(`expert failed: ${String((err as Error)?.message ?? err).split('\n')[0]}`) };
+        answer = {
+          kind: 'error',
+          reason: redactSecrets(`expert failed: ${String((err as Error)?.message ?? err).split('\n')[0]}`),
+        };
       }
       try {
-        await writer?.append({ id: req.id, expert: expert.name, at: new Date().toISOString(), draft: req.draft, raw: answer.raw ?? null, answer });
+        await writer?.append({
+          id: req.id,
+          expert: expert.name,
+          at: new Date().toISOString(),
+          draft: req.draft,
+          raw: answer.raw ?? null,
+          answer,
+        });
       } catch (err) {
         failure ??= err;
         return;
@@ -312,7 +345,9 @@ export async function reviewAll(expert: Expert, requests: readonly ReviewRequest
   if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
   if (stopped) {
     const where = options.cacheFile ? `; answers so far are in ${options.cacheFile}, rerun to resume` : '';
-    throw new UserError(redactSecrets(`expert ${expert.name} failed ${consecutiveErrors} times in a row (last: ${lastError})${where}`));
+    throw new UserError(
+      redactSecrets(`expert ${expert.name} failed ${consecutiveErrors} times in a row (last: ${lastError})${where}`),
+    );
   }
   return { answers, stats, asked, fromCache };
 }

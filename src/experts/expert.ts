@@ -79,6 +79,8 @@ export function withoutRaw(answer: ReviewAnswer): ReviewAnswer {
     case 'malformed':
       return answer;
     case 'error':
-      return answer.status === undefined ? { kind: 'error', reason: answer.reason } : { kind: 'error', reason: answer.reason, status: answer.status };
+      return answer.status === undefined
+        ? { kind: 'error', reason: answer.reason }
+        : { kind: 'error', reason: answer.reason, status: answer.status };
   }
 }

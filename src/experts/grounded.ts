@@ -57,7 +57,15 @@ import {
 } from '../benchmark/lexicon.js';
 import { type CaptionScore, type ClaimError, evaluateParse, scoreEvaluation } from '../benchmark/metrics.js';
 import { type Claim, type Descriptor, type ParseResult, type Span, parseCaption } from '../benchmark/parser.js';
-import { COLORS, PLACES, SHAPES, type Scene, type SceneObject, deriveRelations, generateScene } from '../benchmark/scene.js';
+import {
+  COLORS,
+  PLACES,
+  SHAPES,
+  type Scene,
+  type SceneObject,
+  deriveRelations,
+  generateScene,
+} from '../benchmark/scene.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { joinWords, splitWords } from '../tokenizer/word.js';
 import { Rng } from '../util/rng.js';
@@ -96,7 +104,12 @@ export interface CorrectionReport {
  * Reviews `draft` against `scene`: the answer the grounded expert gives, the corrected text,
  * and how many false claims the corrections fix. Pure and deterministic.
  */
-export function correctDraft(scene: Scene, draft: string, tokenizer?: Tokenizer, options: Omit<GroundedOptions, 'tokenizer'> = {}): CorrectionReport {
+export function correctDraft(
+  scene: Scene,
+  draft: string,
+  tokenizer?: Tokenizer,
+  options: Omit<GroundedOptions, 'tokenizer'> = {},
+): CorrectionReport {
   const tok = tokenizer ?? defaultTokenizer();
   const minSeg = Math.max(1, Math.floor(options.minSegmentTokens ?? 2));
   const maxSteps = options.maxSteps ?? 24;
@@ -124,11 +137,19 @@ export function correctDraft(scene: Scene, draft: string, tokenizer?: Tokenizer,
   // The contract, checked as the training pipeline will check it.
   let checked = validated(draft, edits, tok);
   if (checked.length < edits.length) {
-    edits = keepHelpful(judge, orig, checked.map((c) => c.edit));
+    edits = keepHelpful(
+      judge,
+      orig,
+      checked.map((c) => c.edit),
+    );
     checked = validated(draft, edits, tok);
   }
-  const corrected = applyEdits(orig, checked.map((c) => c.edit));
-  if (checked.length === 0 || badness(judge.measure(corrected)) >= badness(q0)) return report({ kind: 'pairs', pairs: [] }, orig);
+  const corrected = applyEdits(
+    orig,
+    checked.map((c) => c.edit),
+  );
+  if (checked.length === 0 || badness(judge.measure(corrected)) >= badness(q0))
+    return report({ kind: 'pairs', pairs: [] }, orig);
   return report({ kind: 'pairs', pairs: checked.map((c) => c.pair) }, corrected);
 }
 
@@ -142,7 +163,10 @@ export class GroundedExpert implements Expert {
 
   constructor(options: GroundedOptions = {}) {
     this.tokenizer = options.tokenizer ?? defaultTokenizer();
-    this.options = { ...(options.minSegmentTokens !== undefined ? { minSegmentTokens: options.minSegmentTokens } : {}), ...(options.maxSteps !== undefined ? { maxSteps: options.maxSteps } : {}) };
+    this.options = {
+      ...(options.minSegmentTokens !== undefined ? { minSegmentTokens: options.minSegmentTokens } : {}),
+      ...(options.maxSteps !== undefined ? { maxSteps: options.maxSteps } : {}),
+    };
     // Settings that change answers are part of the name (a cache written with others is refused);
     // so is the algorithm's version (v2: sentence rewrites), so that old answers are never mixed in.
     const tags: string[] = ['v2'];
@@ -312,7 +336,8 @@ const isWord = (w: string | undefined): boolean => w !== undefined && /^[a-z0-9]
 /** "a" / "an" before a changed word follow it ("a red" -> "an orange"). */
 function agreeArticles(orig: readonly string[], cand: string[], changedFrom: number, changedTo: number): void {
   for (let p = Math.max(0, changedFrom - 1); p < Math.min(cand.length - 1, changedTo); p++) {
-    if (ARTICLES.has(cand[p]!) && isWord(cand[p + 1]) && (cand[p + 1] !== orig[p + 1] || cand[p] !== orig[p])) cand[p] = article(cand[p + 1]!);
+    if (ARTICLES.has(cand[p]!) && isWord(cand[p + 1]) && (cand[p + 1] !== orig[p + 1] || cand[p] !== orig[p]))
+      cand[p] = article(cand[p + 1]!);
   }
 }
 
@@ -325,7 +350,12 @@ function replaced(tokens: readonly string[], start: number, rep: readonly string
 }
 
 /** Every way of changing `k` of `positions` to one of their alternatives. */
-function* substitutions(tokens: readonly string[], positions: readonly number[], k: number, alts: (i: number) => readonly string[]): Generator<string[]> {
+function* substitutions(
+  tokens: readonly string[],
+  positions: readonly number[],
+  k: number,
+  alts: (i: number) => readonly string[],
+): Generator<string[]> {
   const usable = positions.filter((i) => alts(i).length > 0);
   const pick = (from: number, chosen: number[]): Generator<number[]> =>
     (function* () {
@@ -354,7 +384,10 @@ function* substitutions(tokens: readonly string[], positions: readonly number[],
   }
 }
 
-const classAlts = (tokens: readonly string[]) => (i: number): readonly string[] => ALTERNATIVES.get(tokens[i]!) ?? [];
+const classAlts =
+  (tokens: readonly string[]) =>
+  (i: number): readonly string[] =>
+    ALTERNATIVES.get(tokens[i]!) ?? [];
 const range = (a: number, b: number): number[] => Array.from({ length: Math.max(0, b - a) }, (_, k) => a + k);
 
 /** The span covering all of an error's blamed tokens. */
@@ -369,7 +402,15 @@ function sentenceOf(parse: ParseResult, at: number): Span {
 }
 
 /** Same-sentence paraphrase families: any member may replace any other (the judge has the last word). */
-const LEADS = (verb: string): string[] => ['there ' + verb, 'you can see', 'we can see', 'the image shows', 'the image contains', 'the picture shows', 'the picture contains'];
+const LEADS = (verb: string): string[] => [
+  'there ' + verb,
+  'you can see',
+  'we can see',
+  'the image shows',
+  'the image contains',
+  'the picture shows',
+  'the picture contains',
+];
 const FAMILIES: readonly (readonly string[])[] = [
   LEADS('is'),
   LEADS('are'),
@@ -389,7 +430,9 @@ const FAMILY_INDEX: ReadonlyMap<string, string[][]> = (() => {
   }
   return m;
 })();
-const FAMILY_PHRASES: readonly string[][] = [...FAMILY_INDEX.keys()].map((p) => p.split(' ')).sort((a, b) => b.length - a.length);
+const FAMILY_PHRASES: readonly string[][] = [...FAMILY_INDEX.keys()]
+  .map((p) => p.split(' '))
+  .sort((a, b) => b.length - a.length);
 
 interface Slot {
   start: number;
@@ -399,12 +442,18 @@ interface Slot {
 
 /** Definite-reference variants of a descriptor that resolves to one object: "the [size] [colour] noun". */
 function refVariants(scene: Scene, tokens: readonly string[], d: Descriptor): string[][] {
-  const m = scene.objects.filter((o) => (d.size === undefined || o.size === d.size) && (d.color === undefined || o.color === d.color) && (d.shape === undefined || o.shape === d.shape));
+  const m = scene.objects.filter(
+    (o) =>
+      (d.size === undefined || o.size === d.size) &&
+      (d.color === undefined || o.color === d.color) &&
+      (d.shape === undefined || o.shape === d.shape),
+  );
   if (m.length !== 1 || tokens[d.span[0]] !== 'the') return [];
   const o = m[0]!;
   const noun = tokens[d.at.noun]!;
   const out: string[][] = [];
-  for (const size of [false, true]) for (const color of [false, true]) out.push(['the', ...(size ? [o.size] : []), ...(color ? [o.color] : []), noun]);
+  for (const size of [false, true])
+    for (const color of [false, true]) out.push(['the', ...(size ? [o.size] : []), ...(color ? [o.color] : []), noun]);
   return out.filter((v) => v.join(' ') !== tokens.slice(d.span[0], d.span[1]).join(' '));
 }
 
@@ -412,7 +461,12 @@ function refVariants(scene: Scene, tokens: readonly string[], d: Descriptor): st
  * Place or relation fixes whose true phrase has another length: the phrase and one other
  * paraphrase slot of the same sentence that makes up the difference.
  */
-function* widenedPhrases(scene: Scene, tokens: readonly string[], parse: ParseResult, claim: Claim): Generator<string[]> {
+function* widenedPhrases(
+  scene: Scene,
+  tokens: readonly string[],
+  parse: ParseResult,
+  claim: Claim,
+): Generator<string[]> {
   if (claim.kind !== 'place' && claim.kind !== 'relation') return;
   const [s, e] = claim.span;
   const len = e - s;
@@ -420,11 +474,13 @@ function* widenedPhrases(scene: Scene, tokens: readonly string[], parse: ParseRe
   const alts = table.map((p) => [...p.tokens]).filter((p) => p.length !== len);
   const [ss, se] = sentenceOf(parse, s);
   const slots: Slot[] = [];
-  const taken = (a: number, b: number): boolean => (a < e && s < b) || slots.some((x) => a < x.start + x.length && x.start < b);
+  const taken = (a: number, b: number): boolean =>
+    (a < e && s < b) || slots.some((x) => a < x.start + x.length && x.start < b);
   if (claim.kind === 'relation') {
     for (const d of [claim.subject, claim.object]) {
       const v = refVariants(scene, tokens, d);
-      if (v.length > 0 && !taken(d.span[0], d.span[1])) slots.push({ start: d.span[0], length: d.span[1] - d.span[0], alts: v });
+      if (v.length > 0 && !taken(d.span[0], d.span[1]))
+        slots.push({ start: d.span[0], length: d.span[1] - d.span[0], alts: v });
     }
   }
   for (let i = ss; i < se; i++) {
@@ -482,8 +538,10 @@ function factStages(scene: Scene, q: Quality, e: ClaimError): (() => Iterable<st
   if (e.reason === 'place' || e.reason === 'relation') stages.push(() => widenedPhrases(scene, t, q.parse, claim));
   // Wider: the claim's own tokens (and a relation's references), when the blame was too narrow.
   const wide = new Set<number>(range(claim.span[0], claim.span[1]));
-  if (claim.kind === 'relation') for (const d of [claim.subject, claim.object]) for (const i of range(d.span[0], d.span[1])) wide.add(i);
-  if (claim.kind === 'place' && 'ref' in claim.subject) for (const i of range(claim.subject.ref.span[0], claim.subject.ref.span[1])) wide.add(i);
+  if (claim.kind === 'relation')
+    for (const d of [claim.subject, claim.object]) for (const i of range(d.span[0], d.span[1])) wide.add(i);
+  if (claim.kind === 'place' && 'ref' in claim.subject)
+    for (const i of range(claim.subject.ref.span[0], claim.subject.ref.span[1])) wide.add(i);
   const widePos = [...wide].sort((x, y) => x - y);
   if (widePos.length <= 10) stages.push(() => substitutions(t, widePos, 1, classAlts(t)));
   if (widePos.length <= 6) stages.push(() => substitutions(t, widePos, 2, classAlts(t)));
@@ -560,7 +618,13 @@ function changedCount(a: readonly string[], b: readonly string[]): number {
 }
 
 /** The best accepted candidate of the first stage that has one. */
-function bestOf(judge: Judge, cur: Quality, stages: (() => Iterable<string[]>)[], accepts: (c: Quality, n: Quality) => boolean, prefilter?: (cand: string[]) => boolean): Quality | null {
+function bestOf(
+  judge: Judge,
+  cur: Quality,
+  stages: (() => Iterable<string[]>)[],
+  accepts: (c: Quality, n: Quality) => boolean,
+  prefilter?: (cand: string[]) => boolean,
+): Quality | null {
   for (const stage of stages) {
     let best: Quality | null = null;
     let bestChanged = 0;
@@ -588,8 +652,11 @@ type Issue = { kind: 'fact'; error: ClaimError } | { kind: 'chaos'; span: Span }
 
 function issuesOf(q: Quality): Issue[] {
   const out: Issue[] = q.score.errors.map((error) => ({ kind: 'fact', error }) as Issue);
-  for (let i = 1; i < q.tokens.length; i++) if (q.tokens[i] === q.tokens[i - 1]) out.push({ kind: 'chaos', span: [i, i + 1] });
-  for (const u of q.parse.unreadable) if (!out.some((x) => x.kind === 'chaos' && x.span[0] >= u[0] && x.span[1] <= u[1])) out.push({ kind: 'chaos', span: u });
+  for (let i = 1; i < q.tokens.length; i++)
+    if (q.tokens[i] === q.tokens[i - 1]) out.push({ kind: 'chaos', span: [i, i + 1] });
+  for (const u of q.parse.unreadable)
+    if (!out.some((x) => x.kind === 'chaos' && x.span[0] >= u[0] && x.span[1] <= u[1]))
+      out.push({ kind: 'chaos', span: u });
   return out;
 }
 
@@ -626,7 +693,10 @@ function* deleteAndPad(tokens: readonly string[], issue: Span, region: Span): Ge
 function chaosRegion(parse: ParseResult, issue: Span): Span {
   const k = parse.sentences.findIndex((x) => x.span[0] <= issue[0] && issue[0] < x.span[1]);
   if (k < 0) return [0, parse.tokens.length];
-  return [parse.sentences[Math.max(0, k - 1)]!.span[0], parse.sentences[Math.min(parse.sentences.length - 1, k + 1)]!.span[1]];
+  return [
+    parse.sentences[Math.max(0, k - 1)]!.span[0],
+    parse.sentences[Math.min(parse.sentences.length - 1, k + 1)]!.span[1],
+  ];
 }
 
 /** Sentence-local readability: unreadable tokens + incomplete sentences of tokens[a, b). */
@@ -672,18 +742,26 @@ const POOL_CAPTIONS = 64;
  * The chaotic sentence [ss, se) (alone, or with the next sentence) rewritten to one or two pool
  * sentences of the same total length, those keeping most of its tokens in place first.
  */
-function* sentenceRewrites(pool: SentencePool, tokens: readonly string[], parse: ParseResult, at: number): Generator<string[]> {
+function* sentenceRewrites(
+  pool: SentencePool,
+  tokens: readonly string[],
+  parse: ParseResult,
+  at: number,
+): Generator<string[]> {
   const k = parse.sentences.findIndex((x) => x.span[0] <= at && at < x.span[1]);
   if (k < 0) return;
   const spans: Span[] = [parse.sentences[k]!.span];
   const next = parse.sentences[k + 1];
   if (next) spans.push([parse.sentences[k]!.span[0], next.span[1]]);
   const first = k === 0 ? pool.opening : pool.body;
-  const kept = (rep: readonly string[], start: number): number => rep.reduce((n, w, j) => n + (tokens[start + j] === w ? 1 : 0), 0);
+  const kept = (rep: readonly string[], start: number): number =>
+    rep.reduce((n, w, j) => n + (tokens[start + j] === w ? 1 : 0), 0);
   for (const [ss, se] of spans) {
     const n = se - ss;
     const reps: string[][] = [...(first.get(n) ?? [])];
-    for (const [len, heads] of first) for (const head of heads) for (const tail of pool.body.get(n - len) ?? []) if (head !== tail) reps.push([...head, ...tail]);
+    for (const [len, heads] of first)
+      for (const head of heads)
+        for (const tail of pool.body.get(n - len) ?? []) if (head !== tail) reps.push([...head, ...tail]);
     reps.sort((x, y) => kept(y, ss) - kept(x, ss));
     for (const rep of reps.slice(0, MAX_REWRITES)) yield [...tokens.slice(0, ss), ...rep, ...tokens.slice(se)];
   }
@@ -691,7 +769,8 @@ function* sentenceRewrites(pool: SentencePool, tokens: readonly string[], parse:
 const MAX_REWRITES = 150;
 
 /** A rewrite loses nothing: no true claim, no covered fact, no new repeat. */
-const losesNothing = (cur: Quality, next: Quality): boolean => next.trueClaims >= cur.trueClaims && next.covered >= cur.covered && next.repeats <= cur.repeats;
+const losesNothing = (cur: Quality, next: Quality): boolean =>
+  next.trueClaims >= cur.trueClaims && next.covered >= cur.covered && next.repeats <= cur.repeats;
 /** A rewrite for a false claim: removes one, loses nothing, reads no worse. */
 const rewriteFixesFact = (cur: Quality, next: Quality): boolean =>
   losesNothing(cur, next) && next.falseClaims < cur.falseClaims && illegible(next) <= illegible(cur);
@@ -864,7 +943,8 @@ function surfacePair(draft: string, offsets: readonly Span[], e: Edit): SegmentP
       target += punct === !isWord(e.org[k]) ? gap : punct ? '' : ' ';
     }
     const orgText = draft.slice(span[k]![0], span[k]![1]);
-    const capital = k > 0 && /^[.!?]$/.test(e.target[k - 1]!) ? true : w === e.org[k] || k === 0 ? /^[A-Z]/.test(orgText) : false;
+    const capital =
+      k > 0 && /^[.!?]$/.test(e.target[k - 1]!) ? true : w === e.org[k] || k === 0 ? /^[A-Z]/.test(orgText) : false;
     target += capital ? w.charAt(0).toUpperCase() + w.slice(1) : w;
   });
   return { org, target };
@@ -885,7 +965,12 @@ function keepHelpful(judge: Judge, orig: readonly string[], edits: Edit[]): Edit
   for (let pass = 0; pass < edits.length + 1; pass++) {
     const all = judge.measure(applyEdits(orig, kept));
     const drop = kept.findIndex((e) => {
-      const without = judge.measure(applyEdits(orig, kept.filter((x) => x !== e)));
+      const without = judge.measure(
+        applyEdits(
+          orig,
+          kept.filter((x) => x !== e),
+        ),
+      );
       if (badness(without) <= badness(all)) return true;
       if (without.falseClaims > all.falseClaims) return false;
       const sentences = all.parse.sentences.filter((s) => s.span[0] < e.start + e.org.length && e.start < s.span[1]);

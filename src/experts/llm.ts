@@ -103,7 +103,8 @@ export function chatCompletionsUrl(baseUrl: string): string {
   } catch {
     throw new UserError(`expert base URL is not a URL: ${JSON.stringify(redactSecrets(baseUrl))}`);
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UserError(`expert base URL must be http(s): ${urlWithoutCredentials(baseUrl)}`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new UserError(`expert base URL must be http(s): ${urlWithoutCredentials(baseUrl)}`);
   const trimmed = baseUrl.replace(/\/+$/, '');
   return /\/chat\/completions$/.test(trimmed) ? trimmed : `${trimmed}/chat/completions`;
 }
@@ -153,7 +154,11 @@ type Attempt =
 function textOfContent(content: unknown): string | undefined {
   if (typeof content === 'string') return content;
   if (Array.isArray(content)) {
-    const texts = content.map((p) => (p && typeof p === 'object' && typeof (p as { text?: unknown }).text === 'string' ? (p as { text: string }).text : ''));
+    const texts = content.map((p) =>
+      p && typeof p === 'object' && typeof (p as { text?: unknown }).text === 'string'
+        ? (p as { text: string }).text
+        : '',
+    );
     return texts.join('');
   }
   return undefined;
@@ -276,7 +281,13 @@ export class LlmExpert implements Expert {
       const text = await res.text();
       if (!res.ok) {
         const retry = res.status === 429 || res.status >= 500;
-        const out: Attempt = { ok: false, retry, status: res.status, reason: `HTTP ${res.status}: ${oneLine(errorMessageOf(text)) || res.statusText}`, raw: text };
+        const out: Attempt = {
+          ok: false,
+          retry,
+          status: res.status,
+          reason: `HTTP ${res.status}: ${oneLine(errorMessageOf(text)) || res.statusText}`,
+          raw: text,
+        };
         const ra = parseRetryAfter(res.headers.get('retry-after'));
         if (ra !== undefined) out.retryAfterMs = ra;
         return out;
@@ -285,13 +296,25 @@ export class LlmExpert implements Expert {
       try {
         json = JSON.parse(text);
       } catch {
-        return { ok: false, retry: true, status: res.status, reason: `response is not JSON: ${oneLine(text, 80)}`, raw: text };
+        return {
+          ok: false,
+          retry: true,
+          status: res.status,
+          reason: `response is not JSON: ${oneLine(text, 80)}`,
+          raw: text,
+        };
       }
       const message = json?.choices?.[0]?.message;
       const content = textOfContent(message?.content);
       if (content === undefined) {
         if (typeof message?.refusal === 'string') return { ok: true, content: message.refusal };
-        return { ok: false, retry: true, status: res.status, reason: 'response has no choices[0].message.content', raw: text };
+        return {
+          ok: false,
+          retry: true,
+          status: res.status,
+          reason: 'response has no choices[0].message.content',
+          raw: text,
+        };
       }
       return { ok: true, content };
     } catch (err) {

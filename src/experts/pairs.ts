@@ -37,7 +37,12 @@ function tryJson(text: string): { ok: true; value: unknown } | { ok: false; erro
   try {
     return { ok: true, value: JSON.parse(text) };
   } catch (err) {
-    return { ok: false, error: String((err as Error).message).split('\n')[0]!.slice(0, 100) };
+    return {
+      ok: false,
+      error: String((err as Error).message)
+        .split('\n')[0]!
+        .slice(0, 100),
+    };
   }
 }
 
@@ -45,7 +50,8 @@ function tryJson(text: string): { ok: true; value: unknown } | { ok: false; erro
 const WRAPPER_KEYS = ['pairs', 'corrections', 'edits', 'errors', 'mistakes', 'result', 'results', 'answer', 'output'];
 
 function pairListOf(value: unknown): { list: unknown[] } | { right: true } | { error: string } {
-  if (typeof value === 'string') return isRightAnswer(value) ? { right: true } : { error: 'a JSON string other than "right"' };
+  if (typeof value === 'string')
+    return isRightAnswer(value) ? { right: true } : { error: 'a JSON string other than "right"' };
   if (Array.isArray(value)) return { list: value };
   if (value !== null && typeof value === 'object') {
     const obj = value as Record<string, unknown>;
@@ -367,7 +373,10 @@ export class ReviewStats {
         break;
       case 'malformed': {
         this.malformed++;
-        const key = answer.reason.replace(/\(.*\)/, '').replace(/\d+/g, 'N').trim();
+        const key = answer.reason
+          .replace(/\(.*\)/, '')
+          .replace(/\d+/g, 'N')
+          .trim();
         this.malformedReasons[key] = (this.malformedReasons[key] ?? 0) + 1;
         break;
       }
@@ -398,7 +407,8 @@ export class ReviewStats {
     this.pairsKept += other.pairsKept;
     this.draftsWithKeptPairs += other.draftsWithKeptPairs;
     for (const r of DROP_REASONS) this.dropped[r] += other.dropped[r];
-    for (const [k, v] of Object.entries(other.malformedReasons)) this.malformedReasons[k] = (this.malformedReasons[k] ?? 0) + v;
+    for (const [k, v] of Object.entries(other.malformedReasons))
+      this.malformedReasons[k] = (this.malformedReasons[k] ?? 0) + v;
     return this;
   }
 

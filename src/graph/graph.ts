@@ -90,7 +90,11 @@ export class Graph {
   }
 
   /** A constant, deduplicated by content so repeated scalars do not bloat the graph. */
-  constant(values: number[] | Float32Array | Float64Array, shape: readonly number[], dtype: DType = this.floatType): Value {
+  constant(
+    values: number[] | Float32Array | Float64Array,
+    shape: readonly number[],
+    dtype: DType = this.floatType,
+  ): Value {
     const arr = Array.from(values as ArrayLike<number>);
     const key = `${dtype}|${shape.join(',')}|${arr.length <= 64 ? arr.join(',') : this.fresh('big')}`;
     const cached = this.constCache.get(key);
@@ -127,7 +131,13 @@ export class Graph {
     domain?: string,
   ): Value {
     const name = outName ?? this.fresh(op.toLowerCase());
-    this.nodes.push({ op, inputs: inputs.map((v) => (v ? v.name : '')), outputs: [name], attrs, ...(domain ? { domain } : {}) });
+    this.nodes.push({
+      op,
+      inputs: inputs.map((v) => (v ? v.name : '')),
+      outputs: [name],
+      attrs,
+      ...(domain ? { domain } : {}),
+    });
     return new Value(this, name, dtype, [...shape], requiresGrad && this.recording);
   }
 
@@ -139,7 +149,9 @@ export class Graph {
     attrs: Record<string, AttrValue> = {},
     requiresGrad = false,
   ): Value[] {
-    const values = outs.map((o) => new Value(this, this.fresh(op.toLowerCase()), o.dtype, [...o.shape], requiresGrad && this.recording));
+    const values = outs.map(
+      (o) => new Value(this, this.fresh(op.toLowerCase()), o.dtype, [...o.shape], requiresGrad && this.recording),
+    );
     this.nodes.push({ op, inputs: inputs.map((v) => (v ? v.name : '')), outputs: values.map((v) => v.name), attrs });
     return values;
   }

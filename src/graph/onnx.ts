@@ -45,7 +45,10 @@ export function serializeGraph(g: Graph, opts: SerializeOptions = {}): Uint8Arra
   const model = onnx.ModelProto.create({
     irVersion: 8,
     producerName: 'rediff',
-    opsetImport: [{ domain: '', version: OPSET }, ...[...new Set(g.nodes.flatMap((n) => (n.domain ? [n.domain] : [])))].map((domain) => ({ domain, version: 1 }))],
+    opsetImport: [
+      { domain: '', version: OPSET },
+      ...[...new Set(g.nodes.flatMap((n) => (n.domain ? [n.domain] : [])))].map((domain) => ({ domain, version: 1 })),
+    ],
     graph: {
       name: opts.name ?? 'rediff',
       node: g.nodes.map((n, i) => ({

@@ -49,11 +49,7 @@ export function reduceToShape(g: Value, shape: readonly number[]): Value {
   return reshape(summed, shape);
 }
 
-function accumulateGradFns(
-  out: Value,
-  inputs: Value[],
-  fn: (g: Value) => (Value | null)[],
-): void {
+function accumulateGradFns(out: Value, inputs: Value[], fn: (g: Value) => (Value | null)[]): void {
   out.graph.record({ inputs, outputs: [out], vjp: ([g]) => (g ? fn(g) : inputs.map(() => null)) });
 }
 
@@ -105,8 +101,7 @@ export const neg = (x: Value): Value => unary('Neg', x, (g) => neg(g));
 export const exp = (x: Value): Value => unary('Exp', x, (g, _x, out) => mul(g, out));
 export const log = (x: Value): Value => unary('Log', x, (g, xx) => div(g, xx));
 export const sqrt = (x: Value): Value => unary('Sqrt', x, (g, _x, out) => div(mul(g, 0.5), out));
-export const tanh = (x: Value): Value =>
-  unary('Tanh', x, (g, _x, out) => mul(g, sub(1, mul(out, out))));
+export const tanh = (x: Value): Value => unary('Tanh', x, (g, _x, out) => mul(g, sub(1, mul(out, out))));
 
 /** Square, by multiplication (cheaper and exact compared with Pow). */
 export const square = (x: Value): Value => mul(x, x);
@@ -171,12 +166,21 @@ export function concat(xs: Value[], axis: number): Value {
 /** x[..., start:end, ...] along one axis. */
 export function slice(x: Value, axis: number, start: number, end: number): Value {
   const ax = normAxis(axis, x.rank);
-  if (start < 0 || end > x.shape[ax]! || start >= end) throw new Error(`slice: [${start}, ${end}) out of axis size ${x.shape[ax]}`);
+  if (start < 0 || end > x.shape[ax]! || start >= end)
+    throw new Error(`slice: [${start}, ${end}) out of axis size ${x.shape[ax]}`);
   if (start === 0 && end === x.shape[ax]) return x;
   const shape = [...x.shape];
   shape[ax] = end - start;
   const gr = x.graph;
-  const out = gr.emitRaw('Slice', [x, gr.ints([start]), gr.ints([end]), gr.ints([ax])], null, x.dtype, shape, {}, x.requiresGrad);
+  const out = gr.emitRaw(
+    'Slice',
+    [x, gr.ints([start]), gr.ints([end]), gr.ints([ax])],
+    null,
+    x.dtype,
+    shape,
+    {},
+    x.requiresGrad,
+  );
   accumulateGradFns(out, [x], (g) => {
     const pads = new Array<number>(2 * x.rank).fill(0);
     pads[ax] = start;
@@ -189,7 +193,8 @@ export function slice(x: Value, axis: number, start: number, end: number): Value
 /** Splits along an axis into pieces of the given sizes (one Split node). */
 export function split(x: Value, axis: number, sizes: readonly number[]): Value[] {
   const ax = normAxis(axis, x.rank);
-  if (sizes.reduce((a, b) => a + b, 0) !== x.shape[ax]) throw new Error(`split: sizes [${sizes}] do not add up to ${x.shape[ax]}`);
+  if (sizes.reduce((a, b) => a + b, 0) !== x.shape[ax])
+    throw new Error(`split: sizes [${sizes}] do not add up to ${x.shape[ax]}`);
   const gr = x.graph;
   const outs = gr.emitMulti(
     'Split',
@@ -205,7 +210,12 @@ export function split(x: Value, axis: number, sizes: readonly number[]): Value[]
   gr.record({
     inputs: [x],
     outputs: outs,
-    vjp: (gs) => [concat(gs.map((g, i) => g ?? zeros(gr, outs[i]!.shape, x.dtype)), ax)],
+    vjp: (gs) => [
+      concat(
+        gs.map((g, i) => g ?? zeros(gr, outs[i]!.shape, x.dtype)),
+        ax,
+      ),
+    ],
   });
   return outs;
 }
@@ -243,12 +253,18 @@ function reduce(op: 'ReduceSum' | 'ReduceMean', x: Value, axes: readonly number[
   return out;
 }
 
-export const reduceSum = (x: Value, axes: readonly number[], keepdims = false): Value => reduce('ReduceSum', x, axes, keepdims);
-export const reduceMean = (x: Value, axes: readonly number[], keepdims = false): Value => reduce('ReduceMean', x, axes, keepdims);
+export const reduceSum = (x: Value, axes: readonly number[], keepdims = false): Value =>
+  reduce('ReduceSum', x, axes, keepdims);
+export const reduceMean = (x: Value, axes: readonly number[], keepdims = false): Value =>
+  reduce('ReduceMean', x, axes, keepdims);
 
 /** Sum of every element, as a scalar of shape []. */
 export function sumAll(x: Value): Value {
-  return reduceSum(x, x.shape.map((_, i) => i), false);
+  return reduceSum(
+    x,
+    x.shape.map((_, i) => i),
+    false,
+  );
 }
 
 // ---------- matmul ----------
@@ -323,16 +339,30 @@ function embeddingGradient(table: Value, ids: Value, g: Value): Value {
   const flatIds = gr.emitRaw('Reshape', [ids, gr.ints([n, 1])], null, 'int64', [n, 1]);
   const flatG = reshape(g, [n, d]);
   if (n * v <= ONE_HOT_LIMIT) {
-    return reshape(gr.emitRaw('Gemm', [oneHot(flatIds, v, table.dtype), flatG], null, table.dtype, [v, d], { transA: 1 }), table.shape);
+    return reshape(
+      gr.emitRaw('Gemm', [oneHot(flatIds, v, table.dtype), flatG], null, table.dtype, [v, d], { transA: 1 }),
+      table.shape,
+    );
   }
   const idx = gr.emitRaw('Expand', [flatIds, gr.ints([n, d])], null, 'int64', [n, d]);
-  const summed = gr.emitRaw('ScatterElements', [zeros(gr, [v, d], table.dtype), idx, flatG], null, table.dtype, [v, d], { axis: 0, reduction: 'add' });
+  const summed = gr.emitRaw(
+    'ScatterElements',
+    [zeros(gr, [v, d], table.dtype), idx, flatG],
+    null,
+    table.dtype,
+    [v, d],
+    { axis: 0, reduction: 'add' },
+  );
   return reshape(summed, table.shape);
 }
 
 /** ids int64 [N, 1] -> one-hot rows [N, classes] of dtype `f`. */
 function oneHot(ids: Value, classes: number, f: DType): Value {
-  const all = ids.graph.constant(Array.from({ length: classes }, (_, i) => i), [1, classes], 'int64');
+  const all = ids.graph.constant(
+    Array.from({ length: classes }, (_, i) => i),
+    [1, classes],
+    'int64',
+  );
   return cast(equal(ids, all), f);
 }
 
@@ -452,7 +482,10 @@ export function gelu(x: Value): Value {
   const em = (op: string, ins: Value[]): Value => gr.emitRaw(op, ins, null, f, x.shape);
   const x2 = em('Mul', [x, x]);
   // 2u = x (2c + 2ac x^2)
-  const twoU = em('Mul', [x, em('Add', [em('Mul', [x2, gr.scalar(2 * GELU_A * GELU_C, f)]), gr.scalar(2 * GELU_C, f)])]);
+  const twoU = em('Mul', [
+    x,
+    em('Add', [em('Mul', [x2, gr.scalar(2 * GELU_A * GELU_C, f)]), gr.scalar(2 * GELU_C, f)]),
+  ]);
   const s = em('Sigmoid', [twoU]);
   const out = gr.emitRaw('Mul', [x, s], null, f, x.shape, {}, x.requiresGrad);
   accumulateGradFns(out, [x], (g) => {
@@ -476,7 +509,14 @@ export function weightedCrossEntropy(logits: Value, targets: Value, weights: Val
   const tIdx = gr.emitRaw('Unsqueeze', [targets, gr.ints([1])], null, 'int64', [n, 1]);
   const picked = gr.emitRaw('GatherElements', [logp, tIdx], null, f, [n, 1], { axis: 1 });
   const w2 = reshape(weights, [n, 1]);
-  const total = gr.emitRaw('ReduceSum', [gr.emitRaw('Mul', [picked, w2], null, f, [n, 1]), gr.ints([0, 1])], null, f, [], { keepdims: 0 });
+  const total = gr.emitRaw(
+    'ReduceSum',
+    [gr.emitRaw('Mul', [picked, w2], null, f, [n, 1]), gr.ints([0, 1])],
+    null,
+    f,
+    [],
+    { keepdims: 0 },
+  );
   const out = gr.emitRaw('Neg', [total], null, f, [], {}, logits.requiresGrad);
   accumulateGradFns(out, [logits, targets, weights], (g) => {
     const probs = exp(logp);

@@ -6,7 +6,14 @@
 import { type FloatDType, Graph, type Value } from '../graph/graph.js';
 import * as op from '../graph/ops.js';
 import { gradients } from '../graph/autodiff.js';
-import { type ModelConfig, numPatches, patchDim, relativeBucket, sequenceLength, type TransformerConfig } from './config.js';
+import {
+  type ModelConfig,
+  numPatches,
+  patchDim,
+  relativeBucket,
+  sequenceLength,
+  type TransformerConfig,
+} from './config.js';
 import { paramSpecs } from './params.js';
 import { CELL_CLASSES, CELL_FACTORS, cellFactorMatrix } from '../benchmark/cells.js';
 
@@ -19,7 +26,12 @@ const get = (p: P, name: string): Value => {
 };
 
 /** Declares the parameters `filter` selects as graph inputs; `requiresGrad` says which get gradients. */
-export function declareParams(g: Graph, c: ModelConfig, requiresGrad: boolean | ((name: string) => boolean), filter: (name: string) => boolean): P {
+export function declareParams(
+  g: Graph,
+  c: ModelConfig,
+  requiresGrad: boolean | ((name: string) => boolean),
+  filter: (name: string) => boolean,
+): P {
   const p: P = new Map();
   const grad = typeof requiresGrad === 'function' ? requiresGrad : () => requiresGrad;
   for (const s of paramSpecs(c)) if (filter(s.name)) p.set(s.name, g.input(s.name, g.floatType, s.shape, grad(s.name)));
@@ -66,7 +78,14 @@ export interface BlockOptions {
 }
 
 /** Pre-LN bidirectional transformer block. `bias` [B,1,1,T] masks padded keys. */
-export function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias: Value | null, o: BlockOptions = {}): Value {
+export function block(
+  x: Value,
+  p: P,
+  prefix: string,
+  t: TransformerConfig,
+  bias: Value | null,
+  o: BlockOptions = {},
+): Value {
   const [b, n, d] = x.shape as [number, number, number];
   const h = t.heads;
   const dh = d / h;
@@ -99,7 +118,13 @@ export function block(x: Value, p: P, prefix: string, t: TransformerConfig, bias
 function windowIndices(positions: Value, heads: number): Value {
   const [b, n] = positions.shape as [number, number];
   const g = positions.graph;
-  const rowHead = g.constant(Array.from({ length: b * heads * n * 2 }, (_, i) => (i % 2 === 0 ? Math.floor(i / (2 * heads * n)) : Math.floor(i / (2 * n)) % heads)), [b, heads, n, 2], 'int64');
+  const rowHead = g.constant(
+    Array.from({ length: b * heads * n * 2 }, (_, i) =>
+      i % 2 === 0 ? Math.floor(i / (2 * heads * n)) : Math.floor(i / (2 * n)) % heads,
+    ),
+    [b, heads, n, 2],
+    'int64',
+  );
   const at = op.expand(op.reshape(positions, [b, 1, n, 1]), [b, heads, n, 1]);
   return op.concat([rowHead, at], 3);
 }
@@ -139,7 +164,11 @@ function visionAndProjector(c: ModelConfig, p: P, patches: Value): Value {
     const n = numPatches(c);
     const centre = Array.from({ length: n * n }, (_, i) => (i % (n + 1) === 0 ? 1 : 0) - 1 / n);
     const centred = op.matmul(e.graph.constant(centre, [n, n]), e);
-    e = op.layerNorm(centred, get(p, 'projector.norm.g'), e.graph.constant(new Array<number>(c.lm.width).fill(0), [c.lm.width]));
+    e = op.layerNorm(
+      centred,
+      get(p, 'projector.norm.g'),
+      e.graph.constant(new Array<number>(c.lm.width).fill(0), [c.lm.width]),
+    );
   }
   if (c.imagePlace) e = op.add(e, get(p, 'projector.place'));
   if (c.imageCells) e = op.add(e, cellReading(p, x));
@@ -186,7 +215,11 @@ function languageModel(c: ModelConfig, p: P, image: Value, tokens: Value, bias: 
   const relative = c.relativeBias ? { buckets: sequenceBuckets(c, bias.graph) } : undefined;
   const { keep, attention } = taps;
   for (let i = 0; i < c.lm.layers; i++) {
-    x = block(x, p, `lm.block${i}`, c.lm, bias, { relative, keep: keep && ((kv) => keep(i, kv)), attention: attention && ((a) => attention(i, a)) });
+    x = block(x, p, `lm.block${i}`, c.lm, bias, {
+      relative,
+      keep: keep && ((kv) => keep(i, kv)),
+      attention: attention && ((a) => attention(i, a)),
+    });
   }
   const start = numPatches(c) + c.promptLength;
   return head(c, p, op.slice(x, 1, start, start + c.responseLength));
@@ -227,7 +260,12 @@ export function graphParams(c: ModelConfig, o: TrainingGraphOptions): (name: str
  * caption: patches (when withImage), tokens, attn_bias, targets [B*L], weights [B*L].
  * cells: patches, cell_targets [B*Np], cell_weights [B*Np].
  */
-export function trainingLoss(g: Graph, c: ModelConfig, batch: number, o: TrainingGraphOptions = FULL_TRAINING): { loss: Value; params: Map<string, Value> } {
+export function trainingLoss(
+  g: Graph,
+  c: ModelConfig,
+  batch: number,
+  o: TrainingGraphOptions = FULL_TRAINING,
+): { loss: Value; params: Map<string, Value> } {
   const dtype = g.floatType;
   const np = numPatches(c);
   const read = graphParams(c, o);
@@ -253,11 +291,19 @@ export function trainingLoss(g: Graph, c: ModelConfig, batch: number, o: Trainin
 }
 
 /** Training graph: outputs `loss` and `grad_<param>` for each trainable parameter it reads, in paramSpecs order. */
-export function buildTrainingGraph(c: ModelConfig, batch: number, dtype: FloatDType = 'float32', o: TrainingGraphOptions = FULL_TRAINING): Graph {
+export function buildTrainingGraph(
+  c: ModelConfig,
+  batch: number,
+  dtype: FloatDType = 'float32',
+  o: TrainingGraphOptions = FULL_TRAINING,
+): Graph {
   const g = new Graph(dtype);
   const { loss, params } = trainingLoss(g, c, batch, o);
   const names = [...params.keys()].filter((n) => o.trainable(n));
-  const grads = gradients(loss, names.map((n) => params.get(n)!));
+  const grads = gradients(
+    loss,
+    names.map((n) => params.get(n)!),
+  );
   g.output(loss, 'loss');
   grads.forEach((gv, i) => g.output(gv, `grad_${names[i]}`));
   return g;
@@ -288,7 +334,11 @@ export function buildProbeGraph(c: ModelConfig, batch: number): Graph {
  * (the K/V cache a block-decoding sampler refreshes at each block boundary); with
  * `withAttention`, every layer's attention probabilities `attention<i>` [B, H, T, T].
  */
-export function buildLanguageGraph(c: ModelConfig, batch: number, o: { withCache?: boolean; withAttention?: boolean } = {}): Graph {
+export function buildLanguageGraph(
+  c: ModelConfig,
+  batch: number,
+  o: { withCache?: boolean; withAttention?: boolean } = {},
+): Graph {
   const g = new Graph('float32');
   const image = g.input('image_embeds', 'float32', [batch, numPatches(c), c.lm.width]);
   const { tokens, bias } = declareSequenceInputs(g, c, batch);
@@ -316,9 +366,16 @@ export function buildLanguageGraph(c: ModelConfig, batch: number, o: { withCache
  * start. Output: logits of the window's first `outLength` positions [B, outLength, V] (the current
  * block; a prefix-cache window recomputes the later blocks only as keys).
  */
-export function buildCachedLanguageGraph(c: ModelConfig, batch: number, windowLength: number, outLength: number): Graph {
+export function buildCachedLanguageGraph(
+  c: ModelConfig,
+  batch: number,
+  windowLength: number,
+  outLength: number,
+): Graph {
   if (!(outLength >= 1 && outLength <= windowLength && windowLength <= c.responseLength)) {
-    throw new Error(`cached window ${windowLength} / output ${outLength} do not fit the response length ${c.responseLength}`);
+    throw new Error(
+      `cached window ${windowLength} / output ${outLength} do not fit the response length ${c.responseLength}`,
+    );
   }
   const g = new Graph('float32');
   const t = sequenceLength(c);

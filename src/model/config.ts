@@ -106,7 +106,8 @@ export type PresetName = keyof typeof PRESETS;
 export const PRESET_NAMES = Object.keys(PRESETS) as PresetName[];
 
 export function presetConfig(name: string, vocabSize: number, overrides: Partial<ModelConfig> = {}): ModelConfig {
-  if (!(name in PRESETS)) throw new UserError(`unknown model preset "${name}" (choose one of: ${PRESET_NAMES.join(', ')})`);
+  if (!(name in PRESETS))
+    throw new UserError(`unknown model preset "${name}" (choose one of: ${PRESET_NAMES.join(', ')})`);
   const cfg: ModelConfig = { ...structuredClone(PRESETS[name as PresetName]), vocabSize, ...overrides };
   validateConfig(cfg);
   return cfg;
@@ -117,16 +118,26 @@ export function validateConfig(c: ModelConfig): void {
     throw new UserError(`invalid model config: ${msg}`);
   };
   if (c.imageSize % c.patchSize !== 0) bad(`imageSize ${c.imageSize} is not a multiple of patchSize ${c.patchSize}`);
-  for (const [name, t] of [['vision', c.vision], ['lm', c.lm]] as const) {
+  for (const [name, t] of [
+    ['vision', c.vision],
+    ['lm', c.lm],
+  ] as const) {
     if (t.width % t.heads !== 0) bad(`${name}.width ${t.width} is not a multiple of ${name}.heads ${t.heads}`);
     if (t.layers < 1) bad(`${name}.layers must be >= 1`);
   }
   if (c.responseLength < 1 || c.promptLength < 1) bad('promptLength and responseLength must be >= 1');
   if (c.vocabSize < 5) bad('vocabSize too small');
-  if (c.imageCells && !c.cellProbe) bad('imageCells needs cellProbe (the image tokens carry the probe head\'s reading of each cell)');
-  if (c.imageKeyBias !== undefined && !(Number.isFinite(c.imageKeyBias) && Math.abs(c.imageKeyBias) <= 20)) bad(`imageKeyBias must be a number in [-20, 20], got ${c.imageKeyBias}`);
-  if (c.relativeBias !== undefined && !(Number.isInteger(c.relativeBias) && c.relativeBias >= 1 && c.relativeBias <= 64)) bad(`relativeBias must be an integer in [1, 64], got ${c.relativeBias}`);
-  if (c.imagePlace && !c.imageNorm) bad('imagePlace needs imageNorm (the place embedding is sized for normalised image tokens)');
+  if (c.imageCells && !c.cellProbe)
+    bad("imageCells needs cellProbe (the image tokens carry the probe head's reading of each cell)");
+  if (c.imageKeyBias !== undefined && !(Number.isFinite(c.imageKeyBias) && Math.abs(c.imageKeyBias) <= 20))
+    bad(`imageKeyBias must be a number in [-20, 20], got ${c.imageKeyBias}`);
+  if (
+    c.relativeBias !== undefined &&
+    !(Number.isInteger(c.relativeBias) && c.relativeBias >= 1 && c.relativeBias <= 64)
+  )
+    bad(`relativeBias must be an integer in [1, 64], got ${c.relativeBias}`);
+  if (c.imagePlace && !c.imageNorm)
+    bad('imagePlace needs imageNorm (the place embedding is sized for normalised image tokens)');
 }
 
 export const numPatches = (c: ModelConfig): number => (c.imageSize / c.patchSize) ** 2;

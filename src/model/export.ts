@@ -67,7 +67,8 @@ export function pixelNormalisation(): PixelNormalisation {
   for (let b = 0; b < 256; b++) {
     const v = probe(b);
     for (let c = 0; c < 3; c++) {
-      if (Math.abs(v[c]! - Math.fround(b * scale[c]! + offset[c]!)) > 1e-6) throw new Error('normaliseRgb is not a per-channel affine map; the export cannot describe it');
+      if (Math.abs(v[c]! - Math.fround(b * scale[c]! + offset[c]!)) > 1e-6)
+        throw new Error('normaliseRgb is not a per-channel affine map; the export cannot describe it');
     }
   }
   return { scale, offset };
@@ -101,7 +102,8 @@ function bakeFor(g: Graph, c: ModelConfig, params: Params): Map<string, TensorDa
 
 /** Serialises the two graphs of a model, weights included, for a fixed batch size (default 1). */
 export function exportOnnx(m: ExportableModel, batch = 1): OnnxExport {
-  if (!Number.isInteger(batch) || batch < 1) throw new RangeError(`export batch must be a positive integer, got ${batch}`);
+  if (!Number.isInteger(batch) || batch < 1)
+    throw new RangeError(`export batch must be a positive integer, got ${batch}`);
   const c = m.config;
   const vg = buildVisionGraph(c, batch);
   const lg = buildLanguageGraph(c, batch);
@@ -142,11 +144,23 @@ export async function writeOnnxExport(dir: string, exp: OnnxExport): Promise<voi
  * A checkpoint in shipping form at `out`: weights without optimizer state or training
  * settings, plus the standalone ONNX graphs in `out/onnx`.
  */
-export async function shipCheckpoint(from: string, out: string, extraState: Record<string, unknown> = {}): Promise<void> {
+export async function shipCheckpoint(
+  from: string,
+  out: string,
+  extraState: Record<string, unknown> = {},
+): Promise<void> {
   const m = await loadModelState(from);
   const { settings: _settings, ...state } = m.state;
-  await saveModel(out, { config: m.config, tokenizer: m.tokenizer, params: m.params, state: { ...state, ...extraState, exportedFrom: from } });
+  await saveModel(out, {
+    config: m.config,
+    tokenizer: m.tokenizer,
+    params: m.params,
+    state: { ...state, ...extraState, exportedFrom: from },
+  });
   const prompt = typeof m.state.prompt === 'string' ? m.state.prompt : undefined;
   const stage = typeof m.state.stage === 'string' ? m.state.stage : undefined;
-  await writeOnnxExport(path.join(out, 'onnx'), exportOnnx({ config: m.config, tokenizer: m.tokenizer, params: m.params, meta: { prompt, stage } }));
+  await writeOnnxExport(
+    path.join(out, 'onnx'),
+    exportOnnx({ config: m.config, tokenizer: m.tokenizer, params: m.params, meta: { prompt, stage } }),
+  );
 }

@@ -79,12 +79,17 @@ export async function loadModelState(dir: string, opts: { withOptimizer?: boolea
     const n = s.shape.reduce((a, b) => a * b, 1);
     if (!t) throw new UserError(`${dir}: weights file lacks ${s.name}; the checkpoint does not match this model code`);
     if (t.dtype !== 'F32' || t.data.length !== n || t.shape.join(',') !== s.shape.join(',')) {
-      throw new UserError(`${dir}: ${s.name} has shape [${t.shape}] ${t.dtype}, this model code expects [${s.shape}] F32`);
+      throw new UserError(
+        `${dir}: ${s.name} has shape [${t.shape}] ${t.dtype}, this model code expects [${s.shape}] F32`,
+      );
     }
     params.set(s.name, t.data as Float32Array);
   }
   const extra = Object.keys(ck.weights).filter((k) => !params.has(k));
-  if (extra.length > 0) throw new UserError(`${dir}: weights file has tensors this model code does not know: ${extra.slice(0, 5).join(', ')}`);
+  if (extra.length > 0)
+    throw new UserError(
+      `${dir}: weights file has tensors this model code does not know: ${extra.slice(0, 5).join(', ')}`,
+    );
   let optimizer: AdamWState | undefined;
   if (opts.withOptimizer && ck.optimizer) {
     const m = new Map<string, Float32Array>();

@@ -8,7 +8,13 @@ import { PAD_ID } from '../tokenizer/word.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { stackRows } from '../util/rows.js';
-import { buildCachedLanguageGraph, buildLanguageGraph, buildVisionGraph, imagePathParams, languageParams } from './architecture.js';
+import {
+  buildCachedLanguageGraph,
+  buildLanguageGraph,
+  buildVisionGraph,
+  imagePathParams,
+  languageParams,
+} from './architecture.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import { type Params, paramSpecs } from './params.js';
 
@@ -24,7 +30,10 @@ export function padPrompt(c: ModelConfig, prompt: readonly number[]): number[] {
 }
 
 /** Token ids and attention bias for a batch of (padded prompt, response) rows. */
-export function sequenceFeeds(c: ModelConfig, rows: readonly { prompt: readonly number[]; response: ArrayLike<number> }[]): {
+export function sequenceFeeds(
+  c: ModelConfig,
+  rows: readonly { prompt: readonly number[]; response: ArrayLike<number> }[],
+): {
   tokens: HostTensor;
   bias: HostTensor;
 } {
@@ -36,7 +45,8 @@ export function sequenceFeeds(c: ModelConfig, rows: readonly { prompt: readonly 
   const np = numPatches(c);
   rows.forEach((row, i) => {
     const prompt = padPrompt(c, row.prompt);
-    if (row.response.length !== c.responseLength) throw new Error(`response length ${row.response.length} != ${c.responseLength}`);
+    if (row.response.length !== c.responseLength)
+      throw new Error(`response length ${row.response.length} != ${c.responseLength}`);
     for (let j = 0; j < c.promptLength; j++) {
       tokens[i * s + j] = BigInt(prompt[j]!);
       if (prompt[j] === PAD_ID) bias[i * t + np + j] = MASKED_KEY_BIAS;
@@ -69,7 +79,11 @@ export interface CachedRow {
  * bias, and every layer's cached keys and values [B, H, T, dh], stacked by row (or, when the rows are
  * those of the pass that kept the cache, in order, that pass's outputs as they are).
  */
-export function cachedPassFeeds(c: ModelConfig, rows: readonly CachedRow[], windowLength: number): Record<string, HostTensor> {
+export function cachedPassFeeds(
+  c: ModelConfig,
+  rows: readonly CachedRow[],
+  windowLength: number,
+): Record<string, HostTensor> {
   const b = rows.length;
   const t = sequenceLength(c);
   const d = c.lm.width;
@@ -78,7 +92,8 @@ export function cachedPassFeeds(c: ModelConfig, rows: readonly CachedRow[], wind
   const tokens = new BigInt64Array(b * windowLength);
   const positions = new BigInt64Array(b * windowLength);
   rows.forEach((r, i) => {
-    if (r.from < 0 || r.from + windowLength > c.responseLength) throw new Error(`window [${r.from}, ${r.from + windowLength}) outside the response`);
+    if (r.from < 0 || r.from + windowLength > c.responseLength)
+      throw new Error(`window [${r.from}, ${r.from + windowLength}) outside the response`);
     for (let j = 0; j < windowLength; j++) {
       tokens[i * windowLength + j] = BigInt(r.response[r.from + j]!);
       positions[i * windowLength + j] = BigInt(start + r.from + j);
@@ -109,7 +124,10 @@ export class DiffusionVLM {
     for (const s of paramSpecs(config)) {
       const p = params.get(s.name);
       const n = s.shape.reduce((a, b) => a * b, 1);
-      if (!p || p.length !== n) throw new UserError(`weights do not match the model: ${s.name} ${p ? `has ${p.length} values, expected ${n}` : 'is missing'}`);
+      if (!p || p.length !== n)
+        throw new UserError(
+          `weights do not match the model: ${s.name} ${p ? `has ${p.length} values, expected ${n}` : 'is missing'}`,
+        );
     }
   }
 
@@ -130,7 +148,10 @@ export class DiffusionVLM {
       data.set(p, i * per);
     });
     const graph = await this.sessions.get(`vision:${b}`, () => serializeGraph(buildVisionGraph(c, b)));
-    const out = await graph.run({ patches: f32([b, numPatches(c), patchDim(c)], data), ...this.paramFeeds(imagePathParams(c)) });
+    const out = await graph.run({
+      patches: f32([b, numPatches(c), patchDim(c)], data),
+      ...this.paramFeeds(imagePathParams(c)),
+    });
     return out.image_embeds!.data as Float32Array;
   }
 
@@ -160,7 +181,9 @@ export class DiffusionVLM {
     const c = this.config;
     const b = rows.length;
     const { tokens, bias } = sequenceFeeds(c, rows);
-    const graph = await this.sessions.get(`lm-kv:${b}`, () => serializeGraph(buildLanguageGraph(c, b, { withCache: true })));
+    const graph = await this.sessions.get(`lm-kv:${b}`, () =>
+      serializeGraph(buildLanguageGraph(c, b, { withCache: true })),
+    );
     const out = await graph.run({
       image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds),
       tokens,
@@ -168,7 +191,8 @@ export class DiffusionVLM {
       ...this.paramFeeds(languageParams),
     });
     const per = sequenceLength(c) * c.lm.width;
-    const layer = (name: string, i: number): Float32Array => (out[name]!.data as Float32Array).subarray(i * per, (i + 1) * per);
+    const layer = (name: string, i: number): Float32Array =>
+      (out[name]!.data as Float32Array).subarray(i * per, (i + 1) * per);
     const caches = rows.map((_, i) => ({
       k: Array.from({ length: c.lm.layers }, (_, l) => layer(`cache_k${l}`, i)),
       v: Array.from({ length: c.lm.layers }, (_, l) => layer(`cache_v${l}`, i)),
@@ -177,12 +201,22 @@ export class DiffusionVLM {
   }
 
   /** Every layer's attention probabilities, each [B, H, T, T] flattened (for diagnosis). */
-  async attention(imageEmbeds: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): Promise<Float32Array[]> {
+  async attention(
+    imageEmbeds: Float32Array,
+    rows: { prompt: readonly number[]; response: ArrayLike<number> }[],
+  ): Promise<Float32Array[]> {
     const c = this.config;
     const b = rows.length;
     const { tokens, bias } = sequenceFeeds(c, rows);
-    const graph = await this.sessions.get(`lm-attention:${b}`, () => serializeGraph(buildLanguageGraph(c, b, { withAttention: true })));
-    const out = await graph.run({ image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds), tokens, attn_bias: bias, ...this.paramFeeds(languageParams) });
+    const graph = await this.sessions.get(`lm-attention:${b}`, () =>
+      serializeGraph(buildLanguageGraph(c, b, { withAttention: true })),
+    );
+    const out = await graph.run({
+      image_embeds: f32([b, numPatches(c), c.lm.width], imageEmbeds),
+      tokens,
+      attn_bias: bias,
+      ...this.paramFeeds(languageParams),
+    });
     return Array.from({ length: c.lm.layers }, (_, l) => out[`attention${l}`]!.data as Float32Array);
   }
 
@@ -195,7 +229,9 @@ export class DiffusionVLM {
     const c = this.config;
     const b = rows.length;
     const key = `lm-cached:${b}:${windowLength}:${outLength}`;
-    const graph = await this.sessions.get(key, () => serializeGraph(buildCachedLanguageGraph(c, b, windowLength, outLength)));
+    const graph = await this.sessions.get(key, () =>
+      serializeGraph(buildCachedLanguageGraph(c, b, windowLength, outLength)),
+    );
     const out = await graph.run({ ...cachedPassFeeds(c, rows, windowLength), ...this.paramFeeds(languageParams) });
     return out.logits!.data as Float32Array;
   }

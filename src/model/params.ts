@@ -1,7 +1,14 @@
 /** Parameter shapes and initialisation for the vision-language model. */
 import { Rng } from '../util/rng.js';
 import { CELL_CLASSES, CELL_FACTORS } from '../benchmark/cells.js';
-import { type ModelConfig, numPatches, patchDim, relativeBuckets, sequenceLength, type TransformerConfig } from './config.js';
+import {
+  type ModelConfig,
+  numPatches,
+  patchDim,
+  relativeBuckets,
+  sequenceLength,
+  type TransformerConfig,
+} from './config.js';
 
 /**
  * normal: N(0, 0.02); unit: N(0, 1); residual: N(0, 0.02 / sqrt(2 * layers)); distance: the
@@ -63,7 +70,8 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
   if (c.cellProbe) specs.push(...probeSpecs(c));
   for (let i = 0; i < c.lm.layers; i++) {
     specs.push(...blockSpecs(`lm.block${i}`, c.lm));
-    if (c.relativeBias) specs.push({ name: `lm.block${i}.attn.rel`, shape: [relativeBuckets(c), c.lm.heads], init: 'distance' });
+    if (c.relativeBias)
+      specs.push({ name: `lm.block${i}.attn.rel`, shape: [relativeBuckets(c), c.lm.heads], init: 'distance' });
   }
   specs.push(
     { name: 'lm.ln.g', shape: [d], init: 'ones' },
@@ -112,6 +120,7 @@ export function distancePenalty(c: ModelConfig): Float32Array {
   const r = c.relativeBias ?? 0;
   const h = c.lm.heads;
   const out = new Float32Array(relativeBuckets(c) * h);
-  for (let b = 0; b <= 2 * r; b++) for (let k = 0; k < h; k++) out[b * h + k] = Math.abs(b - r) * -(2 ** ((-8 * (k + 1)) / h)) || 0;
+  for (let b = 0; b <= 2 * r; b++)
+    for (let k = 0; k < h; k++) out[b * h + k] = Math.abs(b - r) * -(2 ** ((-8 * (k + 1)) / h)) || 0;
   return out;
 }

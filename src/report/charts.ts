@@ -34,11 +34,27 @@ export function qualityPoints(study: Study, metric: Metric): QualityPoint[] {
   const points: QualityPoint[] = [];
   for (const id of ids) {
     const res = study.systems.get(id)!;
-    const rows = [...res.rows].sort((a, b) => a.sampler.localeCompare(b.sampler) || (a.tokensPerStep ?? 0) - (b.tokensPerStep ?? 0));
+    const rows = [...res.rows].sort(
+      (a, b) => a.sampler.localeCompare(b.sampler) || (a.tokensPerStep ?? 0) - (b.tokensPerStep ?? 0),
+    );
     for (const row of rows) {
       const e = row.summary[metric];
-      if (typeof row.tokensPerStep !== 'number' || !Number.isFinite(row.tokensPerStep) || e === undefined || !Number.isFinite(e.mean)) continue;
-      points.push({ series: seriesName(id, row.sampler, res.label), system: id, sampler: samplerName(row.sampler), tokensPerStep: row.tokensPerStep, mean: 100 * e.mean, lo: 100 * e.lo, hi: 100 * e.hi });
+      if (
+        typeof row.tokensPerStep !== 'number' ||
+        !Number.isFinite(row.tokensPerStep) ||
+        e === undefined ||
+        !Number.isFinite(e.mean)
+      )
+        continue;
+      points.push({
+        series: seriesName(id, row.sampler, res.label),
+        system: id,
+        sampler: samplerName(row.sampler),
+        tokensPerStep: row.tokensPerStep,
+        mean: 100 * e.mean,
+        lo: 100 * e.lo,
+        hi: 100 * e.hi,
+      });
     }
   }
   return points;
@@ -71,14 +87,31 @@ export function qualitySpec(points: readonly QualityPoint[], metricTitle: string
         scale: { type: 'log', base: 2, domain: [lo, hi], nice: false },
         axis: { values: speeds, format: 'd', grid: false },
       },
-      color: { field: 'series', type: 'nominal', sort: series, title: 'system, sampler', scale: { scheme: 'tableau20' }, legend: { labelLimit: 0 } },
+      color: {
+        field: 'series',
+        type: 'nominal',
+        sort: series,
+        title: 'system, sampler',
+        scale: { scheme: 'tableau20' },
+        legend: { labelLimit: 0 },
+      },
     },
     layer: [
       {
         mark: { type: 'line', point: true },
         encoding: {
           y: { field: 'mean', type: 'quantitative', title: `${metricTitle} (%)`, scale: { zero: false } },
-          strokeDash: { field: 'sampler', type: 'nominal', title: 'sampler', legend: { symbolType: 'stroke', symbolStrokeWidth: 2, symbolSize: 300, encode: { symbols: { update: { stroke: { value: '#444' } } } } } },
+          strokeDash: {
+            field: 'sampler',
+            type: 'nominal',
+            title: 'sampler',
+            legend: {
+              symbolType: 'stroke',
+              symbolStrokeWidth: 2,
+              symbolSize: 300,
+              encode: { symbols: { update: { stroke: { value: '#444' } } } },
+            },
+          },
           detail: { field: 'series', type: 'nominal' },
         },
       },
@@ -87,7 +120,12 @@ export function qualitySpec(points: readonly QualityPoint[], metricTitle: string
   } as TopLevelSpec;
 }
 
-export const TRACE_COLORS: Record<string, string> = { masked: '#eeeeee', kept: '#c6dbef', committed: '#31a354', refined: '#e6550d' };
+export const TRACE_COLORS: Record<string, string> = {
+  masked: '#eeeeee',
+  kept: '#c6dbef',
+  committed: '#31a354',
+  refined: '#e6550d',
+};
 
 /** The trace as a grid: a row per step, a column per response position, coloured by what happened. */
 export function traceSpec(cells: readonly TraceCell[], title: string): TopLevelSpec {
@@ -106,7 +144,14 @@ export function traceSpec(cells: readonly TraceCell[], title: string): TopLevelS
     layer: [
       {
         mark: { type: 'rect', stroke: 'white', strokeWidth: 0.5 },
-        encoding: { color: { field: 'state', type: 'nominal', title: 'token', scale: { domain: states, range: states.map((s) => TRACE_COLORS[s]!) } } },
+        encoding: {
+          color: {
+            field: 'state',
+            type: 'nominal',
+            title: 'token',
+            scale: { domain: states, range: states.map((s) => TRACE_COLORS[s]!) },
+          },
+        },
       },
       {
         transform: [{ filter: "datum.state !== 'refined'" }],

@@ -34,7 +34,9 @@ function scoreText(s: RecordScoreJSON | undefined): string {
 function errorLines(s: RecordScoreJSON | undefined): string[] {
   const errs = s?.errors ?? [];
   if (errs.length === 0) return [];
-  const shown = errs.slice(0, 5).map((e) => `"${escapeMarkdown(e.text ?? '?')}"${e.message ? ` (${escapeMarkdown(e.message)})` : ''}`);
+  const shown = errs
+    .slice(0, 5)
+    .map((e) => `"${escapeMarkdown(e.text ?? '?')}"${e.message ? ` (${escapeMarkdown(e.message)})` : ''}`);
   return [`  - false claims: ${shown.join('; ')}${errs.length > 5 ? `; and ${errs.length - 5} more` : ''}`];
 }
 
@@ -159,7 +161,13 @@ export function traceCells(trace: readonly StepTrace[], pieces: readonly string[
     const end = eosAt(f.tokens);
     for (let pos = 0; pos <= Math.min(last, end); pos++) {
       const id = f.tokens[pos]!;
-      const state: CellState = f.refined.has(pos) ? 'refined' : f.committed.has(pos) ? 'committed' : id === MASK_ID ? 'masked' : 'kept';
+      const state: CellState = f.refined.has(pos)
+        ? 'refined'
+        : f.committed.has(pos)
+          ? 'committed'
+          : id === MASK_ID
+            ? 'masked'
+            : 'kept';
       const cell: TraceCell = { step: f.step + 1, pos, token: id === MASK_ID ? '' : piece(pieces, id), state };
       if (state === 'refined') cell.from = piece(pieces, from.get(pos)!);
       cells.push(cell);

@@ -12,10 +12,12 @@ export interface ModelCardInput {
 }
 
 const OBJECTIVES: Partial<Record<TrainStage, string>> = {
-  vision: '`vision` pretrains the vision tower with dense supervision from the scene graph (what each 3x3 grid cell holds; our stand-in for SigLIP)',
+  vision:
+    '`vision` pretrains the vision tower with dense supervision from the scene graph (what each 3x3 grid cell holds; our stand-in for SigLIP)',
   language: '`language` trains the language model on caption text alone, the image hidden (our stand-in for LLaDA)',
   align: '`align` trains the projector alone',
-  'mask-prediction': '`mask-prediction` trains everything on captions (the tower at the stated fraction of the learning rate)',
+  'mask-prediction':
+    '`mask-prediction` trains everything on captions (the tower at the stated fraction of the learning rate)',
 };
 
 /** What the image tokens carry besides the projected tower features, and the language model's relative bias (r.settings.model). */
@@ -25,10 +27,14 @@ function architectureNote(r: BaseRunRecord): string {
     m.imageNorm ? 'centred over the image and LayerNormed' : null,
     m.imagePlace ? 'a learned embedding of their cell added' : null,
     m.imageCells ? "the probe head's reading of their cell (empty, shape, colour, size) embedded and added" : null,
-    m.imageKeyBias ? `their attention logits raised by ${m.imageKeyBias.toFixed(2)} (each weighs as ${Math.exp(m.imageKeyBias).toFixed(0)} text tokens)` : null,
+    m.imageKeyBias
+      ? `their attention logits raised by ${m.imageKeyBias.toFixed(2)} (each weighs as ${Math.exp(m.imageKeyBias).toFixed(0)} text tokens)`
+      : null,
   ].filter((x): x is string => x !== null);
   const tokens = parts.length ? `Image tokens: ${parts.join('; ')}.` : 'Image tokens: the projected tower features.';
-  return m.relativeBias ? `${tokens} Language model: besides its position rows, a learned bias per head for the offset between two text positions (up to ${m.relativeBias}; started as ALiBi).` : tokens;
+  return m.relativeBias
+    ? `${tokens} Language model: besides its position rows, a learned bias per head for the offset between two text positions (up to ${m.relativeBias}; started as ALiBi).`
+    : tokens;
 }
 
 export function modelCard(m: ModelCardInput): string {
@@ -37,12 +43,18 @@ export function modelCard(m: ModelCardInput): string {
   const stages = r.settings.stages.map((s) => {
     const b = s.budget;
     const scale = b.visionLrScale !== undefined ? `, vision tower at ${b.visionLrScale}x` : '';
-    const scenes = s.scenes ? `${s.scenes.count.toLocaleString('en-US')} of ${s.scenes.minObjects}-${s.scenes.maxObjects} objects` : 'all';
+    const scenes = s.scenes
+      ? `${s.scenes.count.toLocaleString('en-US')} of ${s.scenes.minObjects}-${s.scenes.maxObjects} objects`
+      : 'all';
     const masks = s.mix?.groundingMask ? `${s.mix.groundingMask.share * 100}%` : '-';
-    const blocks = s.mix?.blockMask ? `${s.mix.blockMask.share * 100}% (blocks of ${s.mix.blockMask.blockLength})` : '-';
+    const blocks = s.mix?.blockMask
+      ? `${s.mix.blockMask.share * 100}% (blocks of ${s.mix.blockMask.blockLength})`
+      : '-';
     return `| ${s.name} | \`${s.stage}\` | ${scenes} | ${masks} | ${blocks} | ${b.steps} x ${b.batchSize} | ${b.lr}${scale} | ${formatDuration(r.timings[s.name])} |`;
   });
-  const measured = r.settings.stages.map((s) => `- **${s.name}**: ${(r.measurements[s.name] ?? '(not measured)').split('\n').join('; ')}`);
+  const measured = r.settings.stages.map(
+    (s) => `- **${s.name}**: ${(r.measurements[s.name] ?? '(not measured)').split('\n').join('; ')}`,
+  );
   return [
     '# rediff base model',
     '',

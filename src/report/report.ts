@@ -66,38 +66,59 @@ function whatWasRun(study: Study): string[] {
           ? `every system starts from the base at \`${info.base.dir}\`${info.base.fromScratch ? ', trained first by this study' : ''} (weights sha256 ${info.base.weights?.slice(0, 12) ?? 'unknown'})`
           : `model preset: \`${info.modelPreset ?? 'unknown'}\``),
       `- started ${info.startedAt ?? 'unknown'}, finished ${info.finishedAt ?? 'unknown'}`,
-      `- total time: **${formatDuration(info.seconds)}**` + (info.machine ? ` on ${info.machine.cpus ?? '?'} CPU cores, Node ${info.machine.node ?? '?'}` : ''),
+      `- total time: **${formatDuration(info.seconds)}**` +
+        (info.machine ? ` on ${info.machine.cpus ?? '?'} CPU cores, Node ${info.machine.node ?? '?'}` : ''),
       '',
     );
     const timings = Object.entries(info.timings ?? {});
     if (timings.length > 0) {
       const sum = timings.reduce((s, [, v]) => s + (Number.isFinite(v) ? v : 0), 0);
-      out.push(table([['stage', 'time', 'seconds'], ...timings.map(([k, v]) => [k, formatDuration(v), v.toFixed(1)]), ['**total**', `**${formatDuration(info.seconds ?? sum)}**`, (info.seconds ?? sum).toFixed(1)]]), '');
+      out.push(
+        table([
+          ['stage', 'time', 'seconds'],
+          ...timings.map(([k, v]) => [k, formatDuration(v), v.toFixed(1)]),
+          ['**total**', `**${formatDuration(info.seconds ?? sum)}**`, (info.seconds ?? sum).toFixed(1)],
+        ]),
+        '',
+      );
     }
   }
-  const systems = [...SYSTEMS.map((s) => s.id), ...[...study.systems.keys()].filter((id) => !SYSTEMS.some((s) => s.id === id))];
+  const systems = [
+    ...SYSTEMS.map((s) => s.id),
+    ...[...study.systems.keys()].filter((id) => !SYSTEMS.some((s) => s.id === id)),
+  ];
   out.push(
     table([
       ['system', 'id', 'evaluated settings', 'checkpoint'],
       ...systems.map((id) => {
         const r = study.systems.get(id);
-        return [systemName(id, r?.label), `\`${id}\``, r ? String(r.rows.length) : NOT_RUN, r?.checkpoint ? `\`${r.checkpoint}\`` : NOT_EVALUATED];
+        return [
+          systemName(id, r?.label),
+          `\`${id}\``,
+          r ? String(r.rows.length) : NOT_RUN,
+          r?.checkpoint ? `\`${r.checkpoint}\`` : NOT_EVALUATED,
+        ];
       }),
     ]),
     '',
   );
-  if (info?.settings !== undefined) out.push('Settings:', '', '```json', JSON.stringify(info.settings, null, 2), '```', '');
+  if (info?.settings !== undefined)
+    out.push('Settings:', '', '```json', JSON.stringify(info.settings, null, 2), '```', '');
   if (study.notes.length > 0) out.push(...study.notes.map((n) => `- note: ${n}`), '');
   return out;
 }
 
 function sampleSize(study: Study): string {
   const ns = new Set<number>();
-  for (const r of study.systems.values()) for (const row of r.rows) if (row.summary.capture?.n) ns.add(row.summary.capture.n);
+  for (const r of study.systems.values())
+    for (const row of r.rows) if (row.summary.capture?.n) ns.add(row.summary.capture.n);
   return ns.size === 0 ? '' : ` n = ${[...ns].sort((a, b) => a - b).join(' / ')} test captions per cell.`;
 }
 
-function buildReadme(study: Study, extra: { plots: Partial<Record<Metric, string>>; trace?: string; notes?: string }): string {
+function buildReadme(
+  study: Study,
+  extra: { plots: Partial<Record<Metric, string>>; trace?: string; notes?: string },
+): string {
   const speeds = studySpeeds(study);
   const mainRows = withOtherSamplers(study, MAIN_ROWS);
   const out: string[] = [
@@ -120,7 +141,10 @@ function buildReadme(study: Study, extra: { plots: Partial<Record<Metric, string
   ];
   const metrics: Metric[] = ['capture', 'factuality', 'coverage'];
   for (const m of metrics) {
-    out.push(`### ${m === 'capture' ? 'CAPTURE-style score' : METRIC_TITLES[m][0]!.toUpperCase() + METRIC_TITLES[m].slice(1)}`, '');
+    out.push(
+      `### ${m === 'capture' ? 'CAPTURE-style score' : METRIC_TITLES[m][0]!.toUpperCase() + METRIC_TITLES[m].slice(1)}`,
+      '',
+    );
     out.push(table(speedTable(study, m, mainRows, speeds)), '');
     const plot = extra.plots[m];
     if (plot) out.push(`![${METRIC_TITLES[m]} against tokens per step, every system and sampler](${plot})`, '');
@@ -153,7 +177,13 @@ function buildReadme(study: Study, extra: { plots: Partial<Record<Metric, string
     '',
   );
   const ex = expertTable(study.rounds);
-  if (ex.length > 1) out.push('Per round: drafts captioned by the model being trained, what the expert answered, and what the pair filter kept.', '', table(ex), '');
+  if (ex.length > 1)
+    out.push(
+      'Per round: drafts captioned by the model being trained, what the expert answered, and what the pair filter kept.',
+      '',
+      table(ex),
+      '',
+    );
   else out.push(`No Stage II round reports found (${STAGE2_RUNS.map((r) => `${r.id}/rounds.json`).join(', ')}).`, '');
 
   out.push('## Qualitative examples at 4 tokens per step', '');
@@ -172,11 +202,19 @@ function buildReadme(study: Study, extra: { plots: Partial<Record<Metric, string
         ...traceMarkdown(r.trace, r.pieces ?? []),
         '',
       );
-      if (extra.trace) out.push(`![Refinement trace: steps × positions; green committed, orange refined, blue kept, grey masked](${extra.trace})`, '');
+      if (extra.trace)
+        out.push(
+          `![Refinement trace: steps × positions; green committed, orange refined, blue kept, grey masked](${extra.trace})`,
+          '',
+        );
     }
   }
   if (extra.notes) out.push('## Discussion', '', extra.notes.trim(), '');
-  out.push('## Files', '', '- `results.json`: study.json, every `results/SYSTEM.json`, the Stage II round reports, the targets and the example captions.');
+  out.push(
+    '## Files',
+    '',
+    '- `results.json`: study.json, every `results/SYSTEM.json`, the Stage II round reports, the targets and the example captions.',
+  );
   for (const f of [...Object.values(extra.plots), extra.trace].filter(Boolean)) out.push(`- \`${f}\``);
   return out.join('\n') + '\n';
 }
@@ -185,7 +223,9 @@ function buildReadme(study: Study, extra: { plots: Partial<Record<Metric, string
 function resultsJson(study: Study): object {
   return {
     study: study.info,
-    systems: Object.fromEntries([...SYSTEMS.map((s) => s.id), ...study.systems.keys()].map((id) => [id, study.systems.get(id) ?? null])),
+    systems: Object.fromEntries(
+      [...SYSTEMS.map((s) => s.id), ...study.systems.keys()].map((id) => [id, study.systems.get(id) ?? null]),
+    ),
     rounds: Object.fromEntries(STAGE2_RUNS.map((r) => [r.id, study.rounds.get(r.id) ?? null])),
     targets: evaluateTargets(study),
     examples: (study.examples ?? []).map((e) => ({
@@ -199,7 +239,11 @@ function resultsJson(study: Study): object {
 }
 
 /** Writes README.md, results.json and the SVG plots for the study in `studyDir` into `outDir`. */
-export async function writeReport(studyDir: string, outDir: string, opts: ReportOptions = {}): Promise<{ files: string[] }> {
+export async function writeReport(
+  studyDir: string,
+  outDir: string,
+  opts: ReportOptions = {},
+): Promise<{ files: string[] }> {
   const study = await readStudy(studyDir);
   await fsp.mkdir(outDir, { recursive: true });
   const files: string[] = [];
@@ -220,7 +264,15 @@ export async function writeReport(studyDir: string, outDir: string, opts: Report
   const k = pickTraceExample(examples);
   const r = examples[k]?.rediff;
   if (k >= 0 && r?.trace) {
-    await write(TRACE_FILE, await renderSvg(traceSpec(traceCells(r.trace, r.pieces ?? []), `ReDiff refinement trace, example ${k + 1} (scene ${examples[k]!.sceneId})`)));
+    await write(
+      TRACE_FILE,
+      await renderSvg(
+        traceSpec(
+          traceCells(r.trace, r.pieces ?? []),
+          `ReDiff refinement trace, example ${k + 1} (scene ${examples[k]!.sceneId})`,
+        ),
+      ),
+    );
     trace = TRACE_FILE;
   }
   await write('results.json', JSON.stringify(resultsJson(study), null, 2) + '\n');

@@ -170,7 +170,8 @@ export function rowLabel(row: EvalRowJSON): string {
 }
 
 export async function readStudy(studyDir: string): Promise<Study> {
-  if (!fs.existsSync(studyDir) || !fs.statSync(studyDir).isDirectory()) throw new UserError(`study directory not found: ${studyDir}`);
+  if (!fs.existsSync(studyDir) || !fs.statSync(studyDir).isDirectory())
+    throw new UserError(`study directory not found: ${studyDir}`);
   const notes: string[] = [];
   const info = (await readIfExists(path.join(studyDir, 'study.json'), 'study summary')) as StudyInfo | undefined;
   if (info === undefined) notes.push('study.json not found: run settings and timings are unknown');

@@ -6,10 +6,22 @@
 import { meanCI } from '../benchmark/metrics.js';
 import { formatEstimate } from '../evaluation/table.js';
 import type { RoundReport } from '../training/self-correction.js';
-import { type EstimateJSON, type EvalRowJSON, type Study, STAGE2_RUNS, rowLabel, samplerName, systemName } from './study.js';
+import {
+  type EstimateJSON,
+  type EvalRowJSON,
+  type Study,
+  STAGE2_RUNS,
+  rowLabel,
+  samplerName,
+  systemName,
+} from './study.js';
 
 export type Metric = 'capture' | 'factuality' | 'coverage';
-export const METRIC_TITLES: Record<Metric, string> = { capture: 'CAPTURE', factuality: 'factuality', coverage: 'objects described' };
+export const METRIC_TITLES: Record<Metric, string> = {
+  capture: 'CAPTURE',
+  factuality: 'factuality',
+  coverage: 'objects described',
+};
 
 /** Cell text for a system that has no results at all. */
 export const NOT_RUN = 'not run';
@@ -27,7 +39,13 @@ export function findRow(study: Study, system: string, sampler: string, tokensPer
   return study.systems.get(system)?.rows.find((r) => r.sampler === sampler && r.tokensPerStep === tokensPerStep);
 }
 
-export function estimateOf(study: Study, system: string, sampler: string, tokensPerStep: number, metric: Metric): EstimateJSON | undefined {
+export function estimateOf(
+  study: Study,
+  system: string,
+  sampler: string,
+  tokensPerStep: number,
+  metric: Metric,
+): EstimateJSON | undefined {
   const e = findRow(study, system, sampler, tokensPerStep)?.summary[metric];
   return e !== undefined && Number.isFinite(e.mean) ? e : undefined;
 }
@@ -45,7 +63,9 @@ function rowTitle(study: Study, row: TableRow): string {
 /** Tokens per step evaluated anywhere in the study (ascending); 1, 2, 4, 8 when none is known. */
 export function studySpeeds(study: Study): number[] {
   const s = new Set<number>();
-  for (const r of study.systems.values()) for (const row of r.rows) if (typeof row.tokensPerStep === 'number' && Number.isFinite(row.tokensPerStep)) s.add(row.tokensPerStep);
+  for (const r of study.systems.values())
+    for (const row of r.rows)
+      if (typeof row.tokensPerStep === 'number' && Number.isFinite(row.tokensPerStep)) s.add(row.tokensPerStep);
   return s.size > 0 ? [...s].sort((a, b) => a - b) : [1, 2, 4, 8];
 }
 
@@ -94,20 +114,49 @@ export const ROUND_ROWS: TableRow[] = [
 ];
 
 /** One metric by tokens per step (Tables 2/3): a row per system and sampler. */
-export function speedTable(study: Study, metric: Metric, rows: readonly TableRow[], speeds: readonly number[]): string[][] {
+export function speedTable(
+  study: Study,
+  metric: Metric,
+  rows: readonly TableRow[],
+  speeds: readonly number[],
+): string[][] {
   const header = ['system', 'sampler', ...speeds.map((k) => `${k} tok/step`)];
-  return [header, ...rows.map((r) => [rowTitle(study, r), samplerName(r.sampler), ...speeds.map((k) => cell(study, r, k, metric))])];
+  return [
+    header,
+    ...rows.map((r) => [rowTitle(study, r), samplerName(r.sampler), ...speeds.map((k) => cell(study, r, k, metric))]),
+  ];
 }
 
 /** Several metrics at a few speeds (Tables 4-6). */
-export function ablationTable(study: Study, rows: readonly TableRow[], metrics: readonly Metric[] = ['capture', 'factuality', 'coverage'], speeds: readonly number[] = [1, 4, 8]): string[][] {
+export function ablationTable(
+  study: Study,
+  rows: readonly TableRow[],
+  metrics: readonly Metric[] = ['capture', 'factuality', 'coverage'],
+  speeds: readonly number[] = [1, 4, 8],
+): string[][] {
   const header = ['system', 'sampler', ...metrics.flatMap((m) => speeds.map((k) => `${METRIC_TITLES[m]} ${k}`))];
-  return [header, ...rows.map((r) => [rowTitle(study, r), samplerName(r.sampler), ...metrics.flatMap((m) => speeds.map((k) => cell(study, r, k, m)))])];
+  return [
+    header,
+    ...rows.map((r) => [
+      rowTitle(study, r),
+      samplerName(r.sampler),
+      ...metrics.flatMap((m) => speeds.map((k) => cell(study, r, k, m))),
+    ]),
+  ];
 }
 
 /** Confidence-threshold decoding: per system, the rate it achieved and what it scored. */
 export function thresholdTable(study: Study): string[][] {
-  const header = ['system', 'sampler', 'setting', 'achieved tok/step', 'CAPTURE', 'factuality', 'objects described', 'parses'];
+  const header = [
+    'system',
+    'sampler',
+    'setting',
+    'achieved tok/step',
+    'CAPTURE',
+    'factuality',
+    'objects described',
+    'parses',
+  ];
   const body: string[][] = [];
   for (const [id, res] of study.systems) {
     for (const r of res.rows.filter((x) => typeof x.tokensPerStep !== 'number')) {
@@ -115,7 +164,16 @@ export function thresholdTable(study: Study): string[][] {
         const v = r.summary[k];
         return v !== undefined && Number.isFinite(v.mean) ? formatEstimate(v.mean, v.lo, v.hi, true) : NOT_EVALUATED;
       };
-      body.push([systemName(id, res.label), samplerName(r.sampler), rowLabel(r), r.achievedTokensPerStep.toFixed(2), e('capture'), e('factuality'), e('coverage'), e('parses')]);
+      body.push([
+        systemName(id, res.label),
+        samplerName(r.sampler),
+        rowLabel(r),
+        r.achievedTokensPerStep.toFixed(2),
+        e('capture'),
+        e('factuality'),
+        e('coverage'),
+        e('parses'),
+      ]);
     }
   }
   return [header, ...body];
@@ -141,7 +199,14 @@ const est = (e: EstimateJSON): string => `${pct(e.mean)} (95% CI ${pct(e.lo)}–
 type Setting = { system: string; sampler: string; tokensPerStep: number | null; label?: string };
 
 function settingRow(study: Study, s: Setting): EvalRowJSON | undefined {
-  return study.systems.get(s.system)?.rows.find((r) => r.sampler === s.sampler && (r.tokensPerStep ?? null) === s.tokensPerStep && (s.label === undefined || rowLabel(r) === s.label));
+  return study.systems
+    .get(s.system)
+    ?.rows.find(
+      (r) =>
+        r.sampler === s.sampler &&
+        (r.tokensPerStep ?? null) === s.tokensPerStep &&
+        (s.label === undefined || rowLabel(r) === s.label),
+    );
 }
 
 function summaryOf(study: Study, s: Setting, key: string): EstimateJSON | undefined {
@@ -149,14 +214,14 @@ function summaryOf(study: Study, s: Setting, key: string): EstimateJSON | undefi
   return e !== undefined && Number.isFinite(e.mean) ? e : undefined;
 }
 
-const settingName = (s: Setting): string => `${systemName(s.system)} (${samplerName(s.sampler)})${s.tokensPerStep === null ? '' : ` at ${s.tokensPerStep} tok/step`}`;
+const settingName = (s: Setting): string =>
+  `${systemName(s.system)} (${samplerName(s.sampler)})${s.tokensPerStep === null ? '' : ` at ${s.tokensPerStep} tok/step`}`;
 
 function lacking(study: Study, needs: Setting[]): string | undefined {
   const gaps = needs.filter((n) => summaryOf(study, n, 'capture') === undefined);
   if (gaps.length === 0) return undefined;
   return `Needs ${gaps.map((g) => `${settingName(g)}${study.systems.has(g.system) ? '' : ', not run'}`).join('; ')}.`;
 }
-
 
 /**
  * Mean paired difference a − b of a per-caption metric over the test scenes both settings
@@ -195,7 +260,12 @@ export function evaluateTargets(study: Study): TargetResult[] {
   const R = (tokensPerStep: number): Setting => ({ system: 'rediff', sampler: 'rediff', tokensPerStep });
   const B = (tokensPerStep: number): Setting => ({ system: 'baseline', sampler: 'llada', tokensPerStep });
   const get = (s: Setting, key = 'capture') => summaryOf(study, s, key)!;
-  const add = (id: TargetResult['id'], target: string, needs: Setting[], judge: () => { met: boolean; detail: string }): void => {
+  const add = (
+    id: TargetResult['id'],
+    target: string,
+    needs: Setting[],
+    judge: () => { met: boolean; detail: string },
+  ): void => {
     const gap = lacking(study, needs);
     if (gap !== undefined) out.push({ id, target, verdict: 'NOT EVALUATED', detail: gap });
     else {
@@ -204,65 +274,119 @@ export function evaluateTargets(study: Study): TargetResult[] {
     }
   };
 
-  add('a', 'ReDiff at 8 tok/step (refining sampler) scores at least the mask-pred baseline at 1 tok/step (LLaDA sampler)', [R(8), B(1)], () => {
-    const r = get(R(8));
-    const b = get(B(1));
-    return { met: r.mean >= b.mean, detail: `As measured: ReDiff at 8 tok/step ${est(r)}; baseline at 1 tok/step ${est(b)}.` + pairedText(pairedDifference(study, R(8), B(1), 'capture')) };
-  });
+  add(
+    'a',
+    'ReDiff at 8 tok/step (refining sampler) scores at least the mask-pred baseline at 1 tok/step (LLaDA sampler)',
+    [R(8), B(1)],
+    () => {
+      const r = get(R(8));
+      const b = get(B(1));
+      return {
+        met: r.mean >= b.mean,
+        detail:
+          `As measured: ReDiff at 8 tok/step ${est(r)}; baseline at 1 tok/step ${est(b)}.` +
+          pairedText(pairedDifference(study, R(8), B(1), 'capture')),
+      };
+    },
+  );
 
-  add('b', 'ReDiff at 8 tok/step keeps at least 95% of its own 1 tok/step score and at least 90% of its captions parse, while the baseline with the LLaDA sampler falls at 8', [R(8), R(1), B(8), B(1)], () => {
-    const r8 = get(R(8));
-    const r1 = get(R(1));
-    const ratio = r1.mean > 0 ? r8.mean / r1.mean : NaN;
-    const parses = summaryOf(study, R(8), 'parses');
-    const fall = pairedDifference(study, B(8), B(1), 'capture');
-    const falls = fall !== undefined ? fall.hi < 0 : get(B(8)).hi < get(B(1)).lo;
-    const met = Number.isFinite(ratio) && ratio >= 0.95 && parses !== undefined && parses.mean >= 0.9 && falls;
-    return {
-      met,
-      detail:
-        `As measured: ReDiff keeps ${(100 * ratio).toFixed(1)}% (${pct(r8.mean)} at 8 tok/step of ${pct(r1.mean)} at 1 tok/step); ` +
-        `captions at 8 tok/step that parse completely, in %: ${parses ? est(parses) : 'unknown'}. ` +
-        `The baseline (LLaDA sampler) goes from ${pct(get(B(1)).mean)} at 1 tok/step to ${pct(get(B(8)).mean)} at 8` +
-        (fall ? `, a paired difference of ${pct(fall.mean)} points (95% CI ${pct(fall.lo)} to ${pct(fall.hi)}): ${falls ? 'it falls' : 'no fall shown'}.` : `: ${falls ? 'it falls' : 'no fall shown'}.`),
-    };
-  });
+  add(
+    'b',
+    'ReDiff at 8 tok/step keeps at least 95% of its own 1 tok/step score and at least 90% of its captions parse, while the baseline with the LLaDA sampler falls at 8',
+    [R(8), R(1), B(8), B(1)],
+    () => {
+      const r8 = get(R(8));
+      const r1 = get(R(1));
+      const ratio = r1.mean > 0 ? r8.mean / r1.mean : NaN;
+      const parses = summaryOf(study, R(8), 'parses');
+      const fall = pairedDifference(study, B(8), B(1), 'capture');
+      const falls = fall !== undefined ? fall.hi < 0 : get(B(8)).hi < get(B(1)).lo;
+      const met = Number.isFinite(ratio) && ratio >= 0.95 && parses !== undefined && parses.mean >= 0.9 && falls;
+      return {
+        met,
+        detail:
+          `As measured: ReDiff keeps ${(100 * ratio).toFixed(1)}% (${pct(r8.mean)} at 8 tok/step of ${pct(r1.mean)} at 1 tok/step); ` +
+          `captions at 8 tok/step that parse completely, in %: ${parses ? est(parses) : 'unknown'}. ` +
+          `The baseline (LLaDA sampler) goes from ${pct(get(B(1)).mean)} at 1 tok/step to ${pct(get(B(8)).mean)} at 8` +
+          (fall
+            ? `, a paired difference of ${pct(fall.mean)} points (95% CI ${pct(fall.lo)} to ${pct(fall.hi)}): ${falls ? 'it falls' : 'no fall shown'}.`
+            : `: ${falls ? 'it falls' : 'no fall shown'}.`),
+      };
+    },
+  );
 
   const S1 = (k: number): Setting => ({ system: 'stage1', sampler: 'rediff', tokensPerStep: k });
   const S2 = (k: number): Setting => ({ system: 'stage2-only', sampler: 'rediff', tokensPerStep: k });
-  add('c', 'Stage I + II beats Stage I alone and Stage II alone at 4 and at 8 tok/step (refining sampler)', [R(4), S1(4), S2(4), R(8), S1(8), S2(8)], () => {
-    const parts: string[] = [];
-    let met = true;
-    for (const k of [4, 8]) {
-      for (const [other, name] of [[S1(k), 'Stage I alone'], [S2(k), 'Stage II alone']] as const) {
-        const above = get(R(k)).mean > get(other).mean;
-        met &&= above;
-        parts.push(`at ${k} tok/step versus ${name} (${pct(get(other).mean)}): ${above ? 'above' : 'not above'}.` + pairedText(pairedDifference(study, R(k), other, 'capture')));
+  add(
+    'c',
+    'Stage I + II beats Stage I alone and Stage II alone at 4 and at 8 tok/step (refining sampler)',
+    [R(4), S1(4), S2(4), R(8), S1(8), S2(8)],
+    () => {
+      const parts: string[] = [];
+      let met = true;
+      for (const k of [4, 8]) {
+        for (const [other, name] of [
+          [S1(k), 'Stage I alone'],
+          [S2(k), 'Stage II alone'],
+        ] as const) {
+          const above = get(R(k)).mean > get(other).mean;
+          met &&= above;
+          parts.push(
+            `at ${k} tok/step versus ${name} (${pct(get(other).mean)}): ${above ? 'above' : 'not above'}.` +
+              pairedText(pairedDifference(study, R(k), other, 'capture')),
+          );
+        }
       }
-    }
-    return { met, detail: `As measured, Stage I + II at 4 / 8 tok/step: ${est(get(R(4)))} / ${est(get(R(8)))}; ` + parts.join(' ') };
-  });
+      return {
+        met,
+        detail:
+          `As measured, Stage I + II at 4 / 8 tok/step: ${est(get(R(4)))} / ${est(get(R(8)))}; ` + parts.join(' '),
+      };
+    },
+  );
 
   // The study's threshold (a study may also hold rows of an earlier one).
   const threshold = (study.info?.settings as { threshold?: number } | undefined)?.threshold;
-  const T: Setting = { system: 'rediff', sampler: 'threshold-rediff', tokensPerStep: null, ...(threshold !== undefined ? { label: `threshold-rediff @${threshold}` } : {}) };
-  add('d', 'ReDiff with threshold-rediff decoding achieves at least 4 tok/step on average, scoring within 1 point of ReDiff at 1 tok/step', [T, R(1)], () => {
-    const row = settingRow(study, T)!;
-    const t = get(T);
-    const r1 = get(R(1));
-    const met = row.achievedTokensPerStep >= 4 && t.mean >= r1.mean - 0.01;
-    return {
-      met,
-      detail: `As measured (${rowLabel(row)}): ${row.achievedTokensPerStep.toFixed(2)} tok/step achieved, ${est(t)}; ReDiff at 1 tok/step ${est(r1)}.` + pairedText(pairedDifference(study, T, R(1), 'capture')),
-    };
-  });
+  const T: Setting = {
+    system: 'rediff',
+    sampler: 'threshold-rediff',
+    tokensPerStep: null,
+    ...(threshold !== undefined ? { label: `threshold-rediff @${threshold}` } : {}),
+  };
+  add(
+    'd',
+    'ReDiff with threshold-rediff decoding achieves at least 4 tok/step on average, scoring within 1 point of ReDiff at 1 tok/step',
+    [T, R(1)],
+    () => {
+      const row = settingRow(study, T)!;
+      const t = get(T);
+      const r1 = get(R(1));
+      const met = row.achievedTokensPerStep >= 4 && t.mean >= r1.mean - 0.01;
+      return {
+        met,
+        detail:
+          `As measured (${rowLabel(row)}): ${row.achievedTokensPerStep.toFixed(2)} tok/step achieved, ${est(t)}; ReDiff at 1 tok/step ${est(r1)}.` +
+          pairedText(pairedDifference(study, T, R(1), 'capture')),
+      };
+    },
+  );
 
   const seconds = study.info?.seconds;
   const target = `The whole study runs in at most ${STUDY_BUDGET_SECONDS / 3600} hours on this machine (the base's own training not counted)`;
   if (seconds === undefined || !Number.isFinite(seconds) || study.info?.finishedAt === undefined) {
-    out.push({ id: 'time', target, verdict: 'NOT EVALUATED', detail: 'The study has not finished (study.json has no finish time).' });
+    out.push({
+      id: 'time',
+      target,
+      verdict: 'NOT EVALUATED',
+      detail: 'The study has not finished (study.json has no finish time).',
+    });
   } else {
-    out.push({ id: 'time', target, verdict: seconds <= STUDY_BUDGET_SECONDS ? 'MET' : 'MISSED', detail: `As measured: ${(seconds / 60).toFixed(1)} minutes of work, summed over the study's steps (the time table above).` });
+    out.push({
+      id: 'time',
+      target,
+      verdict: seconds <= STUDY_BUDGET_SECONDS ? 'MET' : 'MISSED',
+      detail: `As measured: ${(seconds / 60).toFixed(1)} minutes of work, summed over the study's steps (the time table above).`,
+    });
   }
   return out;
 }
@@ -286,7 +410,20 @@ function mix(counts: Record<string, number> | undefined): string {
 
 /** One row per Stage II run and round: what the expert said and what the filter kept. */
 export function expertTable(rounds: ReadonlyMap<string, readonly RoundReport[]>): string[][] {
-  const header = ['run', 'round', 'drafts', 'judged right', 'with pairs', 'malformed', 'expert errors', 'pairs proposed', 'pairs kept', 'pairs dropped', 'drafts trained on', 'error types in the drafts'];
+  const header = [
+    'run',
+    'round',
+    'drafts',
+    'judged right',
+    'with pairs',
+    'malformed',
+    'expert errors',
+    'pairs proposed',
+    'pairs kept',
+    'pairs dropped',
+    'drafts trained on',
+    'error types in the drafts',
+  ];
   const body: string[][] = [];
   for (const run of STAGE2_RUNS) {
     for (const r of rounds.get(run.id) ?? []) {

@@ -11,7 +11,9 @@ export interface Caption extends SampleResult {
 /** Steps for a requested tokens-per-step rate: L / k, which must be whole. */
 export function stepsForTokensPerStep(length: number, tokensPerStep: number): number {
   if (!Number.isInteger(tokensPerStep) || tokensPerStep < 1 || length % tokensPerStep !== 0) {
-    throw new UserError(`tokens per step ${tokensPerStep} must be a whole number that divides the generation length ${length}`);
+    throw new UserError(
+      `tokens per step ${tokensPerStep} must be a whole number that divides the generation length ${length}`,
+    );
   }
   return length / tokensPerStep;
 }
@@ -33,7 +35,12 @@ export async function captionImages(
   for (let start = 0; start < images.length; start += batchSize) {
     const chunk = images.slice(start, start + batchSize);
     const patches = chunk.map((img) => patchify(img, c.imageSize, c.patchSize));
-    const res = await sample(model, patches, chunk.map(() => prompt), { ...opts, seed: opts.seed + start });
+    const res = await sample(
+      model,
+      patches,
+      chunk.map(() => prompt),
+      { ...opts, seed: opts.seed + start },
+    );
     for (const r of res) out.push({ ...r, text: model.tokenizer.decode(r.tokens) });
     onBatch?.(out.length);
   }

@@ -12,12 +12,18 @@ import { stackRows } from '../util/rows.js';
 export interface DenoisingModel {
   readonly config: { responseLength: number; vocabSize: number };
   encodeImages(patches: readonly Float32Array[]): Promise<Float32Array>;
-  logits(imageEmbeds: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): Promise<Float32Array>;
+  logits(
+    imageEmbeds: Float32Array,
+    rows: { prompt: readonly number[]; response: ArrayLike<number> }[],
+  ): Promise<Float32Array>;
 }
 
 /** A model that can also decode with a K/V cache (DiffusionVLM). */
 export interface CachingModel extends DenoisingModel {
-  logitsKeepingCache(imageEmbeds: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): Promise<{ logits: Float32Array; caches: KvCache[] }>;
+  logitsKeepingCache(
+    imageEmbeds: Float32Array,
+    rows: { prompt: readonly number[]; response: ArrayLike<number> }[],
+  ): Promise<{ logits: Float32Array; caches: KvCache[] }>;
   logitsFromCache(rows: readonly CachedRow[], windowLength: number, outLength: number): Promise<Float32Array>;
 }
 
@@ -95,7 +101,12 @@ function windowOf(s: PassShape, r: PassRow): { from: number; length: number } {
  * Runs `batch` through the model and returns each row's logits. `firstStepOfBlock` rows get a
  * fresh cache (stored on the row) when a cache is on.
  */
-export async function forwardPass<R extends PassRow>(model: DenoisingModel, s: PassShape, batch: readonly R[], firstStepOfBlock: (r: R) => boolean): Promise<Map<R, RowLogits>> {
+export async function forwardPass<R extends PassRow>(
+  model: DenoisingModel,
+  s: PassShape,
+  batch: readonly R[],
+  firstStepOfBlock: (r: R) => boolean,
+): Promise<Map<R, RowLogits>> {
   const out = new Map<R, RowLogits>();
   const v = s.vocabSize;
   const request = (r: R) => ({ prompt: r.prompt, response: r.x });

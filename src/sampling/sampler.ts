@@ -15,9 +15,24 @@ import { EOS_ID, MASK_ID } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { Rng } from '../util/rng.js';
 import type { KvCache } from '../model/model.js';
-import { CACHE_MODES, type CacheMode, type DenoisingModel, type PassShape, type RowLogits, isCachingModel, forwardPass } from './forward-pass.js';
+import {
+  CACHE_MODES,
+  type CacheMode,
+  type DenoisingModel,
+  type PassShape,
+  type RowLogits,
+  isCachingModel,
+  forwardPass,
+} from './forward-pass.js';
 
-export { CACHE_MODES, type CacheMode, type CachingModel, type DenoisingModel, batchBucket, isCachingModel } from './forward-pass.js';
+export {
+  CACHE_MODES,
+  type CacheMode,
+  type CachingModel,
+  type DenoisingModel,
+  batchBucket,
+  isCachingModel,
+} from './forward-pass.js';
 
 export type CommitPolicy = { kind: 'schedule' } | { kind: 'threshold'; threshold: number };
 
@@ -60,13 +75,26 @@ export const SAMPLER_NAMES = ['llada', 'rediff', 'threshold', 'threshold-rediff'
 export type SamplerName = (typeof SAMPLER_NAMES)[number];
 
 /** Named sampler presets: LLaDA's, ReDiff's refining sampler, and their confidence-threshold variants. */
-export function samplerOptions(name: string, overrides: Partial<SamplerOptions> & { steps: number }, threshold = 0.9): SamplerOptions {
+export function samplerOptions(
+  name: string,
+  overrides: Partial<SamplerOptions> & { steps: number },
+  threshold = 0.9,
+): SamplerOptions {
   if (!(SAMPLER_NAMES as readonly string[]).includes(name)) {
     throw new UserError(`unknown sampler "${name}" (choose one of: ${SAMPLER_NAMES.join(', ')})`);
   }
   const refine = name === 'rediff' || name === 'threshold-rediff' ? { fromFraction: 0, topFraction: 1 } : null;
   const commit: CommitPolicy = name.startsWith('threshold') ? { kind: 'threshold', threshold } : { kind: 'schedule' };
-  return { temperature: 0, remasking: 'low-confidence', stopAtEos: true, seed: 0, trace: false, commit, refine, ...overrides };
+  return {
+    temperature: 0,
+    remasking: 'low-confidence',
+    stopAtEos: true,
+    seed: 0,
+    trace: false,
+    commit,
+    refine,
+    ...overrides,
+  };
 }
 
 export interface StepTrace {
@@ -103,20 +131,28 @@ export function defaultBlockLength(length: number, steps: number): number {
   return length % b === 0 && steps % (length / b) === 0 ? b : length;
 }
 
-export function validateSamplerOptions(o: SamplerOptions, length: number): { blockLength: number; stepsPerBlock: number } {
+export function validateSamplerOptions(
+  o: SamplerOptions,
+  length: number,
+): { blockLength: number; stepsPerBlock: number } {
   const blockLength = o.blockLength ?? defaultBlockLength(length, o.steps);
-  if (!Number.isInteger(o.steps) || o.steps < 1) throw new UserError(`steps must be a positive integer, got ${o.steps}`);
+  if (!Number.isInteger(o.steps) || o.steps < 1)
+    throw new UserError(`steps must be a positive integer, got ${o.steps}`);
   if (o.steps > length) throw new UserError(`steps (${o.steps}) cannot exceed the generation length (${length})`);
   if (!Number.isInteger(blockLength) || blockLength < 1 || length % blockLength !== 0) {
     throw new UserError(`block length ${blockLength} must divide the generation length ${length}`);
   }
   const blocks = length / blockLength;
-  if (o.steps % blocks !== 0) throw new UserError(`steps (${o.steps}) must be a multiple of the number of blocks (${blocks})`);
+  if (o.steps % blocks !== 0)
+    throw new UserError(`steps (${o.steps}) must be a multiple of the number of blocks (${blocks})`);
   if (!(o.temperature >= 0)) throw new UserError(`temperature must be >= 0, got ${o.temperature}`);
   if (o.commit.kind === 'threshold' && !(o.commit.threshold > 0 && o.commit.threshold <= 1)) {
     throw new UserError(`confidence threshold must be in (0, 1], got ${o.commit.threshold}`);
   }
-  if (o.refine && !(o.refine.fromFraction >= 0 && o.refine.fromFraction <= 1 && o.refine.topFraction > 0 && o.refine.topFraction <= 1)) {
+  if (
+    o.refine &&
+    !(o.refine.fromFraction >= 0 && o.refine.fromFraction <= 1 && o.refine.topFraction > 0 && o.refine.topFraction <= 1)
+  ) {
     throw new UserError('refine fractions must be in [0, 1] (from) and (0, 1] (top)');
   }
   if (o.cache !== undefined && !(CACHE_MODES as readonly string[]).includes(o.cache)) {
@@ -126,7 +162,13 @@ export function validateSamplerOptions(o: SamplerOptions, length: number): { blo
 }
 
 /** Per-position prediction: x0 (argmax or Gumbel-max) and its softmax probability. */
-function predict(logits: Float32Array, offset: number, v: number, temperature: number, rng: Rng): { token: number; conf: number } {
+function predict(
+  logits: Float32Array,
+  offset: number,
+  v: number,
+  temperature: number,
+  rng: Rng,
+): { token: number; conf: number } {
   let max = -Infinity;
   for (let k = 0; k < v; k++) if (logits[offset + k]! > max) max = logits[offset + k]!;
   let z = 0;
@@ -175,7 +217,8 @@ export async function sample(
   const v = model.config.vocabSize;
   const { blockLength, stepsPerBlock } = validateSamplerOptions(o, length);
   const cacheMode = o.cache ?? 'none';
-  if (cacheMode !== 'none' && !isCachingModel(model)) throw new UserError(`this model cannot decode with a K/V cache (cache "${cacheMode}"); use cache "none"`);
+  if (cacheMode !== 'none' && !isCachingModel(model))
+    throw new UserError(`this model cannot decode with a K/V cache (cache "${cacheMode}"); use cache "none"`);
   const blocks = length / blockLength;
   const compaction = o.compaction ?? true;
   const stepCap = o.commit.kind === 'threshold' ? blockLength : stepsPerBlock;

@@ -31,7 +31,12 @@ export function traceFrames(trace: readonly StepTrace[], length: number): TraceF
     for (const r of t.refined) x[r.pos] = r.to;
     // As in the sampler: positions after the first EOS committed from a mask are finished.
     if (eosAt >= 0) for (let i = eosAt + 1; i < length; i++) x[i] = EOS_ID;
-    return { step: t.step, tokens: [...x], committed: new Set(t.committed.map((c) => c.pos)), refined: new Set(t.refined.map((r) => r.pos)) };
+    return {
+      step: t.step,
+      tokens: [...x],
+      committed: new Set(t.committed.map((c) => c.pos)),
+      refined: new Set(t.refined.map((r) => r.pos)),
+    };
   });
 }
 
@@ -49,6 +54,11 @@ export function renderFrame(f: TraceFrame, tokenizer: Tokenizer, color: boolean)
   return `step ${String(f.step + 1).padStart(3)}: ${words.join(' ')}`;
 }
 
-export function renderTrace(trace: readonly StepTrace[], length: number, tokenizer: Tokenizer, color: boolean): string[] {
+export function renderTrace(
+  trace: readonly StepTrace[],
+  length: number,
+  tokenizer: Tokenizer,
+  color: boolean,
+): string[] {
   return traceFrames(trace, length).map((f) => renderFrame(f, tokenizer, color));
 }

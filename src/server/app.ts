@@ -25,7 +25,13 @@ import { Semaphore, abortReason } from '../util/semaphore.js';
 import { type Asset, ORT_FILES, loadWebAssets, ortWebDir } from './assets.js';
 import { InferencePool, type JobHandle, JobCancelled, JobFailed, type JobResult, type Reservation } from './pool.js';
 import type { JobSpec, LoadedModelInfo } from './protocol.js';
-import { type CaptionRequest, HttpError, type ModelView, readCaptionRequest, validateCaptionRequest } from './request.js';
+import {
+  type CaptionRequest,
+  HttpError,
+  type ModelView,
+  readCaptionRequest,
+  validateCaptionRequest,
+} from './request.js';
 
 export interface ServerOptions {
   /** Models to load, by name (the page shows "baseline" and "rediff"). */
@@ -103,7 +109,13 @@ function stepEvent(view: ModelView, step: StepTrace, tokens: number[]) {
   return {
     step: step.step + 1,
     committed: step.committed.map((c) => ({ pos: c.pos, token: c.token, text: tokenPiece(tok, c.token) })),
-    refined: step.refined.map((r) => ({ pos: r.pos, from: r.from, to: r.to, from_text: tokenPiece(tok, r.from), to_text: tokenPiece(tok, r.to) })),
+    refined: step.refined.map((r) => ({
+      pos: r.pos,
+      from: r.from,
+      to: r.to,
+      from_text: tokenPiece(tok, r.from),
+      to_text: tokenPiece(tok, r.to),
+    })),
     tokens,
     caption: tok.decode(tokens),
   };
@@ -146,7 +158,8 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
   if (opts.models.length === 0) throw new UserError('no models to serve');
   const names = new Set<string>();
   for (const m of opts.models) {
-    if (!/^[A-Za-z0-9_.-]+$/.test(m.name)) throw new UserError(`bad model name "${m.name}" (letters, digits, . _ - only)`);
+    if (!/^[A-Za-z0-9_.-]+$/.test(m.name))
+      throw new UserError(`bad model name "${m.name}" (letters, digits, . _ - only)`);
     if (names.has(m.name)) throw new UserError(`model name "${m.name}" given twice`);
     names.add(m.name);
   }
@@ -156,7 +169,8 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
   const idleTimeoutMs = opts.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs;
   const keepAliveTimeoutMs = opts.keepAliveTimeoutMs ?? SERVER_DEFAULTS.keepAliveTimeoutMs;
   for (const [k, v] of Object.entries({ maxPixels, requestTimeoutMs, idleTimeoutMs, keepAliveTimeoutMs })) {
-    if (!Number.isSafeInteger(v) || v < (k === 'maxPixels' ? 1 : 0)) throw new RangeError(`${k} must be a whole number >= ${k === 'maxPixels' ? 1 : 0}, got ${v}`);
+    if (!Number.isSafeInteger(v) || v < (k === 'maxPixels' ? 1 : 0))
+      throw new RangeError(`${k} must be a whole number >= ${k === 'maxPixels' ? 1 : 0}, got ${v}`);
   }
   const decoding = new Semaphore(opts.decodeConcurrency ?? SERVER_DEFAULTS.decodeConcurrency);
   const decode = opts.decoder ?? decodeImageBuffer;
@@ -182,7 +196,13 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
 
   const views = new Map<string, ModelView>();
   for (const m of loaded) {
-    views.set(m.name, { name: m.name, config: m.config, tokenizer: tokenizerFromJSON(m.tokenizer, `${m.dir}: tokenizer`), prompt: m.prompt, defaultSampler: defaultSamplerFor(m.name) });
+    views.set(m.name, {
+      name: m.name,
+      config: m.config,
+      tokenizer: tokenizerFromJSON(m.tokenizer, `${m.dir}: tokenizer`),
+      prompt: m.prompt,
+      defaultSampler: defaultSamplerFor(m.name),
+    });
   }
   const defaultModel = views.has('rediff') ? 'rediff' : loaded[0]!.name;
   const counters: Counters = { completed: 0, cancelled: 0, failed: 0, refused: 0 };
@@ -197,7 +217,11 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
       ? {
           serializers: {
             req: (r: FastifyRequest) => ({ method: r.method, url: redactSecrets(r.url), remoteAddress: r.ip }),
-            err: (e: Error) => ({ type: e.name, message: redactSecrets(e.message), stack: redactSecrets(e.stack ?? '') }),
+            err: (e: Error) => ({
+              type: e.name,
+              message: redactSecrets(e.message),
+              stack: redactSecrets(e.stack ?? ''),
+            }),
           },
         }
       : false,
@@ -211,7 +235,12 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
     http: {
       // Node checks request deadlines every connectionsCheckingInterval (30 s by default), so a
       // short timeout needs a shorter interval to take effect on time.
-      ...(requestTimeoutMs > 0 ? { headersTimeout: requestTimeoutMs, connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.round(requestTimeoutMs / 4))) } : {}),
+      ...(requestTimeoutMs > 0
+        ? {
+            headersTimeout: requestTimeoutMs,
+            connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.round(requestTimeoutMs / 4))),
+          }
+        : {}),
     },
   });
   await app.register(multipart, { limits: { fileSize: maxUploadBytes, files: 1 } });
@@ -221,22 +250,33 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof HttpError) {
       for (const [k, v] of Object.entries(err.headers)) reply.header(k, v);
-      return reply.code(err.status).send({ error: redactSecrets(err.message), ...(err.field ? { field: err.field } : {}) });
+      return reply
+        .code(err.status)
+        .send({ error: redactSecrets(err.message), ...(err.field ? { field: err.field } : {}) });
     }
     if (err.statusCode === 413 || err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return reply.code(413).send({ error: `upload too large: the image may be at most ${maxUploadBytes} bytes`, field: 'image' });
+      return reply
+        .code(413)
+        .send({ error: `upload too large: the image may be at most ${maxUploadBytes} bytes`, field: 'image' });
     }
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       return reply.code(415).send({ error: 'send multipart/form-data or application/json' });
     }
     if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
       const message = redactSecrets(err.message);
-      return reply.code(err.statusCode).send({ error: err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || /JSON/.test(message) ? `body is not valid JSON: ${message}` : message });
+      return reply.code(err.statusCode).send({
+        error:
+          err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || /JSON/.test(message)
+            ? `body is not valid JSON: ${message}`
+            : message,
+      });
     }
     req.log.error(err);
     return reply.code(500).send({ error: 'internal error' });
   });
-  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: `not found: ${req.method} ${req.url.split('?')[0]}` }));
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: `not found: ${req.method} ${req.url.split('?')[0]}` }),
+  );
 
   // ---- the page ----
   const sendAsset = (name: string) => async (_req: FastifyRequest, reply: FastifyReply) => {
@@ -272,7 +312,9 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
         prompt_length: c.promptLength,
         response_length: c.responseLength,
         vocab_size: c.vocabSize,
-        tokens_per_step: Array.from({ length: c.responseLength }, (_, i) => i + 1).filter((k) => c.responseLength % k === 0),
+        tokens_per_step: Array.from({ length: c.responseLength }, (_, i) => i + 1).filter(
+          (k) => c.responseLength % k === 0,
+        ),
         onnx: { manifest: `${base}/model.json`, vision: `${base}/vision.onnx`, language: `${base}/language.onnx` },
       };
     }),
@@ -301,7 +343,8 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
   app.get<{ Params: { name: string; file: string } }>('/v1/models/:name/onnx/:file', async (req, reply) => {
     const { name, file } = req.params;
     if (!views.has(name)) throw new HttpError(404, `unknown model ${JSON.stringify(name)}`, 'model');
-    if (!['vision.onnx', 'language.onnx', 'model.json'].includes(file)) throw new HttpError(404, `not found: ${file} (vision.onnx, language.onnx, model.json)`);
+    if (!['vision.onnx', 'language.onnx', 'model.json'].includes(file))
+      throw new HttpError(404, `not found: ${file} (vision.onnx, language.onnx, model.json)`);
     let p = exportCache.get(name);
     if (!p) {
       p = pool.exportOnnx(name);
@@ -338,7 +381,10 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
       try {
         // A decode under way cannot be stopped (it keeps its decoder until it ends, so the
         // bound holds); a client gone meanwhile stops waiting for it at once.
-        image = await untilAborted(decoding.use(() => decode(r.image, r.model.config.imageSize, r.imageName, { maxPixels }), gone.signal), gone.signal);
+        image = await untilAborted(
+          decoding.use(() => decode(r.image, r.model.config.imageSize, r.imageName, { maxPixels }), gone.signal),
+          gone.signal,
+        );
       } catch (e) {
         checkGone();
         if (e instanceof ImageTooLarge) throw new HttpError(413, e.message, 'image');
@@ -352,7 +398,13 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
         model: r.model.name,
         image,
         prompt: r.prompt,
-        sampler: { sampler: r.sampler, steps: r.steps, temperature: r.temperature, seed: r.seed, threshold: r.threshold },
+        sampler: {
+          sampler: r.sampler,
+          steps: r.steps,
+          temperature: r.temperature,
+          seed: r.seed,
+          threshold: r.threshold,
+        },
         stream: r.stream,
       };
       const admitted = performance.now();
@@ -412,7 +464,10 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
       gone.signal.addEventListener('abort', () => h.cancel(), { once: true });
       // A comment line now and then keeps a stream that waits in the queue (or runs in slow
       // motion) from looking idle to the idle timeout.
-      const beat = idleTimeoutMs > 0 ? setInterval(() => sse(reply, null, null), Math.max(50, Math.floor(idleTimeoutMs / 3))) : null;
+      const beat =
+        idleTimeoutMs > 0
+          ? setInterval(() => sse(reply, null, null), Math.max(50, Math.floor(idleTimeoutMs / 3)))
+          : null;
       try {
         const res = await h.result;
         counters.completed++;
@@ -420,7 +475,10 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
       } catch (e) {
         if (e instanceof JobCancelled) counters.cancelled++;
         else counters.failed++;
-        sse(reply, 'error', { error: e instanceof JobFailed && e.user ? e.message : e instanceof JobCancelled ? 'cancelled' : 'internal error' });
+        sse(reply, 'error', {
+          error:
+            e instanceof JobFailed && e.user ? e.message : e instanceof JobCancelled ? 'cancelled' : 'internal error',
+        });
         if (!(e instanceof JobCancelled || e instanceof JobFailed)) req.log.error(e);
       } finally {
         if (beat) clearInterval(beat);
@@ -432,7 +490,12 @@ export async function createServer(opts: ServerOptions): Promise<RediffServer> {
     function refuse(): never {
       counters.refused++;
       const s = pool.retryAfterSeconds();
-      throw new HttpError(503, `busy: the generation queue is full (${pool.stats().waiting + pool.stats().reserved} waiting); retry in about ${s} s`, undefined, { 'retry-after': String(s) });
+      throw new HttpError(
+        503,
+        `busy: the generation queue is full (${pool.stats().waiting + pool.stats().reserved} waiting); retry in about ${s} s`,
+        undefined,
+        { 'retry-after': String(s) },
+      );
     }
     function failed(e: unknown): never {
       if (e instanceof JobCancelled) {

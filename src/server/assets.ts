@@ -36,7 +36,9 @@ export async function buildWebAssets(opts: { minify?: boolean } = {}): Promise<M
   try {
     esbuild = await import('esbuild');
   } catch {
-    throw new Error('esbuild is not installed, so the page cannot be bundled: run "npm install" (it is a dev dependency) and "npm run build"');
+    throw new Error(
+      'esbuild is not installed, so the page cannot be bundled: run "npm install" (it is a dev dependency) and "npm run build"',
+    );
   }
   const shim = (name: string): string => path.join(WEB_SOURCE_DIR, 'shims', name);
   const result = await esbuild.build({
@@ -64,7 +66,8 @@ export async function buildWebAssets(opts: { minify?: boolean } = {}): Promise<M
   });
   const assets = new Map<string, Asset>();
   for (const f of result.outputFiles) {
-    if (f.path.endsWith('.js')) assets.set('app.js', { body: Buffer.from(f.contents), type: 'text/javascript; charset=utf-8' });
+    if (f.path.endsWith('.js'))
+      assets.set('app.js', { body: Buffer.from(f.contents), type: 'text/javascript; charset=utf-8' });
   }
   for (const [name, type] of STATIC_FILES) {
     assets.set(name, { body: await fsp.readFile(path.join(WEB_SOURCE_DIR, name)), type });

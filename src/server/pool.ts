@@ -122,8 +122,10 @@ export class InferencePool {
   constructor(private readonly opts: PoolOptions) {
     this.queueLimit = opts.queueLimit ?? 8;
     this.concurrency = opts.concurrency ?? 2;
-    if (!Number.isInteger(this.queueLimit) || this.queueLimit < 0) throw new RangeError(`queueLimit must be an integer >= 0, got ${this.queueLimit}`);
-    if (!Number.isInteger(this.concurrency) || this.concurrency < 1) throw new RangeError(`concurrency must be an integer >= 1, got ${this.concurrency}`);
+    if (!Number.isInteger(this.queueLimit) || this.queueLimit < 0)
+      throw new RangeError(`queueLimit must be an integer >= 0, got ${this.queueLimit}`);
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1)
+      throw new RangeError(`concurrency must be an integer >= 1, got ${this.concurrency}`);
   }
 
   /** Starts the worker and waits until every model is loaded. */
@@ -207,7 +209,12 @@ export class InferencePool {
       case 'done': {
         this.running.delete(job.id);
         this.meanJobMs = 0.8 * this.meanJobMs + 0.2 * msg.ms;
-        job.resolve({ tokens: msg.tokens, steps: msg.steps, computeMs: msg.ms, totalMs: performance.now() - job.submitted });
+        job.resolve({
+          tokens: msg.tokens,
+          steps: msg.steps,
+          computeMs: msg.ms,
+          totalMs: performance.now() - job.submitted,
+        });
         break;
       }
       case 'cancelled':
@@ -245,7 +252,13 @@ export class InferencePool {
   }
 
   stats(): { running: number; waiting: number; reserved: number; queueLimit: number; concurrency: number } {
-    return { running: this.running.size, waiting: this.waiting.length, reserved: this.reserved, queueLimit: this.queueLimit, concurrency: this.concurrency };
+    return {
+      running: this.running.size,
+      waiting: this.waiting.length,
+      reserved: this.reserved,
+      queueLimit: this.queueLimit,
+      concurrency: this.concurrency,
+    };
   }
 
   /** Takes a place in the queue for a job still to be built; null when the queue is full. */

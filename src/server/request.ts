@@ -21,7 +21,18 @@ export class HttpError extends Error {
 }
 
 /** The fields POST /v1/captions accepts besides `image`. */
-export const CAPTION_FIELDS = ['model', 'sampler', 'tokens_per_step', 'steps', 'temperature', 'seed', 'threshold', 'prompt', 'allow_unk', 'stream'] as const;
+export const CAPTION_FIELDS = [
+  'model',
+  'sampler',
+  'tokens_per_step',
+  'steps',
+  'temperature',
+  'seed',
+  'threshold',
+  'prompt',
+  'allow_unk',
+  'stream',
+] as const;
 
 export interface RawCaptionRequest {
   image: Buffer | null;
@@ -38,7 +49,8 @@ function tooLarge(limit: number): HttpError {
 
 /** Strict base64 (standard or URL-safe alphabet, optional padding, whitespace ignored). */
 export function decodeBase64Image(value: unknown, limit: number): Buffer {
-  if (typeof value !== 'string' || value.length === 0) throw bad('image', 'image must be a non-empty base64 string (or upload it as multipart/form-data)');
+  if (typeof value !== 'string' || value.length === 0)
+    throw bad('image', 'image must be a non-empty base64 string (or upload it as multipart/form-data)');
   let s = value;
   const m = /^data:[^;,]*(;[^,]*)?,/.exec(s);
   if (m) {
@@ -61,7 +73,9 @@ export async function readCaptionRequest(req: FastifyRequest, limit: number): Pr
     let image: Buffer | null = null;
     let imageName = 'image';
     try {
-      for await (const part of req.parts({ limits: { fileSize: limit, files: 1, fields: 32, fieldSize: 4096, parts: 40 } })) {
+      for await (const part of req.parts({
+        limits: { fileSize: limit, files: 1, fields: 32, fieldSize: 4096, parts: 40 },
+      })) {
         if (part.type === 'file') {
           if (part.fieldname !== 'image') {
             await part.toBuffer().catch(() => undefined);
@@ -121,11 +135,17 @@ function intField(fields: Record<string, unknown>, name: string, min: number, ma
   const v = fields[name];
   if (v === undefined || v === null || v === '') return undefined;
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*-?\d+\s*$/.test(v) ? Number(v) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw bad(name, `${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw bad(name, `${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
   return n;
 }
 
-function numberField(fields: Record<string, unknown>, name: string, ok: (n: number) => boolean, range: string): number | undefined {
+function numberField(
+  fields: Record<string, unknown>,
+  name: string,
+  ok: (n: number) => boolean,
+  range: string,
+): number | undefined {
   const v = fields[name];
   if (v === undefined || v === null || v === '') return undefined;
   const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
@@ -142,14 +162,20 @@ function boolField(fields: Record<string, unknown>, name: string): boolean | und
 }
 
 /** Validates every field against the chosen model. */
-export function validateCaptionRequest(raw: RawCaptionRequest, models: ReadonlyMap<string, ModelView>, defaultModel: string): CaptionRequest {
+export function validateCaptionRequest(
+  raw: RawCaptionRequest,
+  models: ReadonlyMap<string, ModelView>,
+  defaultModel: string,
+): CaptionRequest {
   const f = raw.fields;
   const unknown = Object.keys(f).filter((k) => !(CAPTION_FIELDS as readonly string[]).includes(k));
-  if (unknown.length > 0) throw bad(unknown[0]!, `unknown field "${unknown[0]}" (fields: image, ${CAPTION_FIELDS.join(', ')})`);
+  if (unknown.length > 0)
+    throw bad(unknown[0]!, `unknown field "${unknown[0]}" (fields: image, ${CAPTION_FIELDS.join(', ')})`);
 
   const modelName = f.model === undefined || f.model === '' ? defaultModel : f.model;
   const model = typeof modelName === 'string' ? models.get(modelName) : undefined;
-  if (!model) throw bad('model', `unknown model ${JSON.stringify(modelName)} (loaded: ${[...models.keys()].join(', ')})`);
+  if (!model)
+    throw bad('model', `unknown model ${JSON.stringify(modelName)} (loaded: ${[...models.keys()].join(', ')})`);
   const c = model.config;
   const L = c.responseLength;
 
@@ -160,7 +186,8 @@ export function validateCaptionRequest(raw: RawCaptionRequest, models: ReadonlyM
 
   const tps = intField(f, 'tokens_per_step', 1, L);
   const stepsGiven = intField(f, 'steps', 1, L);
-  if (tps !== undefined && stepsGiven !== undefined) throw bad('tokens_per_step', 'give either tokens_per_step or steps, not both');
+  if (tps !== undefined && stepsGiven !== undefined)
+    throw bad('tokens_per_step', 'give either tokens_per_step or steps, not both');
   let steps: number;
   if (stepsGiven !== undefined) steps = stepsGiven;
   else {
@@ -177,19 +204,28 @@ export function validateCaptionRequest(raw: RawCaptionRequest, models: ReadonlyM
 
   let promptText: string;
   if (f.prompt === undefined || f.prompt === '') {
-    if (!model.prompt) throw bad('prompt', `model ${model.name} does not say which prompt it was trained with; pass prompt`);
+    if (!model.prompt)
+      throw bad('prompt', `model ${model.name} does not say which prompt it was trained with; pass prompt`);
     promptText = model.prompt;
   } else if (typeof f.prompt !== 'string' || f.prompt.length > 1000) {
     throw bad('prompt', 'prompt must be a string of at most 1000 characters');
   } else promptText = f.prompt;
   const outside = allowUnk ? [] : wordsOutsideVocabulary(model.tokenizer, promptText);
   if (outside.length > 0) {
-    const shown = outside.slice(0, 8).map((w) => JSON.stringify(w)).join(', ') + (outside.length > 8 ? ', ...' : '');
-    throw bad('prompt', `prompt has ${outside.length} word(s) outside model ${model.name}'s vocabulary: ${shown} (rephrase it, or send allow_unk=true to read them as [UNK])`);
+    const shown =
+      outside
+        .slice(0, 8)
+        .map((w) => JSON.stringify(w))
+        .join(', ') + (outside.length > 8 ? ', ...' : '');
+    throw bad(
+      'prompt',
+      `prompt has ${outside.length} word(s) outside model ${model.name}'s vocabulary: ${shown} (rephrase it, or send allow_unk=true to read them as [UNK])`,
+    );
   }
   const prompt = model.tokenizer.encode(promptText);
   if (prompt.length === 0) throw bad('prompt', 'prompt has no tokens');
-  if (prompt.length > c.promptLength) throw bad('prompt', `prompt has ${prompt.length} tokens; model ${model.name} takes at most ${c.promptLength}`);
+  if (prompt.length > c.promptLength)
+    throw bad('prompt', `prompt has ${prompt.length} tokens; model ${model.name} takes at most ${c.promptLength}`);
 
   if (!raw.image) throw bad('image', 'image is missing (a multipart file field "image", or base64 "image" in JSON)');
   return {

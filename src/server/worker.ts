@@ -58,7 +58,11 @@ async function runJob(id: number, job: JobSpec): Promise<void> {
   const c = m.config;
   const t0 = performance.now();
   const patches = patchify(job.image, c.imageSize, c.patchSize);
-  const o = samplerOptions(job.sampler.sampler, { steps: job.sampler.steps, temperature: job.sampler.temperature, seed: job.sampler.seed }, job.sampler.threshold);
+  const o = samplerOptions(
+    job.sampler.sampler,
+    { steps: job.sampler.steps, temperature: job.sampler.temperature, seed: job.sampler.seed },
+    job.sampler.threshold,
+  );
   if (job.stream) o.onStep = (_row, step, tokens) => post({ type: 'step', id, step, tokens: [...tokens] });
   post({ type: 'started', id });
   const [res] = await sample(cancellable(m, id), [patches], [job.prompt], o);
@@ -88,7 +92,8 @@ port.on('message', (msg: ToWorker) => {
     () => cancelled.delete(msg.id),
     (e: unknown) => {
       if (e instanceof Cancelled) post({ type: 'cancelled', id: msg.id });
-      else post({ type: 'failed', id: msg.id, message: (e as Error)?.message ?? String(e), user: e instanceof UserError });
+      else
+        post({ type: 'failed', id: msg.id, message: (e as Error)?.message ?? String(e), user: e instanceof UserError });
       cancelled.delete(msg.id);
     },
   );
@@ -101,7 +106,9 @@ async function boot(): Promise<void> {
     models.set(name, m);
     // Compile both graphs now so the first request does not pay for it.
     const c = m.config;
-    const embeds = await m.encodeImages([new Float32Array((c.imageSize / c.patchSize) ** 2 * c.patchSize * c.patchSize * 3)]);
+    const embeds = await m.encodeImages([
+      new Float32Array((c.imageSize / c.patchSize) ** 2 * c.patchSize * c.patchSize * 3),
+    ]);
     await m.logits(embeds, [{ prompt: [], response: new Array<number>(c.responseLength).fill(1) }]);
     infos.push({
       name,

@@ -102,13 +102,15 @@ export class HuggingFaceTokenizer implements Tokenizer {
     if (!isObject(tokenizerJson) || !isObject(tokenizerJson.model)) {
       throw new UserError(`${where}: not a Hugging Face tokenizer.json (no "model" object)`);
     }
-    if (opts.config !== undefined && !isObject(opts.config)) throw new UserError(`${where}: tokenizer_config.json is not a JSON object`);
+    if (opts.config !== undefined && !isObject(opts.config))
+      throw new UserError(`${where}: tokenizer_config.json is not a JSON object`);
     this.source = structuredClone(tokenizerJson);
     this.config = structuredClone((opts.config as Record<string, unknown> | undefined) ?? {});
 
     // The library requires these keys to be present (null allowed) and an added_tokens array.
     const prepared: Record<string, unknown> = structuredClone(tokenizerJson);
-    for (const k of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder']) if (!(k in prepared)) prepared[k] = null;
+    for (const k of ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder'])
+      if (!(k in prepared)) prepared[k] = null;
     if (!Array.isArray(prepared.added_tokens)) prepared.added_tokens = [];
     const model = prepared.model as Record<string, unknown>;
     const libConfig: Record<string, unknown> = { ...this.config };
@@ -117,7 +119,9 @@ export class HuggingFaceTokenizer implements Tokenizer {
     try {
       this.hf = new HfTokenizer(prepared, libConfig);
     } catch (err) {
-      throw new UserError(`${where}: cannot load the tokenizer (${String((err as Error)?.message ?? err).split('\n')[0]})`);
+      throw new UserError(
+        `${where}: cannot load the tokenizer (${String((err as Error)?.message ?? err).split('\n')[0]})`,
+      );
     }
 
     const hfModel = this.hf.model;
@@ -126,13 +130,19 @@ export class HuggingFaceTokenizer implements Tokenizer {
     const hfSize = hfVocab.length;
     const exists = (tok: string): boolean => this.hf.token_to_id(tok) !== undefined;
 
-    const resolve = (role: Role, given: string | null | undefined, candidates: readonly string[], required: boolean): string | null => {
+    const resolve = (
+      role: Role,
+      given: string | null | undefined,
+      candidates: readonly string[],
+      required: boolean,
+    ): string | null => {
       if (given === null) {
         if (required) throw new UserError(`${where}: a ${role} token is required`);
         return null;
       }
       if (given !== undefined) {
-        if (!exists(given)) throw new UserError(`${where}: the ${role} token ${JSON.stringify(given)} is not in the vocabulary`);
+        if (!exists(given))
+          throw new UserError(`${where}: the ${role} token ${JSON.stringify(given)} is not in the vocabulary`);
         return given;
       }
       const fromConfig = configToken(this.config, `${role}_token`);
@@ -148,7 +158,8 @@ export class HuggingFaceTokenizer implements Tokenizer {
     };
     const mask = resolve('mask', opts.mask, MASK_CANDIDATES, true)!;
     const eos = resolve('eos', opts.eos, EOS_CANDIDATES, true)!;
-    if (mask === eos) throw new UserError(`${where}: the mask and eos tokens must differ (both ${JSON.stringify(mask)})`);
+    if (mask === eos)
+      throw new UserError(`${where}: the mask and eos tokens must differ (both ${JSON.stringify(mask)})`);
     let pad = resolve('pad', opts.pad, PAD_CANDIDATES, false);
     if (pad === mask || pad === eos) pad = null;
     let unk = resolve('unk', opts.unk, UNK_CANDIDATES, false);
@@ -159,7 +170,8 @@ export class HuggingFaceTokenizer implements Tokenizer {
     const head = [idOf(pad), idOf(mask), idOf(eos), idOf(unk)]; // PAD_ID, MASK_ID, EOS_ID, UNK_ID
     const used = new Set(head.filter((i) => i >= 0));
     const specialHf: number[] = [];
-    for (const [id, t] of this.hf.get_added_tokens_decoder()) if (t.special && !used.has(id) && id < hfSize) specialHf.push(id);
+    for (const [id, t] of this.hf.get_added_tokens_decoder())
+      if (t.special && !used.has(id) && id < hfSize) specialHf.push(id);
     specialHf.sort((a, b) => a - b);
     for (const id of specialHf) used.add(id);
     const ordinaryHf: number[] = [];
@@ -179,7 +191,10 @@ export class HuggingFaceTokenizer implements Tokenizer {
    * Loads `tokenizer.json` (a path to the file, or to a directory holding it) and, when present
    * beside it, `tokenizer_config.json`.
    */
-  static async load(file: string, opts: Omit<HuggingFaceTokenizerOptions, 'config' | 'where'> = {}): Promise<HuggingFaceTokenizer> {
+  static async load(
+    file: string,
+    opts: Omit<HuggingFaceTokenizerOptions, 'config' | 'where'> = {},
+  ): Promise<HuggingFaceTokenizer> {
     let jsonPath = file;
     try {
       if ((await fs.stat(file)).isDirectory()) jsonPath = path.join(file, 'tokenizer.json');
@@ -201,11 +216,14 @@ export class HuggingFaceTokenizer implements Tokenizer {
   static fromJSON(json: unknown, where = 'tokenizer'): HuggingFaceTokenizer {
     const j = json as Partial<HuggingFaceTokenizerJSON> | null;
     if (!isObject(j) || j.kind !== 'huggingface' || !isObject(j.tokenizer) || !isObject(j.specials)) {
-      throw new UserError(`${where}: not a stored Hugging Face tokenizer (expected {kind: "huggingface", tokenizer, specials})`);
+      throw new UserError(
+        `${where}: not a stored Hugging Face tokenizer (expected {kind: "huggingface", tokenizer, specials})`,
+      );
     }
     const s = j.specials;
     const nameOrNull = (v: unknown): string | null => (typeof v === 'string' ? v : null);
-    if (typeof s.mask !== 'string' || typeof s.eos !== 'string') throw new UserError(`${where}: stored tokenizer lacks its mask/eos tokens`);
+    if (typeof s.mask !== 'string' || typeof s.eos !== 'string')
+      throw new UserError(`${where}: stored tokenizer lacks its mask/eos tokens`);
     return new HuggingFaceTokenizer(j.tokenizer, {
       mask: s.mask,
       eos: s.eos,
@@ -217,7 +235,12 @@ export class HuggingFaceTokenizer implements Tokenizer {
   }
 
   toJSON(): HuggingFaceTokenizerJSON {
-    return { kind: 'huggingface', tokenizer: structuredClone(this.source), config: structuredClone(this.config), specials: { ...this.specials } };
+    return {
+      kind: 'huggingface',
+      tokenizer: structuredClone(this.source),
+      config: structuredClone(this.config),
+      specials: { ...this.specials },
+    };
   }
 
   isSpecial(id: number): boolean {

@@ -23,7 +23,12 @@ export interface SpecialIds {
 }
 
 /** The special ids every Tokenizer uses (see the layout contract above). */
-export const SPECIAL_IDS: Readonly<SpecialIds> = Object.freeze({ pad: PAD_ID, mask: MASK_ID, eos: EOS_ID, unk: UNK_ID });
+export const SPECIAL_IDS: Readonly<SpecialIds> = Object.freeze({
+  pad: PAD_ID,
+  mask: MASK_ID,
+  eos: EOS_ID,
+  unk: UNK_ID,
+});
 
 export interface Tokenizer {
   /** Vocabulary size (the model's embedding rows / output classes). */
@@ -59,5 +64,7 @@ export function tokenizerFromJSON(json: unknown, where = 'tokenizer'): Tokenizer
   const kind = (json as { kind?: unknown } | null)?.kind;
   if (kind === 'word') return WordTokenizer.fromJSON(json, where);
   if (kind === 'huggingface') return HuggingFaceTokenizer.fromJSON(json, where);
-  throw new UserError(`${where}: unknown tokenizer kind ${JSON.stringify(kind ?? null)} (expected "word" or "huggingface")`);
+  throw new UserError(
+    `${where}: unknown tokenizer kind ${JSON.stringify(kind ?? null)} (expected "word" or "huggingface")`,
+  );
 }

@@ -67,7 +67,10 @@ export interface BaseStage {
  * in the caption, the image is rarely needed.
  */
 const GROUNDED_GROUPS = groundedWordIds();
-export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 0.5, groups: GROUNDED_GROUPS } };
+export const GROUNDING_MIX: MixOptions = {
+  ...MASK_PREDICTION_MIX,
+  groundingMask: { share: 0.5, groups: GROUNDED_GROUPS },
+};
 
 /**
  * The grounding stage: one-object scenes, an attribute or the place hidden in every sample. With one object
@@ -75,10 +78,16 @@ export const GROUNDING_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask
  * it then learns the lookup by place on full scenes, which it does not find from full scenes
  * alone (docs/diagnosis.md, point 21).
  */
-const GROUNDING_STAGE_MIX: MixOptions = { ...MASK_PREDICTION_MIX, groundingMask: { share: 1, groups: GROUNDED_GROUPS } };
+const GROUNDING_STAGE_MIX: MixOptions = {
+  ...MASK_PREDICTION_MIX,
+  groundingMask: { share: 1, groups: GROUNDED_GROUPS },
+};
 
 /** The last stage: half the samples with the masks of block decoding (the sampler's default blocks of 32). */
-export const BLOCK_MIX: MixOptions = { ...MASK_PREDICTION_MIX, blockMask: { share: 0.5, blockLength: DEFAULT_BLOCK_LENGTH } };
+export const BLOCK_MIX: MixOptions = {
+  ...MASK_PREDICTION_MIX,
+  blockMask: { share: 0.5, blockLength: DEFAULT_BLOCK_LENGTH },
+};
 
 /**
  * The image path of every base: normalised image tokens with place embeddings, the tower's own
@@ -86,7 +95,13 @@ export const BLOCK_MIX: MixOptions = { ...MASK_PREDICTION_MIX, blockMask: { shar
  * and a relative position bias in the language model, with which a place word finds the object
  * named a few words before it (points 29-30).
  */
-const BASE_MODEL: Partial<ModelConfig> = { imageNorm: true, imagePlace: true, imageCells: true, imageKeyBias: Math.log(10), relativeBias: 16 };
+const BASE_MODEL: Partial<ModelConfig> = {
+  imageNorm: true,
+  imagePlace: true,
+  imageCells: true,
+  imageKeyBias: Math.log(10),
+  relativeBias: 16,
+};
 
 const QUICK_STEP = { batchSize: 16, checkpointEvery: 100 };
 const FULL_STEP = { batchSize: 32, checkpointEvery: 500 };
@@ -102,11 +117,24 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
     stages: [
       { name: 'vision', stage: 'vision', budget: { ...QUICK_STEP, steps: 40, lr: 3e-3, warmupSteps: 5 } },
       {
-        name: 'ground', stage: 'mask-prediction', mix: GROUNDING_STAGE_MIX, scenes: { minObjects: 1, maxObjects: 1, count: 100 },
+        name: 'ground',
+        stage: 'mask-prediction',
+        mix: GROUNDING_STAGE_MIX,
+        scenes: { minObjects: 1, maxObjects: 1, count: 100 },
         budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 2, minLrRatio: 1, visionLrScale: 0.1 },
       },
-      { name: 'base', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 5, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
-      { name: 'blocks', stage: 'mask-prediction', budget: { ...QUICK_STEP, steps: 10, lr: 3e-4, warmupSteps: 2, visionLrScale: 0.1 }, mix: BLOCK_MIX },
+      {
+        name: 'base',
+        stage: 'mask-prediction',
+        budget: { ...QUICK_STEP, steps: 20, lr: 1e-3, warmupSteps: 5, visionLrScale: 0.1 },
+        mix: GROUNDING_MIX,
+      },
+      {
+        name: 'blocks',
+        stage: 'mask-prediction',
+        budget: { ...QUICK_STEP, steps: 10, lr: 3e-4, warmupSteps: 2, visionLrScale: 0.1 },
+        mix: BLOCK_MIX,
+      },
     ],
   },
   /** The shipped base: small model, within 90 minutes on 2 cores. */
@@ -117,16 +145,33 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
     measureScenes: 256,
     evalScenes: 200,
     stages: [
-      { name: 'vision', stage: 'vision', budget: { batchSize: 64, checkpointEvery: 200, steps: 600, lr: 2e-3, warmupSteps: 50 } },
+      {
+        name: 'vision',
+        stage: 'vision',
+        budget: { batchSize: 64, checkpointEvery: 200, steps: 600, lr: 2e-3, warmupSteps: 50 },
+      },
       {
         // Colour, shape and size are read after 1,000 steps, place after 1,500 (docs/diagnosis.md, point 27).
-        name: 'ground', stage: 'mask-prediction', mix: GROUNDING_STAGE_MIX, scenes: { minObjects: 1, maxObjects: 1, count: 20000 },
+        name: 'ground',
+        stage: 'mask-prediction',
+        mix: GROUNDING_STAGE_MIX,
+        scenes: { minObjects: 1, maxObjects: 1, count: 20000 },
         budget: { ...FULL_STEP, steps: 1500, lr: 1e-3, warmupSteps: 100, minLrRatio: 1, visionLrScale: 0.1 },
       },
-      { name: 'base', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 }, mix: GROUNDING_MIX },
+      {
+        name: 'base',
+        stage: 'mask-prediction',
+        budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 },
+        mix: GROUNDING_MIX,
+      },
       // Uniform masks rarely show the context block decoding writes in (docs/diagnosis.md, point 31); plain
       // mask prediction at this rate (point 28's polish) changed nothing once the relative bias was in.
-      { name: 'blocks', stage: 'mask-prediction', budget: { ...FULL_STEP, steps: 1500, lr: 3e-4, warmupSteps: 100, visionLrScale: 0.1 }, mix: BLOCK_MIX },
+      {
+        name: 'blocks',
+        stage: 'mask-prediction',
+        budget: { ...FULL_STEP, steps: 1500, lr: 3e-4, warmupSteps: 100, visionLrScale: 0.1 },
+        mix: BLOCK_MIX,
+      },
     ],
   },
 };
@@ -175,8 +220,11 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
   const out = path.resolve(opts.out);
   fs.mkdirSync(out, { recursive: true });
   const recordFile = path.join(out, 'base.json');
-  const previous = fs.existsSync(recordFile) ? (JSON.parse(fs.readFileSync(recordFile, 'utf8')) as BaseRunRecord) : null;
-  if (previous && previous.preset !== opts.preset) throw new UserError(`${out} holds a "${previous.preset}" base run; use another --out for "${opts.preset}"`);
+  const previous = fs.existsSync(recordFile)
+    ? (JSON.parse(fs.readFileSync(recordFile, 'utf8')) as BaseRunRecord)
+    : null;
+  if (previous && previous.preset !== opts.preset)
+    throw new UserError(`${out} holds a "${previous.preset}" base run; use another --out for "${opts.preset}"`);
   const record: BaseRunRecord = previous ?? {
     preset: opts.preset,
     startedAt: new Date().toISOString(),
@@ -195,7 +243,9 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
     const key = scenes ? `${scenes.minObjects}-${scenes.maxObjects}-${count}` : 'all';
     let records = recordSets.get(key);
     if (!records) {
-      log(`[base] generating ${count} training scenes${scenes ? ` of ${scenes.minObjects}-${scenes.maxObjects} objects` : ''}`);
+      log(
+        `[base] generating ${count} training scenes${scenes ? ` of ${scenes.minObjects}-${scenes.maxObjects} objects` : ''}`,
+      );
       const split = generateBenchmarkSplit('train', seed, count, config.imageSize, scenes);
       records = split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
       recordSets.set(key, records);
@@ -217,27 +267,36 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
     delete record.evaluation;
     delete record.finishedAt;
     record.settings = p;
-    const initial = from
-      ? await loadModelState(from)
-      : { config, tokenizer, params: initParams(config, seed) };
-    const settings: TrainSettings = { stage: s.stage, seed, weightDecay: 0.01, clipNorm: 1, mix: s.mix ?? MASK_PREDICTION_MIX, ...s.budget, minLrRatio: s.budget.minLrRatio ?? 0.1 };
+    const initial = from ? await loadModelState(from) : { config, tokenizer, params: initParams(config, seed) };
+    const settings: TrainSettings = {
+      stage: s.stage,
+      seed,
+      weightDecay: 0.01,
+      clipNorm: 1,
+      mix: s.mix ?? MASK_PREDICTION_MIX,
+      ...s.budget,
+      minLrRatio: s.budget.minLrRatio ?? 0.1,
+    };
     const before = record.timings[s.name] ?? 0;
-    const { res, m } = await withWallTime(async () => {
-      const res = await runTraining({
-        outDir: dir,
-        records: trainRecords(s.scenes),
-        initial: { config: initial.config, tokenizer: initial.tokenizer, params: initial.params },
-        settings,
-        resume: true,
-        progress: opts.progress,
-        meta: { prompt: BENCHMARK_PROMPT, init: from },
-      });
-      // Measured on the scenes the stage trained on: a one-object stage says nothing about full scenes.
-      return { res, m: await measureStage(s.stage, res.config, res.params, p.measureScenes, s.scenes) };
-    }, async (seconds) => {
-      record.timings[s.name] = before + seconds;
-      await save();
-    });
+    const { res, m } = await withWallTime(
+      async () => {
+        const res = await runTraining({
+          outDir: dir,
+          records: trainRecords(s.scenes),
+          initial: { config: initial.config, tokenizer: initial.tokenizer, params: initial.params },
+          settings,
+          resume: true,
+          progress: opts.progress,
+          meta: { prompt: BENCHMARK_PROMPT, init: from },
+        });
+        // Measured on the scenes the stage trained on: a one-object stage says nothing about full scenes.
+        return { res, m: await measureStage(s.stage, res.config, res.params, p.measureScenes, s.scenes) };
+      },
+      async (seconds) => {
+        record.timings[s.name] = before + seconds;
+        await save();
+      },
+    );
     record.measurements[s.name] = m;
     log(`[base] ${s.name}: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}\n${m}`);
     await save();
@@ -252,7 +311,10 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
       await save();
     }
     await shipCheckpoint(final, opts.ship, { stage: 'base' });
-    await writeFileAtomic(path.join(opts.ship, 'MODEL.md'), modelCard({ record, parameters: countParams(config), evaluation: record.evaluation }));
+    await writeFileAtomic(
+      path.join(opts.ship, 'MODEL.md'),
+      modelCard({ record, parameters: countParams(config), evaluation: record.evaluation }),
+    );
     log(`[base] shipped ${final} -> ${opts.ship}`);
   }
   return record;
@@ -265,7 +327,10 @@ async function evaluateBase(dir: string, scenes: number): Promise<ModelCardInput
     const L = model.config.responseLength;
     const split = generateBenchmarkSplit('val', 0, scenes, model.config.imageSize);
     const settings: EvalSetting[] = [1, 2, 4, 8].map((k) => ({
-      label: `llada ${k} tok/step`, sampler: 'llada', tokensPerStep: k, options: samplerOptions('llada', { steps: stepsForTokensPerStep(L, k) }),
+      label: `llada ${k} tok/step`,
+      sampler: 'llada',
+      tokensPerStep: k,
+      options: samplerOptions('llada', { steps: stepsForTokensPerStep(L, k) }),
     }));
     const rows = (await evaluate(model, split, settings)).map((r) => ({ ...r, records: [] }));
     const refs = split.records.flatMap((r) => r.captions.map((c) => splitWords(c).length));

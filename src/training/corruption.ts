@@ -106,7 +106,11 @@ function spanPositions(spans: readonly { start: number; length: number }[]): Set
 }
 
 /** Draws a uniformly random ordinary token other than `avoid`, so noise is always a real error. */
-export function randomOrdinaryToken(rng: Rng, opts: Pick<NoiseOptions, 'firstOrdinaryId' | 'vocabSize'>, avoid: number): number {
+export function randomOrdinaryToken(
+  rng: Rng,
+  opts: Pick<NoiseOptions, 'firstOrdinaryId' | 'vocabSize'>,
+  avoid: number,
+): number {
   const n = opts.vocabSize - opts.firstOrdinaryId;
   if (n < 2) throw new Error('vocabulary has fewer than two ordinary tokens');
   let id = opts.firstOrdinaryId + rng.int(n - 1);
@@ -115,7 +119,12 @@ export function randomOrdinaryToken(rng: Rng, opts: Pick<NoiseOptions, 'firstOrd
 }
 
 /** Masks (and optionally noises) a clean response; `t` may be fixed for tests. */
-export function corruptResponse(clean: readonly number[], rng: Rng, opts: NoiseOptions, fixedT?: number): CorruptedResponse {
+export function corruptResponse(
+  clean: readonly number[],
+  rng: Rng,
+  opts: NoiseOptions,
+  fixedT?: number,
+): CorruptedResponse {
   const t = fixedT ?? rng.next();
   const p = maskProbability(t);
   const q = syntaxNoiseRate(opts, t);
@@ -136,7 +145,14 @@ function syntaxNoiseRate(o: NoiseOptions, t: number): number {
 }
 
 /** An unmasked token: kept, or with probability q replaced by noise that is always a real error. */
-function pushShown(tok: number, rng: Rng, q: number, vocab: Pick<NoiseOptions, 'firstOrdinaryId' | 'vocabSize'> | undefined, input: number[], types: TokenType[]): void {
+function pushShown(
+  tok: number,
+  rng: Rng,
+  q: number,
+  vocab: Pick<NoiseOptions, 'firstOrdinaryId' | 'vocabSize'> | undefined,
+  input: number[],
+  types: TokenType[],
+): void {
   if (q > 0 && rng.next() < q) {
     input.push(randomOrdinaryToken(rng, vocab!, tok));
     types.push('syntax');

@@ -79,7 +79,12 @@ export function stepRng(seed: number, step: number): Rng {
 function settingsKey(s: TrainSettings): string {
   const sort = (v: unknown): unknown =>
     v && typeof v === 'object' && !Array.isArray(v)
-      ? Object.fromEntries(Object.keys(v).sort().filter((k) => k !== 'checkpointEvery').map((k) => [k, sort((v as Record<string, unknown>)[k])]))
+      ? Object.fromEntries(
+          Object.keys(v)
+            .sort()
+            .filter((k) => k !== 'checkpointEvery')
+            .map((k) => [k, sort((v as Record<string, unknown>)[k])]),
+        )
       : v;
   return JSON.stringify(sort(s));
 }
@@ -94,14 +99,18 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
   const adamw = { ...DEFAULT_ADAMW, weightDecay: s.weightDecay, clipNorm: s.clipNorm };
   const plan = job.plan ?? stagePlan(isTrainStage(s.stage) ? s.stage : 'self-correct', s.visionLrScale ?? 1);
   if (exists && !job.resume) {
-    throw new UserError(`${job.outDir} already holds a checkpoint; pass --resume to continue it, or choose another --out`);
+    throw new UserError(
+      `${job.outDir} already holds a checkpoint; pass --resume to continue it, or choose another --out`,
+    );
   }
   if (exists) {
     const saved = await loadModelState(job.outDir, { withOptimizer: true });
     const before = settingsKey(saved.state.settings as TrainSettings);
     const now = settingsKey(s);
     if (before !== now) {
-      throw new UserError(`${job.outDir}: the training settings differ from the run being resumed (saved ${before}, now ${now})`);
+      throw new UserError(
+        `${job.outDir}: the training settings differ from the run being resumed (saved ${before}, now ${now})`,
+      );
     }
     ({ config, tokenizer, params } = saved);
     startStep = Number(saved.state.step ?? 0);
@@ -113,7 +122,13 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
   const cells = plan.graph.loss === 'cells';
 
   const save = async (step: number): Promise<void> =>
-    saveModel(job.outDir, { config, tokenizer, params, optimizer: trainer.optimizer, state: { ...job.meta, step, stage: s.stage, settings: s } });
+    saveModel(job.outDir, {
+      config,
+      tokenizer,
+      params,
+      optimizer: trainer.optimizer,
+      state: { ...job.meta, step, stage: s.stage, settings: s },
+    });
 
   const schedule = { peak: s.lr, warmupSteps: s.warmupSteps, totalSteps: s.steps, minRatio: s.minLrRatio };
   const vocab = { firstOrdinaryId: tokenizer.firstOrdinaryId, vocabSize: tokenizer.size };
@@ -127,13 +142,17 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
     for (let step = startStep; step < s.steps; step++) {
       const rng = stepRng(s.seed, step);
       const pick = job.pick ?? ((r: Rng) => job.records[r.int(job.records.length)]!);
-      const batch = Array.from({ length: s.batchSize }, () => (cells ? makeCellSample(config, pick(rng)) : makeSample(config, pick(rng), rng, s.mix, vocab)));
+      const batch = Array.from({ length: s.batchSize }, () =>
+        cells ? makeCellSample(config, pick(rng)) : makeSample(config, pick(rng), rng, s.mix, vocab),
+      );
       const lr = learningRate(step, schedule);
       const { loss, gradNorm } = await trainer.step(batch, lr);
       if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
         throw new UserError(
           `training stopped: the loss became ${loss} (gradient norm ${gradNorm}) at step ${step + 1}; ` +
-            (lastSaved > 0 ? `the last good checkpoint (step ${lastSaved}) is kept in ${job.outDir}` : 'no checkpoint was written') +
+            (lastSaved > 0
+              ? `the last good checkpoint (step ${lastSaved}) is kept in ${job.outDir}`
+              : 'no checkpoint was written') +
             '; try a lower --lr',
         );
       }

@@ -8,7 +8,15 @@ import { patchCellTargets } from '../benchmark/cells.js';
 import { type ModelConfig, numPatches } from '../model/config.js';
 import { UserError } from '../util/errors.js';
 import type { Rng } from '../util/rng.js';
-import { type CorruptedResponse, type NoiseOptions, blockCorrectionSample, blockMaskResponse, corruptResponse, padResponse, spanCorrectionSample } from './corruption.js';
+import {
+  type CorruptedResponse,
+  type NoiseOptions,
+  blockCorrectionSample,
+  blockMaskResponse,
+  corruptResponse,
+  padResponse,
+  spanCorrectionSample,
+} from './corruption.js';
 import { type Objective, lossWeights } from './loss.js';
 import { MASK_ID } from '../tokenizer/word.js';
 
@@ -62,7 +70,12 @@ export interface MixOptions {
   blockMask?: { share: number; blockLength: number };
 }
 
-export const MASK_PREDICTION_MIX: MixOptions = { objective: 'mask-prediction', syntaxNoise: 0, dynamicSyntaxNoise: false, correctionShare: 0 };
+export const MASK_PREDICTION_MIX: MixOptions = {
+  objective: 'mask-prediction',
+  syntaxNoise: 0,
+  dynamicSyntaxNoise: false,
+  correctionShare: 0,
+};
 
 export interface TrainingSample {
   patches: Float32Array;
@@ -79,7 +92,8 @@ export function recordPatches(c: ModelConfig, rgb: Uint8Array): Float32Array {
 
 /** A vision-stage sample: the image and what each patch's grid cell holds (no caption). */
 export function makeCellSample(c: ModelConfig, record: TrainingRecord): TrainingSample {
-  if (!record.cells) throw new UserError('the vision stage needs benchmark scenes (their scene graphs say what each cell holds)');
+  if (!record.cells)
+    throw new UserError('the vision stage needs benchmark scenes (their scene graphs say what each cell holds)');
   const empty: CorruptedResponse = { input: [], target: [], types: [], p: 1, t: Number.NaN };
   return {
     patches: recordPatches(c, record.rgb),
@@ -98,34 +112,60 @@ export function makeSample(
   vocab: { firstOrdinaryId: number; vocabSize: number },
 ): TrainingSample {
   let corrupted: CorruptedResponse;
-  if (record.corrections.length > 0 && mix.correctionShare > 0 && (record.captions.length === 0 || rng.next() < mix.correctionShare)) {
+  if (
+    record.corrections.length > 0 &&
+    mix.correctionShare > 0 &&
+    (record.captions.length === 0 || rng.next() < mix.correctionShare)
+  ) {
     const pair = rng.choice(record.corrections);
     const wrong = padResponse(pair.wrong, c.responseLength, 'correction draft');
     const correct = padResponse(pair.correct, c.responseLength, 'correction target');
     // A Stage II draft also in the block context the refining sampler revises it in.
     const keepRest = pair.keepRest === true;
     const bm = mix.blockMask;
-    const block = keepRest && bm && bm.share > 0 && rng.next() < bm.share ? blockCorrectionSample(wrong, correct, pair.spans, rng, bm.blockLength) : null;
+    const block =
+      keepRest && bm && bm.share > 0 && rng.next() < bm.share
+        ? blockCorrectionSample(wrong, correct, pair.spans, rng, bm.blockLength)
+        : null;
     corrupted = block ?? spanCorrectionSample(wrong, correct, pair.spans, keepRest);
   } else {
     const clean = padResponse(rng.choice(record.captions), c.responseLength);
     const bm = mix.blockMask;
-    const block = bm && bm.share > 0 && rng.next() < bm.share ? blockMaskResponse(clean, rng, bm.blockLength, { noise: noiseOptions(mix, vocab) }) : null;
+    const block =
+      bm && bm.share > 0 && rng.next() < bm.share
+        ? blockMaskResponse(clean, rng, bm.blockLength, { noise: noiseOptions(mix, vocab) })
+        : null;
     corrupted = block ?? uniformSample(clean, rng, mix, vocab);
   }
-  return { patches: recordPatches(c, record.rgb), prompt: record.prompt, corrupted, weights: lossWeights(corrupted, mix.objective) };
+  return {
+    patches: recordPatches(c, record.rgb),
+    prompt: record.prompt,
+    corrupted,
+    weights: lossWeights(corrupted, mix.objective),
+  };
 }
 
 /** The syntax noise of a mix: the revision objective's, none for mask prediction. */
 function noiseOptions(mix: MixOptions, vocab: { firstOrdinaryId: number; vocabSize: number }): NoiseOptions {
-  return { syntaxNoise: mix.objective === 'revision' ? mix.syntaxNoise : 0, dynamicSyntaxNoise: mix.objective === 'revision' && mix.dynamicSyntaxNoise, ...vocab };
+  return {
+    syntaxNoise: mix.objective === 'revision' ? mix.syntaxNoise : 0,
+    dynamicSyntaxNoise: mix.objective === 'revision' && mix.dynamicSyntaxNoise,
+    ...vocab,
+  };
 }
 
 /** Uniform masks (with the revision objective's noise), and the grounding masks where the mix asks. */
-function uniformSample(clean: number[], rng: Rng, mix: MixOptions, vocab: { firstOrdinaryId: number; vocabSize: number }): CorruptedResponse {
+function uniformSample(
+  clean: number[],
+  rng: Rng,
+  mix: MixOptions,
+  vocab: { firstOrdinaryId: number; vocabSize: number },
+): CorruptedResponse {
   const corrupted = corruptResponse(clean, rng, noiseOptions(mix, vocab));
   const gm = mix.groundingMask;
-  return gm && gm.groups.length > 0 && rng.next() < gm.share ? maskGroup(corrupted, new Set(rng.choice(gm.groups))) : corrupted;
+  return gm && gm.groups.length > 0 && rng.next() < gm.share
+    ? maskGroup(corrupted, new Set(rng.choice(gm.groups)))
+    : corrupted;
 }
 
 /** `sample` with every token whose target is in `ids` masked as well. */

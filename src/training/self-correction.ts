@@ -64,7 +64,13 @@ export interface SelfCorrectionSettings {
  * The one-line error for a round whose expert failed on too many drafts, naming the most common
  * cause; null when the failures are within the allowed share.
  */
-export function expertFailure(round: number, expertName: string, answers: readonly (ReviewAnswer | undefined)[], maxShare: number, cacheFile: string): string | null {
+export function expertFailure(
+  round: number,
+  expertName: string,
+  answers: readonly (ReviewAnswer | undefined)[],
+  maxShare: number,
+  cacheFile: string,
+): string | null {
   const reasons = new Map<string, number>();
   let failed = 0;
   for (const a of answers) {
@@ -102,14 +108,23 @@ export interface DraftImage {
 
 /** The benchmark scenes of a split as draft images. */
 export function draftImagesFromSplit(split: InMemorySplit): DraftImage[] {
-  return split.records.map((r, i) => ({ id: r.id, rgb: split.rgb[i]!, question: BENCHMARK_PROMPT, reference: r.captions[0] ?? '', scene: r.scene }));
+  return split.records.map((r, i) => ({
+    id: r.id,
+    rgb: split.rgb[i]!,
+    question: BENCHMARK_PROMPT,
+    reference: r.captions[0] ?? '',
+    scene: r.scene,
+  }));
 }
 
 /**
  * The images of the user's LLaVA-style data (readUserData) as draft images: one per image, its
  * first conversation as question and reference.
  */
-export function draftImagesFromLlava(records: readonly LlavaRecord[], rgbByImage: ReadonlyMap<string, Uint8Array>): DraftImage[] {
+export function draftImagesFromLlava(
+  records: readonly LlavaRecord[],
+  rgbByImage: ReadonlyMap<string, Uint8Array>,
+): DraftImage[] {
   const out: DraftImage[] = [];
   const seen = new Set<string>();
   for (const r of records) {
@@ -125,7 +140,11 @@ export function draftImagesFromLlava(records: readonly LlavaRecord[], rgbByImage
 async function expertImagePng(img: DraftImage): Promise<Uint8Array> {
   if (img.scene) return renderScenePng(img.scene).png;
   if (!img.imagePath) throw new Error(`draft image ${img.id} has neither a scene nor a file`);
-  return sharp(img.imagePath).rotate().resize({ width: 512, height: 512, fit: 'inside', withoutEnlargement: true }).png().toBuffer();
+  return sharp(img.imagePath)
+    .rotate()
+    .resize({ width: 512, height: 512, fit: 'inside', withoutEnlargement: true })
+    .png()
+    .toBuffer();
 }
 
 export interface Draft {
@@ -171,7 +190,14 @@ export type DraftOptions = Pick<SelfCorrectionSettings, 'draftTokensPerStep' | '
  * Captions the images `indices` with the model in `modelDir`, once per step budget, each image
  * prompted with its own question (images that share a question are batched together).
  */
-export async function generateDrafts(modelDir: string, images: readonly DraftImage[], indices: number[], s: DraftOptions, seed: number, progress: boolean): Promise<Draft[]> {
+export async function generateDrafts(
+  modelDir: string,
+  images: readonly DraftImage[],
+  indices: number[],
+  s: DraftOptions,
+  seed: number,
+  progress: boolean,
+): Promise<Draft[]> {
   const model = await loadModel(modelDir);
   try {
     const byQuestion = new Map<string, number[]>();
@@ -185,14 +211,32 @@ export async function generateDrafts(modelDir: string, images: readonly DraftIma
     const bar = createProgress('drafts', indices.length * s.draftTokensPerStep.length, { enabled: progress });
     let done = 0;
     for (const k of s.draftTokensPerStep) {
-      const opts = samplerOptions(s.draftSampler, { steps: stepsForTokensPerStep(model.config.responseLength, k), seed });
+      const opts = samplerOptions(s.draftSampler, {
+        steps: stepsForTokensPerStep(model.config.responseLength, k),
+        seed,
+      });
       for (const [question, group] of byQuestion) {
-        const caps = await captionImages(model, group.map((i) => normaliseRgb(images[i]!.rgb)), model.tokenizer.encode(question), opts, 32, (n) => bar.update(done + n));
+        const caps = await captionImages(
+          model,
+          group.map((i) => normaliseRgb(images[i]!.rgb)),
+          model.tokenizer.encode(question),
+          opts,
+          32,
+          (n) => bar.update(done + n),
+        );
         done += group.length;
         caps.forEach((c, j) => {
           const img = images[group[j]!]!;
           const end = c.tokens.indexOf(EOS_ID);
-          drafts.push({ id: `${img.id}@${k}`, record: group[j]!, imageId: img.id, tokensPerStep: k, steps: c.steps, text: c.text, tokens: end < 0 ? c.tokens : c.tokens.slice(0, end) });
+          drafts.push({
+            id: `${img.id}@${k}`,
+            record: group[j]!,
+            imageId: img.id,
+            tokensPerStep: k,
+            steps: c.steps,
+            text: c.text,
+            tokens: end < 0 ? c.tokens : c.tokens.slice(0, end),
+          });
         });
       }
     }
@@ -208,7 +252,12 @@ export async function generateDrafts(modelDir: string, images: readonly DraftIma
  * draft's own tokens, or null when nothing usable is left (judged right, malformed, no pair
  * locatable, or a draft that fills the whole response and has no EOS to keep).
  */
-export function draftCorrection(d: Pick<Draft, 'text' | 'tokens'>, answer: ReviewAnswer | undefined, tokenizer: Tokenizer, responseLength: number): SpanPair | null {
+export function draftCorrection(
+  d: Pick<Draft, 'text' | 'tokens'>,
+  answer: ReviewAnswer | undefined,
+  tokenizer: Tokenizer,
+  responseLength: number,
+): SpanPair | null {
   if (!answer || answer.kind !== 'pairs') return null;
   const filtered = filterPairs(d.text, answer.pairs, tokenizer);
   if (filtered.kept.length === 0) return null;
@@ -228,9 +277,22 @@ export interface CorrectedDraft {
  * without a cache, keeping those with a usable correction: the model's own typical mistakes on
  * those scenes, with fixes. Used to measure on held-out scenes what a round of Stage II taught.
  */
-export async function correctedDrafts(modelDir: string, split: InMemorySplit, expert: Expert, opts: DraftOptions, seed = 0): Promise<CorrectedDraft[]> {
+export async function correctedDrafts(
+  modelDir: string,
+  split: InMemorySplit,
+  expert: Expert,
+  opts: DraftOptions,
+  seed = 0,
+): Promise<CorrectedDraft[]> {
   const images = draftImagesFromSplit(split);
-  const drafts = await generateDrafts(modelDir, images, images.map((_, i) => i), opts, seed, false);
+  const drafts = await generateDrafts(
+    modelDir,
+    images,
+    images.map((_, i) => i),
+    opts,
+    seed,
+    false,
+  );
   const { tokenizer, config } = await loadModelState(modelDir);
   const out: CorrectedDraft[] = [];
   for (const d of drafts) {
@@ -293,11 +355,15 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     const tokenizer = model.tokenizer;
     const bar = createProgress(`review (${job.expert.name})`, drafts.length, { enabled: progress });
     const cacheFile = path.join(dir, 'reviews.jsonl');
-    const reviewed = await reviewAll(job.expert, drafts.map((d) => reviewRequest(d, job.images[d.record]!, s.sendImages)), {
-      cacheFile,
-      tokenizer,
-      onProgress: (p) => bar.update(p.done),
-    });
+    const reviewed = await reviewAll(
+      job.expert,
+      drafts.map((d) => reviewRequest(d, job.images[d.record]!, s.sendImages)),
+      {
+        cacheFile,
+        tokenizer,
+        onProgress: (p) => bar.update(p.done),
+      },
+    );
     bar.stop();
     // A run whose expert failed (a wrong key, a dead endpoint) must not look like a run whose
     // expert found nothing to correct: too many failures stop it, fewer are a warning.
@@ -305,7 +371,10 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     const tooMany = expertFailure(round, job.expert.name, answers, s.maxExpertFailures ?? 0.5, cacheFile);
     if (tooMany) throw new UserError(redactSecrets(tooMany));
     const failedReviews = answers.filter((a) => a?.kind === 'error').length;
-    if (failedReviews > 0) process.stderr.write(`warning: round ${round}: the expert failed on ${failedReviews} of ${drafts.length} drafts; they are left out (a rerun asks again)\n`);
+    if (failedReviews > 0)
+      process.stderr.write(
+        `warning: round ${round}: the expert failed on ${failedReviews} of ${drafts.length} drafts; they are left out (a rerun asks again)\n`,
+      );
     // 3. Pairs -> span corrections over the draft's own tokens.
     const draftRecords: TrainingRecord[] = [];
     const pairsOut: object[] = [];
@@ -313,8 +382,19 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
       const pair = draftCorrection(d, reviewed.answers.get(d.id), tokenizer, model.config.responseLength);
       if (!pair) continue;
       const img = job.images[d.record]!;
-      draftRecords.push({ rgb: img.rgb, prompt: tokenizer.encode(img.question), captions: [], corrections: [{ ...pair, keepRest: keepTerm }] });
-      pairsOut.push({ id: d.id, draft: d.text, corrected: tokenizer.decode(pair.correct), spans: pair.spans, image: img.id });
+      draftRecords.push({
+        rgb: img.rgb,
+        prompt: tokenizer.encode(img.question),
+        captions: [],
+        corrections: [{ ...pair, keepRest: keepTerm }],
+      });
+      pairsOut.push({
+        id: d.id,
+        draft: d.text,
+        corrected: tokenizer.decode(pair.correct),
+        spans: pair.spans,
+        image: img.id,
+      });
     }
     await writeFileAtomic(path.join(dir, 'pairs.jsonl'), pairsOut.map((p) => JSON.stringify(p) + '\n').join(''));
     const report: RoundReport = {
@@ -328,12 +408,21 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     await writeFileAtomic(path.join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
     // 4. Train on the corrections, mixed with Stage I samples.
     const ckpt = path.join(dir, 'model');
-    const finished = fs.existsSync(path.join(ckpt, 'checkpoint.json')) && Number((await loadModelState(ckpt)).state.step) >= s.train.steps;
+    const finished =
+      fs.existsSync(path.join(ckpt, 'checkpoint.json')) &&
+      Number((await loadModelState(ckpt)).state.step) >= s.train.steps;
     if (!finished && draftRecords.length === 0) {
       // Nothing to learn from (e.g. drafts too broken for same-length fixes): the round keeps
       // its starting weights, and the report says so (trainingPairs 0).
-      process.stderr.write(`warning: round ${round}: the expert produced no usable correction; the model is kept unchanged\n`);
-      await saveModel(ckpt, { config: model.config, tokenizer, params: model.params, state: { step: s.train.steps, stage: `self-correct round ${round}`, untrained: true, prompt: BENCHMARK_PROMPT } });
+      process.stderr.write(
+        `warning: round ${round}: the expert produced no usable correction; the model is kept unchanged\n`,
+      );
+      await saveModel(ckpt, {
+        config: model.config,
+        tokenizer,
+        params: model.params,
+        state: { step: s.train.steps, stage: `self-correct round ${round}`, untrained: true, prompt: BENCHMARK_PROMPT },
+      });
     } else if (!finished) {
       const pick = (rng: Rng): TrainingRecord =>
         job.stage1Records.length > 0 && rng.next() < s.stage1Share
@@ -355,7 +444,12 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
   }
   // The final model also goes to outDir itself, so `--checkpoint outDir` works like any run.
   const last = await loadModelState(current);
-  await saveModel(job.outDir, { config: last.config, tokenizer: last.tokenizer, params: last.params, state: { ...last.state, rounds: s.rounds } });
+  await saveModel(job.outDir, {
+    config: last.config,
+    tokenizer: last.tokenizer,
+    params: last.params,
+    state: { ...last.state, rounds: s.rounds },
+  });
   await writeFileAtomic(path.join(job.outDir, 'rounds.json'), JSON.stringify(reports, null, 2) + '\n');
   return reports;
 }

@@ -17,7 +17,11 @@ export interface StepResult {
 }
 
 /** Training-graph feeds for a batch of samples. The batch mean is folded into the weights. */
-export function batchFeeds(c: ModelConfig, samples: readonly TrainingSample[], o: TrainingGraphOptions = FULL_TRAINING): Record<string, HostTensor> {
+export function batchFeeds(
+  c: ModelConfig,
+  samples: readonly TrainingSample[],
+  o: TrainingGraphOptions = FULL_TRAINING,
+): Record<string, HostTensor> {
   const b = samples.length;
   const np = numPatches(c);
   const per = np * patchDim(c);
@@ -44,7 +48,10 @@ export function batchFeeds(c: ModelConfig, samples: readonly TrainingSample[], o
       weights[i * c.responseLength + j] = s.weights[j]! / b;
     }
   });
-  const { tokens, bias } = sequenceFeeds(c, samples.map((s) => ({ prompt: s.prompt, response: s.corrupted.input })));
+  const { tokens, bias } = sequenceFeeds(
+    c,
+    samples.map((s) => ({ prompt: s.prompt, response: s.corrupted.input })),
+  );
   if (!o.withImage) {
     // Text only: the image slots are hidden from every query.
     const t = bias.shape[3]!;
@@ -90,10 +97,14 @@ export class Trainer {
   }
 
   /** Loss and gradients of the trainable parameters for a batch, without updating anything. */
-  async lossAndGradients(samples: readonly TrainingSample[]): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+  async lossAndGradients(
+    samples: readonly TrainingSample[],
+  ): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
     const c = this.config;
     const o = this.plan.graph;
-    const graph = await this.sessions.get(`train:${samples.length}`, () => serializeGraph(buildTrainingGraph(c, samples.length, 'float32', o)));
+    const graph = await this.sessions.get(`train:${samples.length}`, () =>
+      serializeGraph(buildTrainingGraph(c, samples.length, 'float32', o)),
+    );
     const feeds = batchFeeds(c, samples, o);
     for (const s of paramSpecs(c)) if (this.read(s.name)) feeds[s.name] = f32(s.shape, this.params.get(s.name)!);
     const out = await graph.run(feeds);

@@ -117,7 +117,9 @@ function parseJsonText(text: string, file: string, what: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
-    const reason = String((err as Error).message).split('\n')[0]!.slice(0, 120);
+    const reason = String((err as Error).message)
+      .split('\n')[0]!
+      .slice(0, 120);
     throw new UserError(`${what} is not valid JSON: ${file} (${reason})`);
   }
 }

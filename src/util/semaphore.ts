@@ -7,7 +7,8 @@ export class Semaphore {
   private readonly queue: Array<() => void> = [];
 
   constructor(readonly limit: number) {
-    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`semaphore limit must be an integer >= 1, got ${limit}`);
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new RangeError(`semaphore limit must be an integer >= 1, got ${limit}`);
   }
 
   /** Places taken now. */

@@ -3,7 +3,11 @@
  * `everyMs` and once at the end, so that a step killed part-way (a session ending) still has
  * the time it spent on record, and the resumed step adds to it.
  */
-export async function withWallTime<T>(fn: () => Promise<T>, onTick: (seconds: number) => Promise<void>, everyMs = 60_000): Promise<T> {
+export async function withWallTime<T>(
+  fn: () => Promise<T>,
+  onTick: (seconds: number) => Promise<void>,
+  everyMs = 60_000,
+): Promise<T> {
   const t0 = performance.now();
   const elapsed = (): number => (performance.now() - t0) / 1000;
   let writing: Promise<void> = Promise.resolve();

@@ -194,7 +194,8 @@ function maxFrames(): number {
  */
 function stepTotal(): string {
   const all = [...panels.values()];
-  if (all.some((p) => p.state === 'running' || p.state === 'loading')) return `at most ${Math.max(0, ...all.map((p) => p.maxSteps))}`;
+  if (all.some((p) => p.state === 'running' || p.state === 'loading'))
+    return `at most ${Math.max(0, ...all.map((p) => p.maxSteps))}`;
   return String(maxFrames());
 }
 
@@ -251,7 +252,12 @@ function announceIfShown(): void {
   if (follow && [...panels.values()].some((p) => p.shownStep < p.frames.length)) return;
   announcedRun = runId;
   const failed = [...panels.values()].filter((p) => p.state === 'error').length;
-  setStatus(failed ? `${failed} model${failed === 1 ? '' : 's'} failed` : 'done: drag the slider or press replay to watch the refinement again', failed > 0);
+  setStatus(
+    failed
+      ? `${failed} model${failed === 1 ? '' : 's'} failed`
+      : 'done: drag the slider or press replay to watch the refinement again',
+    failed > 0,
+  );
   document.body.dataset.run = 'done';
 }
 
@@ -290,7 +296,13 @@ interface RunHooks {
   done(tokens: number[], steps: number, ms: number): void;
 }
 
-async function runOnServer(image: Picture, m: ModelEntry, tps: number, signal: AbortSignal, hooks: RunHooks): Promise<void> {
+async function runOnServer(
+  image: Picture,
+  m: ModelEntry,
+  tps: number,
+  signal: AbortSignal,
+  hooks: RunHooks,
+): Promise<void> {
   const { blob, name } = await uploadBlob(image, m.image_size);
   const form = new FormData();
   form.set('image', blob, name);
@@ -318,7 +330,12 @@ async function runOnServer(image: Picture, m: ModelEntry, tps: number, signal: A
 }
 
 // In-browser mode: onnxruntime-web, loaded on first use from the server's /ort/ files.
-let ortPromise: Promise<OrtLike & { InferenceSession: { create(bytes: Uint8Array, o: object): Promise<OrtSessionLike> }; env: { wasm: Record<string, unknown> } }> | null = null;
+let ortPromise: Promise<
+  OrtLike & {
+    InferenceSession: { create(bytes: Uint8Array, o: object): Promise<OrtSessionLike> };
+    env: { wasm: Record<string, unknown> };
+  }
+> | null = null;
 const browserModels = new Map<string, Promise<OrtDenoisingModel>>();
 
 function loadOrt() {
@@ -370,7 +387,13 @@ function browserModel(m: ModelEntry): Promise<OrtDenoisingModel> {
   return p;
 }
 
-async function runInBrowser(image: Picture, m: ModelEntry, tps: number, signal: AbortSignal, hooks: RunHooks): Promise<void> {
+async function runInBrowser(
+  image: Picture,
+  m: ModelEntry,
+  tps: number,
+  signal: AbortSignal,
+  hooks: RunHooks,
+): Promise<void> {
   const model = await browserModel(m);
   const man = model.manifest;
   const c = man.config;
@@ -379,7 +402,12 @@ async function runInBrowser(image: Picture, m: ModelEntry, tps: number, signal: 
   const o = samplerOptions(m.default_sampler, { steps, temperature: 0, seed: 0 });
   o.onStep = (_row, st, tokens) => {
     if (signal.aborted) throw new DOMException('aborted', 'AbortError');
-    hooks.step({ step: st.step + 1, tokens: [...tokens], committed: new Set(st.committed.map((x) => x.pos)), refined: new Map(st.refined.map((r) => [r.pos, r.from])) });
+    hooks.step({
+      step: st.step + 1,
+      tokens: [...tokens],
+      committed: new Set(st.committed.map((x) => x.pos)),
+      refined: new Map(st.refined.map((r) => [r.pos, r.from])),
+    });
   };
   const patches = patchify(modelPixels(image, c.imageSize, man.pixels), c.imageSize, c.patchSize);
   hooks.start(steps, c.responseLength);
@@ -409,7 +437,9 @@ async function runAll(): Promise<void> {
   }
   for (const [name, p] of panels) p.reset(piecesByModel.get(name) ?? idPieces);
   updateScrubber();
-  setStatus(`running both models at ${tps} token${tps === 1 ? '' : 's'} per step ${mode === 'server' ? 'on the server' : 'in this browser'}…`);
+  setStatus(
+    `running both models at ${tps} token${tps === 1 ? '' : 's'} per step ${mode === 'server' ? 'on the server' : 'in this browser'}…`,
+  );
   document.body.dataset.run = 'running';
   const runOne = async (m: ModelEntry): Promise<void> => {
     const panel = panels.get(m.name)!;
@@ -429,7 +459,9 @@ async function runAll(): Promise<void> {
       },
     };
     try {
-      await (mode === 'server' ? runOnServer(image, m, tps, ctl.signal, hooks) : runInBrowser(image, m, tps, ctl.signal, hooks));
+      await (mode === 'server'
+        ? runOnServer(image, m, tps, ctl.signal, hooks)
+        : runInBrowser(image, m, tps, ctl.signal, hooks));
     } catch (e) {
       if (live() && !ctl.signal.aborted) panel.fail((e as Error).message);
     }

@@ -22,10 +22,16 @@ const PAD_ID = 0;
 const MASKED_KEY_BIAS = -1e9;
 
 /** Token ids and attention bias of one row, as sequenceFeeds in src/model/model.ts builds them. */
-export function rowInputs(m: ExportManifest, prompt: readonly number[], response: ArrayLike<number>): { tokens: BigInt64Array; bias: Float32Array } {
+export function rowInputs(
+  m: ExportManifest,
+  prompt: readonly number[],
+  response: ArrayLike<number>,
+): { tokens: BigInt64Array; bias: Float32Array } {
   const c = m.config;
-  if (prompt.length > c.promptLength) throw new Error(`prompt has ${prompt.length} tokens; this model takes at most ${c.promptLength}`);
-  if (response.length !== c.responseLength) throw new Error(`response length ${response.length} != ${c.responseLength}`);
+  if (prompt.length > c.promptLength)
+    throw new Error(`prompt has ${prompt.length} tokens; this model takes at most ${c.promptLength}`);
+  if (response.length !== c.responseLength)
+    throw new Error(`response length ${response.length} != ${c.responseLength}`);
   const np = m.shapes.patches[1]!;
   const tokens = new BigInt64Array(c.promptLength + c.responseLength);
   const bias = new Float32Array(np + c.promptLength + c.responseLength);
@@ -80,7 +86,10 @@ export class OrtDenoisingModel implements DenoisingModel {
     return out.image_embeds!.data as Float32Array;
   }
 
-  async logits(imageEmbeds: Float32Array, rows: { prompt: readonly number[]; response: ArrayLike<number> }[]): Promise<Float32Array> {
+  async logits(
+    imageEmbeds: Float32Array,
+    rows: { prompt: readonly number[]; response: ArrayLike<number> }[],
+  ): Promise<Float32Array> {
     this.checkBatch(rows.length);
     const sh = this.manifest.shapes;
     const tokens = new BigInt64Array(rows.length * sh.tokens[1]!);

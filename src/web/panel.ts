@@ -31,7 +31,11 @@ const pct = (x: number): string => `${(100 * x).toFixed(0)}%`;
  * The final caption as display pieces (up to the first EOS, padding dropped), each with the
  * message of the false claim it belongs to, if any, and the score against the scene.
  */
-export function finalCaption(tokens: readonly number[], pieces: Pieces, scene: Scene | null): {
+export function finalCaption(
+  tokens: readonly number[],
+  pieces: Pieces,
+  scene: Scene | null,
+): {
   parts: { pos: number; piece: string; wrong: string | null }[];
   score: CaptionScore | null;
 } {
@@ -43,9 +47,13 @@ export function finalCaption(tokens: readonly number[], pieces: Pieces, scene: S
     parts.push({ pos: i, piece: all[i]!, wrong: null });
   }
   if (!scene) return { parts, score: null };
-  const score = scoreCaption(scene, parts.map((p) => p.piece));
+  const score = scoreCaption(
+    scene,
+    parts.map((p) => p.piece),
+  );
   for (const e of score.errors) {
-    for (const [a, b] of e.blame) for (let k = a; k < b && k < parts.length; k++) parts[k]!.wrong ??= e.message || e.reason;
+    for (const [a, b] of e.blame)
+      for (let k = a; k < b && k < parts.length; k++) parts[k]!.wrong ??= e.message || e.reason;
   }
   return { parts, score };
 }
@@ -118,7 +126,12 @@ export class Panel {
   start(maxSteps: number, length: number): void {
     this.maxSteps = maxSteps;
     this.setState('running');
-    this.renderTokens({ step: 0, tokens: new Array<number>(length).fill(MASK_ID), committed: new Set(), refined: new Map() });
+    this.renderTokens({
+      step: 0,
+      tokens: new Array<number>(length).fill(MASK_ID),
+      committed: new Set(),
+      refined: new Map(),
+    });
     this.metaLeft.textContent = `step 0 / at most ${maxSteps}`;
   }
 
@@ -152,7 +165,8 @@ export class Panel {
     if (finished && this.finalReady) this.finalBox.hidden = false;
     // One count everywhere (the slider's too): the frame's place in the run, out of the steps
     // taken once the run has ended (decoding stops early at EOS), else out of the most it may take.
-    if (this.state !== 'error') this.metaLeft.textContent = `step ${i} / ${ended ? this.frames.length : `at most ${this.maxSteps || this.frames.length}`}${finished ? ' (final)' : ''}`;
+    if (this.state !== 'error')
+      this.metaLeft.textContent = `step ${i} / ${ended ? this.frames.length : `at most ${this.maxSteps || this.frames.length}`}${finished ? ' (final)' : ''}`;
   }
 
   get shownStep(): number {
@@ -209,11 +223,27 @@ export class Panel {
         tr.append(el('td', undefined, name), el('td', 'v', value), el('td', undefined, note));
         this.scoresBox.append(tr);
       };
-      const unreadable = score.unreadable.length > 0 ? `, ${score.unreadable.length} unreadable span${score.unreadable.length === 1 ? '' : 's'} counted against it` : '';
-      row('Factuality', pct(score.factuality), `${score.trueClaims} of ${score.claims} claims true${unreadable} (the background left out)`);
-      row('Described', pct(score.coverage), `${score.describedObjects} of ${score.objects} objects: size, colour, shape and place all right`);
-      row('CAPTURE', score.capture.toFixed(3), `F1 objects ${score.f1Object.toFixed(2)}, attributes ${score.f1Attribute.toFixed(2)}, relations ${score.f1Relation.toFixed(2)}`);
-      for (const e of score.errors.slice(0, 8)) this.errorsBox.append(el('li', undefined, `“${e.text}”: ${e.message || e.reason}`));
+      const unreadable =
+        score.unreadable.length > 0
+          ? `, ${score.unreadable.length} unreadable span${score.unreadable.length === 1 ? '' : 's'} counted against it`
+          : '';
+      row(
+        'Factuality',
+        pct(score.factuality),
+        `${score.trueClaims} of ${score.claims} claims true${unreadable} (the background left out)`,
+      );
+      row(
+        'Described',
+        pct(score.coverage),
+        `${score.describedObjects} of ${score.objects} objects: size, colour, shape and place all right`,
+      );
+      row(
+        'CAPTURE',
+        score.capture.toFixed(3),
+        `F1 objects ${score.f1Object.toFixed(2)}, attributes ${score.f1Attribute.toFixed(2)}, relations ${score.f1Relation.toFixed(2)}`,
+      );
+      for (const e of score.errors.slice(0, 8))
+        this.errorsBox.append(el('li', undefined, `“${e.text}”: ${e.message || e.reason}`));
       if (score.errors.length > 8) this.errorsBox.append(el('li', undefined, `… ${score.errors.length - 8} more`));
       this.root.dataset.wrongClaims = String(score.errors.length);
     }

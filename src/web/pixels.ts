@@ -7,8 +7,15 @@
 import type { PixelNormalisation } from '../model/export.js';
 
 /** RGBA bytes (a canvas's ImageData) or RGB bytes -> normalised HWC float32. */
-export function normalisePixels(bytes: ArrayLike<number>, width: number, height: number, channels: 3 | 4, norm: PixelNormalisation): Float32Array {
-  if (bytes.length !== width * height * channels) throw new RangeError(`expected ${width * height * channels} bytes, got ${bytes.length}`);
+export function normalisePixels(
+  bytes: ArrayLike<number>,
+  width: number,
+  height: number,
+  channels: 3 | 4,
+  norm: PixelNormalisation,
+): Float32Array {
+  if (bytes.length !== width * height * channels)
+    throw new RangeError(`expected ${width * height * channels} bytes, got ${bytes.length}`);
   const out = new Float32Array(width * height * 3);
   const [sr, sg, sb] = norm.scale;
   const [or, og, ob] = norm.offset;

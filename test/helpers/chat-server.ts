@@ -50,7 +50,13 @@ export async function startServer(reply: (r: Received, n: number) => Reply): Pro
       const out = reply(r, received.length);
       const send = (): void => {
         if (res.destroyed) return;
-        const text = out.rawBody ?? JSON.stringify({ id: 'x', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: out.content ?? '' }, finish_reason: 'stop' }] });
+        const text =
+          out.rawBody ??
+          JSON.stringify({
+            id: 'x',
+            object: 'chat.completion',
+            choices: [{ index: 0, message: { role: 'assistant', content: out.content ?? '' }, finish_reason: 'stop' }],
+          });
         res.writeHead(out.status ?? 200, { 'content-type': 'application/json', ...out.headers });
         res.end(text);
       };
@@ -78,7 +84,10 @@ export async function startServer(reply: (r: Received, n: number) => Reply): Pro
   };
 }
 
-export async function withServer(reply: (r: Received, n: number) => Reply, fn: (s: TestServer) => Promise<void>): Promise<void> {
+export async function withServer(
+  reply: (r: Received, n: number) => Reply,
+  fn: (s: TestServer) => Promise<void>,
+): Promise<void> {
   const s = await startServer(reply);
   try {
     await fn(s);

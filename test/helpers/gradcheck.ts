@@ -54,8 +54,14 @@ export async function gradCheck(
       for (let k = 0; k < (opts.directions ?? 6); k++) dirs.push(Float64Array.from({ length: n }, () => rng.normal()));
     }
     for (const d of dirs) {
-      const plus = await lossAt(p.name, d.map((x) => x * eps));
-      const minus = await lossAt(p.name, d.map((x) => -x * eps));
+      const plus = await lossAt(
+        p.name,
+        d.map((x) => x * eps),
+      );
+      const minus = await lossAt(
+        p.name,
+        d.map((x) => -x * eps),
+      );
       const numeric = (plus - minus) / (2 * eps);
       let exact = 0;
       for (let i = 0; i < n; i++) exact += analytic[i]! * d[i]!;

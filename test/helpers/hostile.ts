@@ -21,7 +21,12 @@ export function pngDeclaring(width: number, height: number, rows = 2): Buffer {
   ihdr.writeUInt32BE(height, 4);
   ihdr.set([16, 6, 0, 0, 0], 8); // 16 bits, RGBA, deflate, no filter method, no interlace
   const raw = Buffer.alloc(Math.min(rows, height) * (1 + width * 8));
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk('IHDR', ihdr), pngChunk('IDAT', zlib.deflateSync(raw)), pngChunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk('IHDR', ihdr),
+    pngChunk('IDAT', zlib.deflateSync(raw)),
+    pngChunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 export function connect(base: string): Promise<net.Socket> {

@@ -12,9 +12,17 @@ export async function makeTinyModels(prefix: string): Promise<{ name: string; di
   const tokenizer = benchmarkTokenizer();
   const config = presetConfig('tiny', tokenizer.size);
   const out: { name: string; dir: string }[] = [];
-  for (const [name, seed, stage] of [['baseline', 1, 'mask-prediction'], ['rediff', 2, 'revision']] as const) {
+  for (const [name, seed, stage] of [
+    ['baseline', 1, 'mask-prediction'],
+    ['rediff', 2, 'revision'],
+  ] as const) {
     const dir = path.join(root, name);
-    await saveModel(dir, { config, tokenizer, params: initParams(config, seed), state: { prompt: BENCHMARK_PROMPT, stage, step: 0 } });
+    await saveModel(dir, {
+      config,
+      tokenizer,
+      params: initParams(config, seed),
+      state: { prompt: BENCHMARK_PROMPT, stage, step: 0 },
+    });
     out.push({ name, dir });
   }
   return out;

@@ -15,9 +15,17 @@ import { initParams } from '../../src/model/params.js';
 import { runTraining } from '../../src/training/run.js';
 import { MASK_PREDICTION_MIX, type MixOptions } from '../../src/training/samples.js';
 
-export const STAGE1_TEST_MIX: MixOptions = { objective: 'revision', syntaxNoise: 0.05, dynamicSyntaxNoise: false, correctionShare: 0.25 };
+export const STAGE1_TEST_MIX: MixOptions = {
+  objective: 'revision',
+  syntaxNoise: 0.05,
+  dynamicSyntaxNoise: false,
+  correctionShare: 0.25,
+};
 
-export async function revisionVersusMaskPrediction(steps: number, warmupSteps: number): Promise<{ revision: RepairResult; maskOnly: RepairResult }> {
+export async function revisionVersusMaskPrediction(
+  steps: number,
+  warmupSteps: number,
+): Promise<{ revision: RepairResult; maskOnly: RepairResult }> {
   const tokenizer = benchmarkTokenizer();
   const config = presetConfig('tiny', tokenizer.size);
   const train = generateBenchmarkSplit('train', 0, 2000, config.imageSize);
@@ -25,9 +33,24 @@ export async function revisionVersusMaskPrediction(steps: number, warmupSteps: n
   const heldOut = generateBenchmarkSplit('val', 0, 64, config.imageSize);
   const measured = async (mix: MixOptions): Promise<RepairResult> => {
     const res = await runTraining({
-      outDir: fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-stage1-')), records, resume: false, progress: false,
+      outDir: fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-stage1-')),
+      records,
+      resume: false,
+      progress: false,
       initial: { config, tokenizer, params: initParams(config, 0) },
-      settings: { stage: mix.objective, steps, batchSize: 32, lr: 3e-3, warmupSteps, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0, checkpointEvery: steps, mix },
+      settings: {
+        stage: mix.objective,
+        steps,
+        batchSize: 32,
+        lr: 3e-3,
+        warmupSteps,
+        minLrRatio: 0.1,
+        weightDecay: 0.01,
+        clipNorm: 1,
+        seed: 0,
+        checkpointEvery: steps,
+        mix,
+      },
     });
     const model = new DiffusionVLM(config, tokenizer, res.params, { prompt: BENCHMARK_PROMPT });
     try {

@@ -32,7 +32,17 @@ function records(split: string, n: number, opts: { minObjects?: number; maxObjec
 }
 
 const settings = (stage: string, steps: number, lr: number) => ({
-  stage, steps, batchSize: 16, lr, warmupSteps: 20, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0, checkpointEvery: steps, mix: MASK_PREDICTION_MIX,
+  stage,
+  steps,
+  batchSize: 16,
+  lr,
+  warmupSteps: 20,
+  minLrRatio: 0.1,
+  weightDecay: 0.01,
+  clipNorm: 1,
+  seed: 0,
+  checkpointEvery: steps,
+  mix: MASK_PREDICTION_MIX,
 });
 
 const tmp = (name: string): string => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-overfit-')), name);
@@ -44,8 +54,13 @@ test('overfit check: a model trained on a few dozen scenes names their objects, 
   const { recs, split } = records('train', 24, { minObjects: 1, maxObjects: 1 });
   const one = recs.map((r) => ({ ...r, captions: [r.captions[0]!] }));
   const res = await runTraining({
-    outDir: tmp('overfit'), records: one, initial: { config, tokenizer, params: initParams(config, 0) },
-    settings: settings('mask-prediction', 1500, 3e-3), plan: stagePlan('mask-prediction'), resume: false, progress: false,
+    outDir: tmp('overfit'),
+    records: one,
+    initial: { config, tokenizer, params: initParams(config, 0) },
+    settings: settings('mask-prediction', 1500, 3e-3),
+    plan: stagePlan('mask-prediction'),
+    resume: false,
+    progress: false,
   });
   const model = new DiffusionVLM(res.config, tokenizer, res.params, { prompt: BENCHMARK_PROMPT });
   const prompt = tokenizer.encode(BENCHMARK_PROMPT);
@@ -59,12 +74,20 @@ test('overfit check: a model trained on a few dozen scenes names their objects, 
     caps.reduce((n, c, i) => n + scoreTokenIds(split.records[i]!.scene, c.tokens, tokenizer).coverage, 0) / caps.length;
   const withOwn = described(own);
   const withWrong = described(wrong);
-  assert.ok(withOwn >= 0.75, `objects fully described with their own images: ${withOwn}\n${own.slice(0, 3).map((c) => c.text).join('\n')}`);
+  assert.ok(
+    withOwn >= 0.75,
+    `objects fully described with their own images: ${withOwn}\n${own
+      .slice(0, 3)
+      .map((c) => c.text)
+      .join('\n')}`,
+  );
   assert.ok(withWrong <= withOwn - 0.5, `with another scene's image: ${withWrong} (own ${withOwn})`);
   // The binding check of `rediff diagnose` must see it too: with the caption shown whole but its
   // colour words, the model names them from its own image and not from another scene's.
   const colour = (await attributeBinding(res.config, res.params, one)).find((b) => b.kind === 'colour')!;
   assert.ok(colour.words >= one.length, `${colour.words} colour words in ${one.length} one-object captions`);
-  assert.ok(colour.rightImage >= 0.75 && colour.shuffledImage <= colour.rightImage - 0.4, `colour named right: ${colour.rightImage} own image, ${colour.shuffledImage} another's`);
+  assert.ok(
+    colour.rightImage >= 0.75 && colour.shuffledImage <= colour.rightImage - 0.4,
+    `colour named right: ${colour.rightImage} own image, ${colour.shuffledImage} another's`,
+  );
 });
-

@@ -26,8 +26,25 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-stage2-'));
 const out = path.join(tmp, 'stage2');
 const draftBudgets = [1, 4];
 const settings = {
-  rounds: 1, draftImages: 128, draftTokensPerStep: draftBudgets, draftSampler: 'rediff', stage1Share: 0.2, sendImages: false,
-  train: { batchSize: 32, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0, stage: 'self-correct', steps: 300, lr: 1e-3, warmupSteps: 10, checkpointEvery: 100, mix: TINY_STAGE1_MIX },
+  rounds: 1,
+  draftImages: 128,
+  draftTokensPerStep: draftBudgets,
+  draftSampler: 'rediff',
+  stage1Share: 0.2,
+  sendImages: false,
+  train: {
+    batchSize: 32,
+    minLrRatio: 0.1,
+    weightDecay: 0.01,
+    clipNorm: 1,
+    seed: 0,
+    stage: 'self-correct',
+    steps: 300,
+    lr: 1e-3,
+    warmupSteps: 10,
+    checkpointEvery: 100,
+    mix: TINY_STAGE1_MIX,
+  },
 };
 
 /** Counts the requests that reach the expert, to check a rerun asks nothing again. */
@@ -43,7 +60,15 @@ class CountingExpert implements Expert {
 
 test('Stage II: one round of drafts, grounded review and training; the corrected spans are learned and a rerun asks nothing again', async () => {
   const expert = new CountingExpert();
-  const reports = await runSelfCorrection({ outDir: out, init: TINY_STAGE1_DIR, images: draftImagesFromSplit(train), stage1Records: records, expert, settings, progress: false });
+  const reports = await runSelfCorrection({
+    outDir: out,
+    init: TINY_STAGE1_DIR,
+    images: draftImagesFromSplit(train),
+    stage1Records: records,
+    expert,
+    settings,
+    progress: false,
+  });
   const r = reports[0]!;
   assert.equal(r.drafts, 256);
   assert.equal(expert.asked, 256);
@@ -51,17 +76,34 @@ test('Stage II: one round of drafts, grounded review and training; the corrected
   assert.ok(r.trainingPairs >= 128, `only ${r.trainingPairs} of 256 drafts gave training pairs`);
   assert.ok(r.reviews.pairsKept <= r.reviews.pairsProposed);
   assert.equal(r.reviews.right + r.reviews.withPairs + r.reviews.malformed + r.reviews.errors, 256);
-  for (const f of ['drafts.jsonl', 'reviews.jsonl', 'pairs.jsonl', 'report.json']) assert.ok(fs.existsSync(path.join(out, 'round-1', f)), f);
+  for (const f of ['drafts.jsonl', 'reviews.jsonl', 'pairs.jsonl', 'report.json'])
+    assert.ok(fs.existsSync(path.join(out, 'round-1', f)), f);
 
   // The loss on the extracted spans goes down.
-  const pairs = fs.readFileSync(path.join(out, 'round-1', 'pairs.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { id: string; draft: string; corrected: string; spans: { start: number; length: number }[] });
+  const pairs = fs
+    .readFileSync(path.join(out, 'round-1', 'pairs.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map(
+      (l) =>
+        JSON.parse(l) as { id: string; draft: string; corrected: string; spans: { start: number; length: number }[] },
+    );
   const recIndex = new Map(train.records.map((rec, i) => [rec.id, i]));
   const base = await loadModelState(TINY_STAGE1_DIR);
   const config = base.config;
   const spanSamples: TrainingSample[] = pairs.slice(0, 32).map((p) => {
     const i = recIndex.get(p.id.split('@')[0]!)!;
-    const c = spanCorrectionSample(padResponse(tokenizer.encode(p.draft), 96), padResponse(tokenizer.encode(p.corrected), 96), p.spans);
-    return { patches: recordPatches(config, train.rgb[i]!), prompt: tokenizer.encode(BENCHMARK_PROMPT), corrupted: c, weights: lossWeights(c, 'revision') };
+    const c = spanCorrectionSample(
+      padResponse(tokenizer.encode(p.draft), 96),
+      padResponse(tokenizer.encode(p.corrected), 96),
+      p.spans,
+    );
+    return {
+      patches: recordPatches(config, train.rgb[i]!),
+      prompt: tokenizer.encode(BENCHMARK_PROMPT),
+      corrupted: c,
+      weights: lossWeights(c, 'revision'),
+    };
   });
   const before = await new Trainer(config, base.params).loss(spanSamples);
   const after = await new Trainer(config, (await loadModelState(out)).params).loss(spanSamples);
@@ -69,14 +111,25 @@ test('Stage II: one round of drafts, grounded review and training; the corrected
 
   // A rerun reuses drafts, answers and the checkpoint: the expert is asked nothing.
   const again = new CountingExpert();
-  await runSelfCorrection({ outDir: out, init: TINY_STAGE1_DIR, images: draftImagesFromSplit(train), stage1Records: records, expert: again, settings, progress: false });
+  await runSelfCorrection({
+    outDir: out,
+    init: TINY_STAGE1_DIR,
+    images: draftImagesFromSplit(train),
+    stage1Records: records,
+    expert: again,
+    settings,
+    progress: false,
+  });
   assert.equal(again.asked, 0);
 });
 
 test('Stage II: after one round, the tiny model fixes a share of its own typical mistakes on held-out scenes', async (t) => {
   assert.ok(fs.existsSync(path.join(out, 'checkpoint.json')), 'runs after the round above');
   // The base model's own drafts of unseen scenes, at the round's step budgets, with the expert's fixes.
-  const held = await correctedDrafts(TINY_STAGE1_DIR, heldOut, new GroundedExpert(), { draftTokensPerStep: draftBudgets, draftSampler: 'rediff' });
+  const held = await correctedDrafts(TINY_STAGE1_DIR, heldOut, new GroundedExpert(), {
+    draftTokensPerStep: draftBudgets,
+    draftSampler: 'rediff',
+  });
   assert.ok(held.length >= 64, `only ${held.length} of 128 held-out drafts had a usable correction`);
   const cases = held.map((h) => ({ rgb: heldOut.rgb[h.draft.record]!, correction: h.correction }));
   const baseModel = await loadModel(TINY_STAGE1_DIR);

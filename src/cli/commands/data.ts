@@ -36,12 +36,24 @@ export function registerData(program: Command): void {
     .action(async (f: MakeFlags) => {
       const bar = createProgress(`data ${f.split}`, f.n, { enabled: f.progress });
       const res = await makeSplit({
-        split: f.split, n: f.n, seed: f.seed, out: f.out, imageSize: f.imageSize, captionsPerScene: f.captions,
-        hallucinationsPerScene: f.hallucinations, minObjects: f.minObjects, maxObjects: f.maxObjects, overwrite: Boolean(f.overwrite),
+        split: f.split,
+        n: f.n,
+        seed: f.seed,
+        out: f.out,
+        imageSize: f.imageSize,
+        captionsPerScene: f.captions,
+        hallucinationsPerScene: f.hallucinations,
+        minObjects: f.minObjects,
+        maxObjects: f.maxObjects,
+        overwrite: Boolean(f.overwrite),
         onProgress: (d) => bar.update(d),
       });
       bar.stop();
-      const types = Object.entries(res.hallucinationTypes).map(([k, v]) => `${k} ${v}`).join(', ');
-      console.log(`${res.dir}: ${res.scenes} scenes, ${res.captions} captions, ${res.hallucinations} hallucination pairs (${types}) in ${(res.ms / 1000).toFixed(1)} s`);
+      const types = Object.entries(res.hallucinationTypes)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
+      console.log(
+        `${res.dir}: ${res.scenes} scenes, ${res.captions} captions, ${res.hallucinations} hallucination pairs (${types}) in ${(res.ms / 1000).toFixed(1)} s`,
+      );
     });
 }

@@ -35,8 +35,16 @@ export function registerEval(program: Command): void {
     .option('--split <name>', 'without --data: generate this split in memory', 'val')
     .option('--scenes <n>', 'without --data: number of scenes generated', intOption('--scenes'), 200)
     .option('--data-seed <n>', 'without --data: seed of the generated split', intOption('--data-seed', 0), 0)
-    .option('--tokens-per-step <list>', 'comma-separated tokens per step, e.g. 1,2,4,8', intListOption('--tokens-per-step'))
-    .option('--samplers <list>', 'comma-separated samplers to compare (llada, rediff, threshold, threshold-rediff)', 'llada,rediff')
+    .option(
+      '--tokens-per-step <list>',
+      'comma-separated tokens per step, e.g. 1,2,4,8',
+      intListOption('--tokens-per-step'),
+    )
+    .option(
+      '--samplers <list>',
+      'comma-separated samplers to compare (llada, rediff, threshold, threshold-rediff)',
+      'llada,rediff',
+    )
     .option('--out <file>', 'write the per-caption records as JSONL')
     .option('--batch-size <n>', 'images per sampling batch', intOption('--batch-size'), 32)
     .option('--no-progress', 'no progress bar');
@@ -49,13 +57,24 @@ export function registerEval(program: Command): void {
       for (const sampler of f.samplers.split(',').map((s) => s.trim())) {
         const threshold = sampler.startsWith('threshold');
         for (const k of threshold ? [null] : rates) {
-          const options = samplerFromFlags({ ...f, sampler, tokensPerStep: undefined, steps: threshold ? L : undefined }, L, k ?? undefined);
+          const options = samplerFromFlags(
+            { ...f, sampler, tokensPerStep: undefined, steps: threshold ? L : undefined },
+            L,
+            k ?? undefined,
+          );
           validateSamplerOptions(options, L);
           const cache = f.cache === 'none' ? '' : `, ${f.cache} cache`;
-          settings.push({ label: threshold ? `${sampler} @${f.threshold}${cache}` : `${sampler} ${k} tok/step${cache}`, sampler, tokensPerStep: k, options });
+          settings.push({
+            label: threshold ? `${sampler} @${f.threshold}${cache}` : `${sampler} ${k} tok/step${cache}`,
+            sampler,
+            tokensPerStep: k,
+            options,
+          });
         }
       }
-      const split = f.data ? (await readBenchmarkSplit(f.data, model.config.imageSize)).split : generateBenchmarkSplit(f.split, f.dataSeed, f.scenes, model.config.imageSize);
+      const split = f.data
+        ? (await readBenchmarkSplit(f.data, model.config.imageSize)).split
+        : generateBenchmarkSplit(f.split, f.dataSeed, f.scenes, model.config.imageSize);
       if (split.records.length === 0) throw new UserError('no scenes to evaluate');
       const bar = createProgress('eval', settings.length * split.records.length, { enabled: f.progress });
       const rows = await evaluate(model, split, settings, { batchSize: f.batchSize, onProgress: (d) => bar.update(d) });
@@ -63,7 +82,9 @@ export function registerEval(program: Command): void {
       console.log(renderPlain(evalTable(rows)));
       const refLengths = split.records.flatMap((r) => r.captions.map((c) => splitWords(c).length));
       const refMean = refLengths.reduce((a, b) => a + b, 0) / Math.max(1, refLengths.length);
-      console.log(`(${split.records.length} scenes; each cell: mean ±95% interval half-width, in % except length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`);
+      console.log(
+        `(${split.records.length} scenes; each cell: mean ±95% interval half-width, in % except length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`,
+      );
       console.log(
         'factuality: true claims / (claims + unreadable spans), the always-true background left out; object claims: the same over claims about objects; ' +
           'described: objects whose size, colour, shape and place are all stated correctly; parses: captions that parse completely',

@@ -10,6 +10,8 @@ export function registerExport(program: Command): void {
     .requiredOption('--out <dir>', 'directory to write')
     .action(async (f: { checkpoint: string; out: string }) => {
       await shipCheckpoint(f.checkpoint, f.out);
-      console.log(`exported ${f.checkpoint} -> ${f.out} (checkpoint + onnx/vision.onnx, onnx/language.onnx, onnx/model.json)`);
+      console.log(
+        `exported ${f.checkpoint} -> ${f.out} (checkpoint + onnx/vision.onnx, onnx/language.onnx, onnx/model.json)`,
+      );
     });
 }

@@ -42,12 +42,26 @@ export function registerGenerate(program: Command): void {
       const captions = await captionImages(model, images, prompt, opts);
       captions.forEach((cap, i) => {
         if (f.json) {
-          console.log(JSON.stringify({ image: f.image[i], caption: cap.text, steps: cap.steps, tokensPerStep: +(c.responseLength / opts.steps).toFixed(3), ...(f.trace ? { trace: cap.trace } : {}) }));
+          console.log(
+            JSON.stringify({
+              image: f.image[i],
+              caption: cap.text,
+              steps: cap.steps,
+              tokensPerStep: +(c.responseLength / opts.steps).toFixed(3),
+              ...(f.trace ? { trace: cap.trace } : {}),
+            }),
+          );
           return;
         }
         if (f.trace) {
           console.log(`${f.image[i]}:`);
-          for (const line of renderTrace(cap.trace!, c.responseLength, model.tokenizer, f.color && process.stdout.isTTY === true)) console.log(`  ${line}`);
+          for (const line of renderTrace(
+            cap.trace!,
+            c.responseLength,
+            model.tokenizer,
+            f.color && process.stdout.isTTY === true,
+          ))
+            console.log(`  ${line}`);
         }
         console.log(`${f.image[i]}: ${cap.text}`);
       });

@@ -32,23 +32,41 @@ const pct = (x: number): string => `${(100 * x).toFixed(1)}`;
 export function registerRepair(program: Command): void {
   program
     .command('repair')
-    .description("measure how much of a drafter's own mistakes (as the grounded expert corrects them) each model fixes in one refining pass, on held-out scenes")
+    .description(
+      "measure how much of a drafter's own mistakes (as the grounded expert corrects them) each model fixes in one refining pass, on held-out scenes",
+    )
     .requiredOption('--drafter <dir>', 'checkpoint that writes the drafts (e.g. ReDiff-Base)')
     .option('--checkpoints <list>', 'comma-separated checkpoints to measure (default: the drafter itself)')
     .option('--data <dir>', 'a benchmark split written by "rediff data make"')
     .option('--split <name>', 'without --data: generate this split in memory', 'val')
     .option('--scenes <n>', 'without --data: number of scenes generated', intOption('--scenes', 2), 100)
     .option('--data-seed <n>', 'without --data: seed of the generated split', intOption('--data-seed', 0), 0)
-    .option('--tokens-per-step <list>', 'step budgets of the drafts, as tokens per step', intListOption('--tokens-per-step'), [1, 4, 8])
+    .option(
+      '--tokens-per-step <list>',
+      'step budgets of the drafts, as tokens per step',
+      intListOption('--tokens-per-step'),
+      [1, 4, 8],
+    )
     .option('--sampler <name>', 'sampler of the drafts', choiceOption('--sampler', SAMPLER_NAMES), 'rediff')
     .action(async (f: RepairFlags) => {
-      const checkpoints = f.checkpoints ? f.checkpoints.split(',').map((s) => s.trim()).filter((s) => s !== '') : [f.drafter];
+      const checkpoints = f.checkpoints
+        ? f.checkpoints
+            .split(',')
+            .map((s) => s.trim())
+            .filter((s) => s !== '')
+        : [f.drafter];
       if (checkpoints.length === 0) throw new UserError('--checkpoints is empty');
       const { config } = await loadModelState(f.drafter);
-      const split = f.data ? (await readBenchmarkSplit(f.data, config.imageSize)).split : generateBenchmarkSplit(f.split, f.dataSeed, f.scenes, config.imageSize);
+      const split = f.data
+        ? (await readBenchmarkSplit(f.data, config.imageSize)).split
+        : generateBenchmarkSplit(f.split, f.dataSeed, f.scenes, config.imageSize);
       const n = split.records.length;
-      if (n < 2) throw new UserError('repair needs at least 2 scenes (the control pairs each draft with another scene\'s image)');
-      const held = await correctedDrafts(f.drafter, split, new GroundedExpert(), { draftTokensPerStep: f.tokensPerStep, draftSampler: f.sampler });
+      if (n < 2)
+        throw new UserError("repair needs at least 2 scenes (the control pairs each draft with another scene's image)");
+      const held = await correctedDrafts(f.drafter, split, new GroundedExpert(), {
+        draftTokensPerStep: f.tokensPerStep,
+        draftSampler: f.sampler,
+      });
       console.log(`${held.length} of ${n * f.tokensPerStep.length} drafts by ${f.drafter} have a usable correction`);
       if (held.length === 0) return;
       const cases = held.map((h) => ({ rgb: split.rgb[h.draft.record]!, correction: h.correction }));

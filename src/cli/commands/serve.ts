@@ -28,7 +28,19 @@ interface ServeFlags {
 const seconds = (s: number): number => Math.round(s * 1000);
 
 /** The server's limits from the flags (times are given in seconds, the server takes ms). */
-export function serverLimits(f: Pick<ServeFlags, 'maxUpload' | 'maxPixels' | 'queue' | 'concurrency' | 'decodeConcurrency' | 'requestTimeout' | 'idleTimeout' | 'keepAliveTimeout'>): Omit<ServerOptions, 'models'> {
+export function serverLimits(
+  f: Pick<
+    ServeFlags,
+    | 'maxUpload'
+    | 'maxPixels'
+    | 'queue'
+    | 'concurrency'
+    | 'decodeConcurrency'
+    | 'requestTimeout'
+    | 'idleTimeout'
+    | 'keepAliveTimeout'
+  >,
+): Omit<ServerOptions, 'models'> {
   return {
     maxUploadBytes: f.maxUpload,
     maxPixels: f.maxPixels,
@@ -44,13 +56,17 @@ export function serverLimits(f: Pick<ServeFlags, 'maxUpload' | 'maxPixels' | 'qu
 const hasCheckpoint = (dir: string): boolean => fs.existsSync(path.join(dir, 'checkpoint.json'));
 
 /** The models to serve: given flags must exist; shipped defaults are used when present. */
-export function modelsToServe(f: { baseline?: string; rediff?: string }): { models: { name: string; dir: string }[]; missing: string[] } {
+export function modelsToServe(f: { baseline?: string; rediff?: string }): {
+  models: { name: string; dir: string }[];
+  missing: string[];
+} {
   const models: { name: string; dir: string }[] = [];
   const missing: string[] = [];
   for (const name of ['baseline', 'rediff'] as const) {
     const given = f[name];
     if (given) {
-      if (!hasCheckpoint(given)) throw new UserError(`--${name} ${given}: no checkpoint there (checkpoint.json missing)`);
+      if (!hasCheckpoint(given))
+        throw new UserError(`--${name} ${given}: no checkpoint there (checkpoint.json missing)`);
       models.push({ name, dir: given });
       continue;
     }
@@ -59,7 +75,9 @@ export function modelsToServe(f: { baseline?: string; rediff?: string }): { mode
     else missing.push(`${name} (${dir})`);
   }
   if (models.length === 0) {
-    throw new UserError(`no models to serve: no shipped model at ${missing.join(' or ')}; train one with "rediff train" or pass --baseline/--rediff <checkpoint>`);
+    throw new UserError(
+      `no models to serve: no shipped model at ${missing.join(' or ')}; train one with "rediff train" or pass --baseline/--rediff <checkpoint>`,
+    );
   }
   return { models, missing };
 }
@@ -72,17 +90,62 @@ export function registerServe(program: Command): void {
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--baseline <dir>', 'baseline (mask-prediction) checkpoint (default: the shipped one)')
     .option('--rediff <dir>', 'ReDiff checkpoint (default: the shipped one)')
-    .option('--max-upload <bytes>', 'largest accepted image upload', intOption('--max-upload', 1024), SERVER_DEFAULTS.maxUploadBytes)
-    .option('--max-pixels <n>', 'largest accepted image, width x height (read from its header before decoding)', intOption('--max-pixels', 1), SERVER_DEFAULTS.maxPixels)
-    .option('--queue <n>', 'generation jobs that may wait (their images being decoded included); more get 503', intOption('--queue', 0), 8)
+    .option(
+      '--max-upload <bytes>',
+      'largest accepted image upload',
+      intOption('--max-upload', 1024),
+      SERVER_DEFAULTS.maxUploadBytes,
+    )
+    .option(
+      '--max-pixels <n>',
+      'largest accepted image, width x height (read from its header before decoding)',
+      intOption('--max-pixels', 1),
+      SERVER_DEFAULTS.maxPixels,
+    )
+    .option(
+      '--queue <n>',
+      'generation jobs that may wait (their images being decoded included); more get 503',
+      intOption('--queue', 0),
+      8,
+    )
     .option('--concurrency <n>', 'generation jobs run at once', intOption('--concurrency', 1, 64), 2)
-    .option('--decode-concurrency <n>', 'images decoded at once', intOption('--decode-concurrency', 1, 64), SERVER_DEFAULTS.decodeConcurrency)
-    .option('--request-timeout <s>', 'seconds a client has to send a whole request (then 408); 0 = no limit', floatOption('--request-timeout', 0, 86400), SERVER_DEFAULTS.requestTimeoutMs / 1000)
-    .option('--idle-timeout <s>', 'seconds of silence after which a connection is closed; 0 = never', floatOption('--idle-timeout', 0, 86400), SERVER_DEFAULTS.idleTimeoutMs / 1000)
-    .option('--keep-alive-timeout <s>', 'seconds an idle keep-alive connection stays open', floatOption('--keep-alive-timeout', 0, 3600), SERVER_DEFAULTS.keepAliveTimeoutMs / 1000)
+    .option(
+      '--decode-concurrency <n>',
+      'images decoded at once',
+      intOption('--decode-concurrency', 1, 64),
+      SERVER_DEFAULTS.decodeConcurrency,
+    )
+    .option(
+      '--request-timeout <s>',
+      'seconds a client has to send a whole request (then 408); 0 = no limit',
+      floatOption('--request-timeout', 0, 86400),
+      SERVER_DEFAULTS.requestTimeoutMs / 1000,
+    )
+    .option(
+      '--idle-timeout <s>',
+      'seconds of silence after which a connection is closed; 0 = never',
+      floatOption('--idle-timeout', 0, 86400),
+      SERVER_DEFAULTS.idleTimeoutMs / 1000,
+    )
+    .option(
+      '--keep-alive-timeout <s>',
+      'seconds an idle keep-alive connection stays open',
+      floatOption('--keep-alive-timeout', 0, 3600),
+      SERVER_DEFAULTS.keepAliveTimeoutMs / 1000,
+    )
     .option('--threads <n>', 'onnxruntime threads for inference', intOption('--threads', 1, 256))
-    .option('--step-delay <ms>', 'pause before every sampling step (slow motion, to watch the refinement)', intOption('--step-delay', 0, 10000), 0)
-    .option('--web <source>', 'the page: auto, build (bundle now) or prebuilt (dist/public)', choiceOption('--web', ['auto', 'build', 'prebuilt'] as const), 'auto')
+    .option(
+      '--step-delay <ms>',
+      'pause before every sampling step (slow motion, to watch the refinement)',
+      intOption('--step-delay', 0, 10000),
+      0,
+    )
+    .option(
+      '--web <source>',
+      'the page: auto, build (bundle now) or prebuilt (dist/public)',
+      choiceOption('--web', ['auto', 'build', 'prebuilt'] as const),
+      'auto',
+    )
     .option('--log', 'log every request')
     .action(async (f: ServeFlags) => {
       const { models, missing } = modelsToServe(f);
@@ -106,7 +169,9 @@ export function registerServe(program: Command): void {
         if (code === 'EACCES') throw new UserError(`not allowed to listen on port ${f.port}`);
         throw e;
       }
-      console.log(`rediff serving ${models.map((m) => m.name).join(' and ')} at ${url}/  (API: ${url}/v1/models; Ctrl-C stops)`);
+      console.log(
+        `rediff serving ${models.map((m) => m.name).join(' and ')} at ${url}/  (API: ${url}/v1/models; Ctrl-C stops)`,
+      );
       await new Promise<void>((resolve) => {
         const stop = (): void => {
           process.off('SIGINT', stop);

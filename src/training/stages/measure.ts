@@ -5,7 +5,13 @@
  */
 import { benchmarkTokenizer } from '../../benchmark/captioner.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../../data/training-data.js';
-import { attributeBinding, imageReliance, placeClaims, probeAccuracy, textOnlyLoss } from '../../evaluation/diagnosis.js';
+import {
+  attributeBinding,
+  imageReliance,
+  placeClaims,
+  probeAccuracy,
+  textOnlyLoss,
+} from '../../evaluation/diagnosis.js';
 import type { RecordOptions } from '../../benchmark/dataset.js';
 import type { ModelConfig } from '../../model/config.js';
 import type { Params } from '../../model/params.js';
@@ -33,17 +39,25 @@ export async function measureStage(
   const lines: string[] = [];
   if (c.cellProbe) {
     const a = await probeAccuracy(c, params, records);
-    lines.push(`vision probe on ${a.n} ${where}: cells ${pct(a.cells)}, objects ${pct(a.objects)}, whole images ${pct(a.images)}`);
+    lines.push(
+      `vision probe on ${a.n} ${where}: cells ${pct(a.cells)}, objects ${pct(a.objects)}, whole images ${pct(a.images)}`,
+    );
   }
   if (stage === 'language') {
     lines.push(`text-only caption loss on ${scenes} ${where}: ${(await textOnlyLoss(c, params, records)).toFixed(3)}`);
   } else if (stage !== 'vision') {
     const r = await imageReliance(c, params, records);
-    lines.push(`caption loss on ${r.n} ${where}: right image ${r.rightImage.toFixed(3)}, shuffled image ${r.shuffledImage.toFixed(3)} (the image is worth ${(r.shuffledImage - r.rightImage).toFixed(3)})`);
+    lines.push(
+      `caption loss on ${r.n} ${where}: right image ${r.rightImage.toFixed(3)}, shuffled image ${r.shuffledImage.toFixed(3)} (the image is worth ${(r.shuffledImage - r.rightImage).toFixed(3)})`,
+    );
     const bound = await attributeBinding(c, params, records);
-    lines.push(`binding (masked ${bound.map((b) => b.kind).join(' / ')} words named right, right image vs shuffled): ${bound.map((b) => `${pct(b.rightImage)} vs ${pct(b.shuffledImage)}`).join(' / ')}`);
+    lines.push(
+      `binding (masked ${bound.map((b) => b.kind).join(' / ')} words named right, right image vs shuffled): ${bound.map((b) => `${pct(b.rightImage)} vs ${pct(b.shuffledImage)}`).join(' / ')}`,
+    );
     const places = await placeClaims(c, params, records);
-    lines.push(`place claims that hold once every place word is hidden and named by the model: ${pct(places.rightImage)} vs ${pct(places.shuffledImage)} with a shuffled image (${places.claims} claims)`);
+    lines.push(
+      `place claims that hold once every place word is hidden and named by the model: ${pct(places.rightImage)} vs ${pct(places.shuffledImage)} with a shuffled image (${places.claims} claims)`,
+    );
   }
   return lines.join('\n');
 }

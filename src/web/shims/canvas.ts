@@ -13,7 +13,8 @@ export function createCanvas(width: number, height: number): HTMLCanvasElement &
   // SwiftShader) raster, whose antialiased edges differ slightly, so the same scene would give
   // slightly different pixels from one run to the next.
   const getContext = canvas.getContext.bind(canvas) as (type: string, options?: object) => RenderingContext | null;
-  (canvas as { getContext: unknown }).getContext = (type: string, options?: object) => getContext(type, { willReadFrequently: true, ...options });
+  (canvas as { getContext: unknown }).getContext = (type: string, options?: object) =>
+    getContext(type, { willReadFrequently: true, ...options });
   return Object.assign(canvas, {
     encodeSync(): never {
       throw new Error('encodeSync is not available in the browser; use canvas.toBlob');
