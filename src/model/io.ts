@@ -2,6 +2,7 @@
 import { type LoadedCheckpoint, loadCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import type { NamedTensor } from '../checkpoint/safetensors.js';
 import { type Tokenizer, tokenizerFromJSON } from '../tokenizer/tokenizer.js';
+import { checkTokenizerFile } from '../tokenizer/file.js';
 import { UserError } from '../util/errors.js';
 import type { AdamWState } from '../training/optimizer.js';
 import { type ModelConfig, validateConfig } from './config.js';
@@ -66,13 +67,20 @@ export function modelConfigOf(ck: Pick<LoadedCheckpoint, 'config'>, dir: string)
   return model;
 }
 
-export async function loadModelState(dir: string, opts: { withOptimizer?: boolean } = {}): Promise<LoadedModel> {
+export interface LoadOptions {
+  withOptimizer?: boolean;
+  /** A tokenizer.json the checkpoint must have been trained with (`--tokenizer`); it always reads with its own. */
+  tokenizer?: string | undefined;
+}
+
+export async function loadModelState(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
   const ck = await loadCheckpoint(dir, opts);
   const config = modelConfigOf(ck, dir);
   const tokenizer = tokenizerFromJSON(ck.tokenizer, `${dir}: tokenizer`);
   if (tokenizer.size !== config.vocabSize) {
     throw new UserError(`${dir}: tokenizer has ${tokenizer.size} tokens but the model config says ${config.vocabSize}`);
   }
+  if (opts.tokenizer !== undefined) await checkTokenizerFile(opts.tokenizer, tokenizer, dir);
   const params: Params = new Map();
   for (const s of paramSpecs(config)) {
     const t = ck.weights[s.name];
@@ -106,8 +114,8 @@ export async function loadModelState(dir: string, opts: { withOptimizer?: boolea
   return { config, tokenizer, params, state: ck.state, ...(optimizer ? { optimizer } : {}) };
 }
 
-export async function loadModel(dir: string): Promise<DiffusionVLM> {
-  const m = await loadModelState(dir);
+export async function loadModel(dir: string, opts: Pick<LoadOptions, 'tokenizer'> = {}): Promise<DiffusionVLM> {
+  const m = await loadModelState(dir, opts);
   const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
   const meta = { prompt: str(m.state.prompt), stage: str(m.state.stage) };
   return new DiffusionVLM(m.config, m.tokenizer, m.params, meta);

@@ -5,7 +5,6 @@ import { type EvalSetting, evaluate } from '../../evaluation/evaluate.js';
 import { evalTable, renderPlain } from '../../evaluation/table.js';
 import { loadModel } from '../../model/io.js';
 import { validateSamplerOptions } from '../../sampling/sampler.js';
-import { splitWords } from '../../tokenizer/word.js';
 import { UserError } from '../../util/errors.js';
 import { createProgress } from '../../util/progress.js';
 import { intListOption, intOption } from '../options.js';
@@ -14,6 +13,7 @@ import { addSamplingFlags, type SamplingFlags, samplerFromFlags } from './sampli
 
 interface EvalFlags extends Omit<SamplingFlags, 'sampler' | 'tokensPerStep'> {
   checkpoint?: string;
+  tokenizer?: string;
   data?: string;
   scenes: number;
   dataSeed: number;
@@ -31,6 +31,7 @@ export function registerEval(program: Command): void {
     .command('eval')
     .description('caption a benchmark split and score it: one row per sampler and tokens-per-step setting')
     .option('--checkpoint <dir>', 'model checkpoint (default: the shipped ReDiff model)')
+    .option('--tokenizer <file>', "the tokenizer.json the model was trained with (checked against the checkpoint's)")
     .option('--data <dir>', 'a benchmark split written by "rediff data make"')
     .option('--split <name>', 'without --data: generate this split in memory', 'val')
     .option('--scenes <n>', 'without --data: number of scenes generated', intOption('--scenes'), 200)
@@ -49,7 +50,7 @@ export function registerEval(program: Command): void {
     .option('--batch-size <n>', 'images per sampling batch', intOption('--batch-size'), 32)
     .option('--no-progress', 'no progress bar');
   addSamplingFlags(cmd, { rates: false }).action(async (f: EvalFlags) => {
-    const model = await loadModel(resolveCheckpoint(f.checkpoint, 'rediff'));
+    const model = await loadModel(resolveCheckpoint(f.checkpoint, 'rediff'), { tokenizer: f.tokenizer });
     try {
       const L = model.config.responseLength;
       const rates = f.tokensPerStep ?? [1, 2, 4, 8];
@@ -80,7 +81,7 @@ export function registerEval(program: Command): void {
       const rows = await evaluate(model, split, settings, { batchSize: f.batchSize, onProgress: (d) => bar.update(d) });
       bar.stop();
       console.log(renderPlain(evalTable(rows)));
-      const refLengths = split.records.flatMap((r) => r.captions.map((c) => splitWords(c).length));
+      const refLengths = split.records.flatMap((r) => r.captions.map((c) => model.tokenizer.encode(c).length));
       const refMean = refLengths.reduce((a, b) => a + b, 0) / Math.max(1, refLengths.length);
       console.log(
         `(${split.records.length} scenes; each cell: mean ±95% interval half-width, in % except length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`,
