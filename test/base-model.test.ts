@@ -30,7 +30,8 @@ import { MASK_PREDICTION_MIX, type TrainingRecord } from '../src/training/sample
 import { stagePlan } from '../src/training/stages/plans.js';
 import { Trainer } from '../src/training/trainer.js';
 import { makeSample } from '../src/training/samples.js';
-import { EOS_ID, MASK_ID, SPECIAL_TOKENS } from '../src/tokenizer/word.js';
+import { SPECIAL_TOKENS } from '../src/tokenizer/word.js';
+import { EOS_ID, MASK_ID } from '../src/tokenizer/tokenizer.js';
 import { Rng } from '../src/util/rng.js';
 
 const tokenizer = benchmarkTokenizer();

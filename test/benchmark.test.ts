@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { Rng } from '../src/util/rng.js';
-import { EOS_ID, MASK_ID, PAD_ID, splitWords } from '../src/tokenizer/word.js';
+import { splitWords } from '../src/tokenizer/word.js';
+import { EOS_ID, MASK_ID, PAD_ID } from '../src/tokenizer/tokenizer.js';
 import {
   COLORS,
   MAX_JITTER,

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ModelConfig } from '../src/model/config.js';
+import type { ModelConfig } from '../src/model/config.js';
 import { DiffusionVLM } from '../src/model/model.js';
 import { initParams } from '../src/model/params.js';
 import {

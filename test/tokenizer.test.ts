@@ -6,15 +6,8 @@ import * as path from 'node:path';
 import { UserError } from '../src/util/errors.js';
 import { WordTokenizer } from '../src/tokenizer/word.js';
 import { HuggingFaceTokenizer } from '../src/tokenizer/huggingface.js';
-import {
-  EOS_ID,
-  MASK_ID,
-  PAD_ID,
-  UNK_ID,
-  tokenizerFromJSON,
-  type Tokenizer,
-  wordsOutsideVocabulary,
-} from '../src/tokenizer/tokenizer.js';
+import { EOS_ID, MASK_ID, PAD_ID, UNK_ID, type Tokenizer } from '../src/tokenizer/tokenizer.js';
+import { tokenizerFromJSON, wordsOutsideVocabulary } from '../src/tokenizer/kinds.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-tok-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -40,7 +40,7 @@
  *    circle" would be ambiguous), so neither is a separate fact (claims about them are still
  *    judged true or false).
  */
-import { EOS_ID, PAD_ID } from '../tokenizer/word.js';
+import { EOS_ID, PAD_ID } from '../tokenizer/tokenizer.js';
 import type { ColorWord } from './lexicon.js';
 import { PLACE_PHRASES, numberWord } from './lexicon.js';
 import {

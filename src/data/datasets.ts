@@ -11,7 +11,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { type Tokenizer, wordsOutsideVocabulary } from '../tokenizer/tokenizer.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { wordsOutsideVocabulary } from '../tokenizer/kinds.js';
 import { splitWords } from '../tokenizer/word.js';
 import { benchmarkTokenizer } from '../benchmark/captioner.js';
 import { type DataIssue, IssueLog, type OnError, readJsonlLines } from './jsonl.js';

@@ -32,7 +32,8 @@ import {
 import { batchFeeds } from '../training/trainer.js';
 import { padResponse } from '../training/corruption.js';
 import { stepRng } from '../training/run.js';
-import { MASK_ID, SPECIAL_TOKENS } from '../tokenizer/word.js';
+import { SPECIAL_TOKENS } from '../tokenizer/word.js';
+import { MASK_ID } from '../tokenizer/tokenizer.js';
 import { DiffusionVLM } from '../model/model.js';
 import { COLORS, SHAPES, SIZES } from '../benchmark/scene.js';
 import { PLACE_WORDS } from '../benchmark/lexicon.js';

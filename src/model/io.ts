@@ -1,7 +1,8 @@
 /** Saving and loading models (and training state) as rediff checkpoints. */
 import { type LoadedCheckpoint, loadCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import type { NamedTensor } from '../checkpoint/safetensors.js';
-import { type Tokenizer, tokenizerFromJSON } from '../tokenizer/tokenizer.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { tokenizerFromJSON } from '../tokenizer/kinds.js';
 import { checkTokenizerFile } from '../tokenizer/file.js';
 import { UserError } from '../util/errors.js';
 import type { AdamWState } from '../training/optimizer.js';

@@ -4,8 +4,7 @@
  */
 import { type HostTensor, SessionCache, f32 } from '../graph/runtime.js';
 import { serializeGraph } from '../graph/onnx.js';
-import { PAD_ID } from '../tokenizer/word.js';
-import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { PAD_ID, type Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
 import { stackRows } from '../util/rows.js';
 import {

@@ -6,7 +6,8 @@
 import type { FastifyRequest } from 'fastify';
 import { stepsForTokensPerStep } from '../sampling/caption.js';
 import { SAMPLER_NAMES } from '../sampling/sampler.js';
-import { type Tokenizer, wordsOutsideVocabulary } from '../tokenizer/tokenizer.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { wordsOutsideVocabulary } from '../tokenizer/kinds.js';
 import type { ModelConfig } from '../model/config.js';
 
 export class HttpError extends Error {

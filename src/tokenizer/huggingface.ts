@@ -19,8 +19,7 @@ import * as path from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { UserError } from '../util/errors.js';
 import { readJsonFile } from '../util/atomic.js';
-import { EOS_ID, MASK_ID, PAD_ID, UNK_ID } from './word.js';
-import type { Tokenizer } from './tokenizer.js';
+import { EOS_ID, MASK_ID, PAD_ID, type Tokenizer, UNK_ID } from './tokenizer.js';
 
 export const MASK_CANDIDATES: readonly string[] = ['<|mdm_mask|>', '[MASK]', '<mask>', '<|mask|>', '<MASK>'];
 export const EOS_CANDIDATES: readonly string[] = [

@@ -1,12 +1,8 @@
 import { UserError } from '../util/errors.js';
-import type { Tokenizer } from './tokenizer.js';
+import { EOS_ID, PAD_ID, type Tokenizer, UNK_ID } from './tokenizer.js';
 
-/** Special tokens, always the first ids of every vocabulary, in this order. */
+/** Special tokens, always the first ids of every word vocabulary, in the order of the ids of ./tokenizer.ts. */
 export const SPECIAL_TOKENS = ['[PAD]', '[MASK]', '[EOS]', '[UNK]'] as const;
-export const PAD_ID = 0;
-export const MASK_ID = 1;
-export const EOS_ID = 2;
-export const UNK_ID = 3;
 
 export interface TokenizerJSON {
   kind: 'word';

@@ -18,7 +18,7 @@ import {
   spanCorrectionSample,
 } from './corruption.js';
 import { type Objective, lossWeights } from './loss.js';
-import { MASK_ID } from '../tokenizer/word.js';
+import { MASK_ID } from '../tokenizer/tokenizer.js';
 
 /** A same-length correction: the whole wrong response, the whole right one, and the spans that differ. */
 export interface SpanPair {

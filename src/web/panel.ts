@@ -5,7 +5,7 @@
  */
 import { type CaptionScore, scoreCaption } from '../benchmark/metrics.js';
 import type { Scene } from '../benchmark/scene.js';
-import { EOS_ID, MASK_ID, PAD_ID } from '../tokenizer/word.js';
+import { EOS_ID, MASK_ID, PAD_ID } from '../tokenizer/tokenizer.js';
 
 export interface Frame {
   /** 1-based step number. */
