@@ -1,5 +1,5 @@
 /**
- * The page in a real browser (Debian's Chromium driven by playwright-core): generate a scene,
+ * The page in a real browser (Chromium driven by playwright-core): generate a scene,
  * run both models at 4 tokens per step on the server, see both captions complete with scores
  * and at least one refined token marked, screenshot the page mid-refinement; then the same in
  * the in-browser mode (onnxruntime-web), which must give the same captions.
@@ -9,16 +9,15 @@
  * step (hundreds of refinements per caption); with a fixed model seed and scene seed the run is
  * deterministic, so "at least one refinement" is guaranteed, not likely.
  *
- * Needs Chromium: $REDIFF_CHROMIUM, else the first of /usr/bin/chromium, chromium-browser,
- * google-chrome that exists (the README's set-up installs Debian's: `apt-get install chromium`).
- * Without one the test fails saying so; REDIFF_SKIP_BROWSER=1 skips it on purpose.
+ * The browser: $REDIFF_CHROMIUM, else a system Chrome or Chromium, else on Linux x64 the one the
+ * @sparticuz/chromium dev dependency ships (test/helpers/browser.ts). Without one the test fails
+ * saying so; REDIFF_SKIP_BROWSER=1 skips it on purpose.
  * The screenshot goes to $REDIFF_SCREENSHOT, default <tmpdir>/rediff-page-mid-refinement.png.
  * For the README's screenshot, run it on trained models: REDIFF_SCREENSHOT_MODELS=models (a
  * folder with baseline/ and rediff/ checkpoints) REDIFF_SCREENSHOT=docs/page.png.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../src/benchmark/captioner.js';
@@ -27,11 +26,8 @@ import { saveModel } from '../src/model/io.js';
 import { initParams } from '../src/model/params.js';
 import { makeTinyModels } from './helpers/models.js';
 import { createServer } from '../src/server/app.js';
+import { findChromium } from './helpers/browser.js';
 
-const CANDIDATES = process.env.REDIFF_CHROMIUM
-  ? [process.env.REDIFF_CHROMIUM]
-  : ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome', '/usr/bin/google-chrome-stable'];
-const CHROMIUM = CANDIDATES.find((p) => fs.existsSync(p));
 const skip = process.env.REDIFF_SKIP_BROWSER === '1' ? 'REDIFF_SKIP_BROWSER=1: browser test skipped on purpose' : false;
 const SCREENSHOT = process.env.REDIFF_SCREENSHOT ?? path.join(os.tmpdir(), 'rediff-page-mid-refinement.png');
 
@@ -41,10 +37,9 @@ test('the page captions a generated scene with both models and marks refined tok
   skip,
   timeout: 180_000,
 }, async (t) => {
-  assert.ok(
-    CHROMIUM,
-    `no Chromium at ${CANDIDATES.join(', ')}: install it (Debian/Ubuntu: apt-get install chromium), point REDIFF_CHROMIUM at one, or set REDIFF_SKIP_BROWSER=1 to skip this test`,
-  );
+  const found = await findChromium();
+  if ('error' in found) assert.fail(found.error);
+  t.diagnostic(`browser: ${found.path} (${found.source})`);
   const { chromium } = await import('playwright-core');
   const real = process.env.REDIFF_SCREENSHOT_MODELS;
   const models = real
@@ -53,7 +48,7 @@ test('the page captions a generated scene with both models and marks refined tok
   const server = await createServer({ models });
   const url = await server.listen(0);
   const browser = await chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath: found.path,
     args: [
       '--no-sandbox',
       '--headless',
@@ -219,4 +214,13 @@ test('the page captions a generated scene with both models and marks refined tok
     await browser.close();
     await server.close();
   }
+});
+
+test('the browser search: REDIFF_CHROMIUM wins, and one that does not exist is named', async () => {
+  assert.deepEqual(await findChromium({ REDIFF_CHROMIUM: process.execPath }), {
+    path: process.execPath,
+    source: 'REDIFF_CHROMIUM',
+  });
+  const missing = await findChromium({ REDIFF_CHROMIUM: '/nonexistent/chrome' });
+  assert.deepEqual(missing, { error: 'REDIFF_CHROMIUM=/nonexistent/chrome does not exist' });
 });
