@@ -117,6 +117,17 @@ const failures: [string, string[], RegExp][] = [
     /not a readable image: .*notes\.txt/,
   ],
   ['an unknown flag', ['eval', '--bogus'], /unknown option '--bogus'/],
+  [
+    'the oracle and a checkpoint',
+    ['eval', '--oracle', '--checkpoint', ckpt],
+    /give --checkpoint \(and --tokenizer\) or --oracle, not both/,
+  ],
+  ['the oracle with a cache', ['eval', '--oracle', '--cache', 'dual'], /the oracle decodes without a K\/V cache/],
+  [
+    'the oracle with no captions',
+    ['eval', '--oracle', '--oracle-captions', '0'],
+    /--oracle-captions takes a whole number >= 1/,
+  ],
   ['repair without a drafter', ['repair'], /required option '--drafter <dir>'/],
   ['repair with a missing drafter', ['repair', '--drafter', path.join(tmp, 'nope')], /checkpoint not found: .*nope/],
   ['a negative request timeout', ['serve', '--request-timeout', '-1'], /--request-timeout takes a number >= 0/],
@@ -264,4 +275,34 @@ test('train --llava: words outside the vocabulary are reported as file:line (pro
   assert.equal(allowed.code, 0, allowed.stderr);
   assert.doesNotMatch(allowed.stderr, /outside the vocabulary/);
   assert.match(allowed.stderr, /note: the revision loss is, per sample, 1\/p .* follow its trend, not its size/);
+});
+
+test('eval --oracle prints a row per setting and writes its records', async () => {
+  const out = path.join(tmp, 'oracle.jsonl');
+  const r = await rediff(
+    'eval',
+    '--oracle',
+    '--scenes',
+    '3',
+    '--oracle-captions',
+    '50',
+    '--tokens-per-step',
+    '4',
+    '--samplers',
+    'llada,rediff',
+    '--out',
+    out,
+    '--no-progress',
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /llada 4 tok\/step/);
+  assert.match(r.stdout, /rediff 4 tok\/step/);
+  assert.match(r.stdout, /oracle: 50 captions drawn per scene/);
+  const records = fs
+    .readFileSync(out, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { caption: string });
+  assert.equal(records.length, 6);
+  assert.ok(records.every((x) => x.caption.length > 0));
 });

@@ -8,9 +8,9 @@ import type { BenchmarkRecord } from '../benchmark/dataset.js';
 import { type CaptionScore, type Summary, captionPieces, scoreCaption, summarize } from '../benchmark/metrics.js';
 import { normaliseRgb } from '../data/image.js';
 import type { InMemorySplit } from '../data/training-data.js';
-import type { DiffusionVLM } from '../model/model.js';
-import { captionImages } from '../sampling/caption.js';
+import { type ImageCaptioner, captionImages } from '../sampling/caption.js';
 import type { SamplerOptions } from '../sampling/sampler.js';
+import { EOS_ID } from '../tokenizer/tokenizer.js';
 
 export interface EvalSetting {
   label: string;
@@ -36,19 +36,30 @@ export interface EvalRow {
    * for fixed schedules (L / steps), and what a threshold sampler actually achieved.
    */
   achievedTokensPerStep: number;
+  /**
+   * The same without the EOS fill: caption tokens (before the first EOS) per forward pass. A
+   * caption that ends early is not credited with the positions its EOS fills.
+   */
+  captionTokensPerStep: number;
   meanSteps: number;
   seconds: number;
   records: CaptionRecord[];
 }
 
+/** Response positions before the first EOS. */
+export function captionLength(tokens: readonly number[]): number {
+  const end = tokens.indexOf(EOS_ID);
+  return end < 0 ? tokens.length : end;
+}
+
 export async function evaluate(
-  model: DiffusionVLM,
+  model: ImageCaptioner & { readonly meta?: { prompt?: string } },
   split: InMemorySplit,
   settings: readonly EvalSetting[],
   opts: { batchSize?: number; prompt?: string; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<EvalRow[]> {
   const images = split.rgb.map((rgb) => normaliseRgb(rgb));
-  const prompt = model.tokenizer.encode(opts.prompt ?? model.meta.prompt ?? BENCHMARK_PROMPT);
+  const prompt = model.tokenizer.encode(opts.prompt ?? model.meta?.prompt ?? BENCHMARK_PROMPT);
   const rows: EvalRow[] = [];
   const total = settings.length * images.length;
   let done = 0;
@@ -69,10 +80,12 @@ export async function evaluate(
       return { id: r.id, setting: setting.label, caption: c.text, steps: c.steps, score };
     });
     const steps = captions.reduce((s, c) => s + c.steps, 0);
+    const captionTokens = captions.reduce((s, c) => s + captionLength(c.tokens), 0);
     rows.push({
       setting,
       summary: summarize(records.map((r) => ({ ...r.score, coveredFacts: [], unreadable: [] }))),
       achievedTokensPerStep: (model.config.responseLength * captions.length) / Math.max(1, steps),
+      captionTokensPerStep: captionTokens / Math.max(1, steps),
       meanSteps: steps / Math.max(1, captions.length),
       seconds,
       records,

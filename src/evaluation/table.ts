@@ -19,12 +19,20 @@ export function formatEstimate(mean: number, lo: number, hi: number, percent: bo
 
 export function evalTable(rows: readonly EvalRow[]): string[][] {
   // Requested: the setting's schedule (none for threshold samplers). Achieved: L / mean steps
-  // taken, higher when decoding stops early at EOS.
-  const header = ['setting', 'requested tok/step', 'achieved tok/step', ...TABLE_COLUMNS.map((c) => c.title), 's'];
+  // taken, higher when decoding stops early at EOS; caption: the same without the EOS fill.
+  const header = [
+    'setting',
+    'requested tok/step',
+    'achieved tok/step',
+    'caption tok/step',
+    ...TABLE_COLUMNS.map((c) => c.title),
+    's',
+  ];
   const body = rows.map((r) => [
     r.setting.label,
     r.setting.tokensPerStep === null ? '-' : String(r.setting.tokensPerStep),
     r.achievedTokensPerStep.toFixed(2),
+    r.captionTokensPerStep.toFixed(2),
     ...TABLE_COLUMNS.map((c) => {
       const e = r.summary[c.metric];
       return formatEstimate(e.mean, e.lo, e.hi, c.percent);

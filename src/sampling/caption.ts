@@ -1,8 +1,14 @@
 /** Captioning images end to end: patchify, sample in batches, decode. */
 import { patchify } from '../data/image.js';
-import type { DiffusionVLM } from '../model/model.js';
+import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { UserError } from '../util/errors.js';
-import { type SampleResult, type SamplerOptions, sample } from './sampler.js';
+import { type DenoisingModel, type SampleResult, type SamplerOptions, sample } from './sampler.js';
+
+/** What captioning images needs of a model: a denoiser that knows its image layout and tokenizer. */
+export interface ImageCaptioner extends DenoisingModel {
+  readonly config: DenoisingModel['config'] & { imageSize: number; patchSize: number };
+  readonly tokenizer: Tokenizer;
+}
 
 export interface Caption extends SampleResult {
   text: string;
@@ -23,7 +29,7 @@ export function stepsForTokensPerStep(length: number, tokensPerStep: number): nu
  * Each batch gets its own seed (seed + batch index) so results do not depend on batch order.
  */
 export async function captionImages(
-  model: DiffusionVLM,
+  model: ImageCaptioner,
   images: readonly Float32Array[],
   prompt: readonly number[],
   opts: SamplerOptions,

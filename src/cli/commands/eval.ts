@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
 import { JsonlWriter } from '../../data/jsonl.js';
-import { generateBenchmarkSplit, readBenchmarkSplit } from '../../data/training-data.js';
+import { type InMemorySplit, generateBenchmarkSplit, readBenchmarkSplit } from '../../data/training-data.js';
 import { type EvalSetting, evaluate } from '../../evaluation/evaluate.js';
 import { evalTable, renderPlain } from '../../evaluation/table.js';
+import { CaptionerOracle, DEFAULT_ORACLE } from '../../evaluation/oracle.js';
 import { loadModel } from '../../model/io.js';
+import type { ImageCaptioner } from '../../sampling/caption.js';
 import { validateSamplerOptions } from '../../sampling/sampler.js';
 import { UserError } from '../../util/errors.js';
 import { createProgress } from '../../util/progress.js';
@@ -14,6 +16,9 @@ import { addSamplingFlags, type SamplingFlags, samplerFromFlags } from './sampli
 interface EvalFlags extends Omit<SamplingFlags, 'sampler' | 'tokensPerStep'> {
   checkpoint?: string;
   tokenizer?: string;
+  oracle: boolean;
+  oracleCaptions: number;
+  oracleSeed: number;
   data?: string;
   scenes: number;
   dataSeed: number;
@@ -32,6 +37,14 @@ export function registerEval(program: Command): void {
     .description('caption a benchmark split and score it: one row per sampler and tokens-per-step setting')
     .option('--checkpoint <dir>', 'model checkpoint (default: the shipped ReDiff model)')
     .option('--tokenizer <file>', "the tokenizer.json the model was trained with (checked against the checkpoint's)")
+    .option('--oracle', "instead of a model: the benchmark captioner's own posterior, the ceiling (docs/oracle.md)")
+    .option(
+      '--oracle-captions <n>',
+      'with --oracle: captions drawn per scene',
+      intOption('--oracle-captions'),
+      DEFAULT_ORACLE.captions,
+    )
+    .option('--oracle-seed <n>', 'with --oracle: seed of the drawn captions', intOption('--oracle-seed', 0), 0)
     .option('--data <dir>', 'a benchmark split written by "rediff data make"')
     .option('--split <name>', 'without --data: generate this split in memory', 'val')
     .option('--scenes <n>', 'without --data: number of scenes generated', intOption('--scenes'), 200)
@@ -50,7 +63,14 @@ export function registerEval(program: Command): void {
     .option('--batch-size <n>', 'images per sampling batch', intOption('--batch-size'), 32)
     .option('--no-progress', 'no progress bar');
   addSamplingFlags(cmd, { rates: false }).action(async (f: EvalFlags) => {
-    const model = await loadModel(resolveCheckpoint(f.checkpoint, 'rediff'), { tokenizer: f.tokenizer });
+    if (f.oracle && (f.checkpoint !== undefined || f.tokenizer !== undefined))
+      throw new UserError('give --checkpoint (and --tokenizer) or --oracle, not both');
+    if (f.oracle && f.cache !== 'none')
+      throw new UserError('the oracle decodes without a K/V cache: leave out --cache');
+    const split = f.oracle ? await evalSplit(f, ORACLE_IMAGE_SIZE) : undefined;
+    const model: EvalModel = split
+      ? new CaptionerOracle(split, { captions: f.oracleCaptions, seed: f.oracleSeed, responseLength: ORACLE_LENGTH })
+      : await loadModel(resolveCheckpoint(f.checkpoint, 'rediff'), { tokenizer: f.tokenizer });
     try {
       const L = model.config.responseLength;
       const rates = f.tokensPerStep ?? [1, 2, 4, 8];
@@ -73,18 +93,19 @@ export function registerEval(program: Command): void {
           });
         }
       }
-      const split = f.data
-        ? (await readBenchmarkSplit(f.data, model.config.imageSize)).split
-        : generateBenchmarkSplit(f.split, f.dataSeed, f.scenes, model.config.imageSize);
-      if (split.records.length === 0) throw new UserError('no scenes to evaluate');
-      const bar = createProgress('eval', settings.length * split.records.length, { enabled: f.progress });
-      const rows = await evaluate(model, split, settings, { batchSize: f.batchSize, onProgress: (d) => bar.update(d) });
+      const scenes = split ?? (await evalSplit(f, model.config.imageSize));
+      const bar = createProgress('eval', settings.length * scenes.records.length, { enabled: f.progress });
+      const rows = await evaluate(model, scenes, settings, {
+        batchSize: f.batchSize,
+        onProgress: (d) => bar.update(d),
+      });
       bar.stop();
       console.log(renderPlain(evalTable(rows)));
-      const refLengths = split.records.flatMap((r) => r.captions.map((c) => model.tokenizer.encode(c).length));
+      if (f.oracle) console.log(`oracle: ${f.oracleCaptions} captions drawn per scene (seed ${f.oracleSeed})`);
+      const refLengths = scenes.records.flatMap((r) => r.captions.map((c) => model.tokenizer.encode(c).length));
       const refMean = refLengths.reduce((a, b) => a + b, 0) / Math.max(1, refLengths.length);
       console.log(
-        `(${split.records.length} scenes; each cell: mean ±95% interval half-width, in % except length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`,
+        `(${scenes.records.length} scenes; each cell: mean ±95% interval half-width, in % except length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`,
       );
       console.log(
         'factuality: true claims / (claims + unreadable spans), the always-true background left out; object claims: the same over claims about objects; ' +
@@ -100,4 +121,20 @@ export function registerEval(program: Command): void {
       await model.dispose();
     }
   });
+}
+
+/** What eval runs: a loaded model, or the oracle. */
+type EvalModel = ImageCaptioner & { readonly meta?: { prompt?: string }; dispose(): Promise<void> };
+
+/** The oracle reads no pixels (it recognises its scenes' images), so any size serves; the shipped models' 48. */
+const ORACLE_IMAGE_SIZE = 48;
+/** The shipped models' response length: captions of at most 95 tokens and an EOS. */
+const ORACLE_LENGTH = 96;
+
+async function evalSplit(f: EvalFlags, imageSize: number): Promise<InMemorySplit> {
+  const split = f.data
+    ? (await readBenchmarkSplit(f.data, imageSize)).split
+    : generateBenchmarkSplit(f.split, f.dataSeed, f.scenes, imageSize);
+  if (split.records.length === 0) throw new UserError('no scenes to evaluate');
+  return split;
 }
