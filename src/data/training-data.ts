@@ -10,6 +10,7 @@ import type { HallucinationRecord } from '../benchmark/hallucination.js';
 import { renderScene } from '../benchmark/render.js';
 import { sceneCells } from '../benchmark/cells.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { splitWords } from '../tokenizer/word.js';
 import type { SpanPair, TrainingRecord } from '../training/samples.js';
 import { UserError } from '../util/errors.js';
 import { denormaliseRgb, loadImage } from './image.js';
@@ -25,7 +26,22 @@ export function hallucinationPair(
   const correct = tokenizer.encode(h.caption);
   // Pairs whose two sides differ in token count are dropped (as the authors' code does).
   if (wrong.length !== correct.length || h.token_count < 1) return null;
-  return { wrong, correct, spans: [{ start: h.token_start, length: h.token_count }] };
+  const wordAligned = tokenizer.pieces(correct).join(' ') === splitWords(h.caption).join(' ');
+  const span = wordAligned ? { start: h.token_start, length: h.token_count } : differingSpan(wrong, correct);
+  return span ? { wrong, correct, spans: [span] } : null;
+}
+
+/**
+ * The span where two same-length token sequences differ: the pair's span in a subword
+ * tokenizer's tokens (its `token_start` counts words).
+ */
+function differingSpan(a: readonly number[], b: readonly number[]): { start: number; length: number } | null {
+  let start = 0;
+  while (start < a.length && a[start] === b[start]) start++;
+  if (start === a.length) return null;
+  let end = a.length;
+  while (end > start && a[end - 1] === b[end - 1]) end--;
+  return { start, length: end - start };
 }
 
 export function benchmarkTrainingRecord(

@@ -19,7 +19,7 @@ import { serializeGraph } from '../graph/onnx.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { buildLanguageGraph, buildVisionGraph } from './architecture.js';
-import { loadModelState, saveModel } from './io.js';
+import { type LoadOptions, loadModelState, saveModel } from './io.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import type { Params } from './params.js';
 import { paramSpecs } from './params.js';
@@ -148,8 +148,9 @@ export async function shipCheckpoint(
   from: string,
   out: string,
   extraState: Record<string, unknown> = {},
+  opts: Pick<LoadOptions, 'tokenizer'> = {},
 ): Promise<void> {
-  const m = await loadModelState(from);
+  const m = await loadModelState(from, opts);
   const { settings: _settings, ...state } = m.state;
   await saveModel(out, {
     config: m.config,

@@ -10,11 +10,12 @@ import type { ModelConfig } from '../model/config.js';
 import { loadModelState, saveModel } from '../model/io.js';
 import type { Params } from '../model/params.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
+import { sameTokenizer } from '../tokenizer/file.js';
 import { UserError } from '../util/errors.js';
 import { createProgress } from '../util/progress.js';
 import { Rng } from '../util/rng.js';
 import { DEFAULT_ADAMW } from './optimizer.js';
-import { type MixOptions, type TrainingRecord, makeCellSample, makeSample } from './samples.js';
+import { type MixOptions, type TrainingRecord, checkRecordLengths, makeCellSample, makeSample } from './samples.js';
 import { learningRate } from './schedule.js';
 import { isTrainStage, stagePlan } from './stages/plans.js';
 import { Trainer, type TrainingPlan } from './trainer.js';
@@ -103,8 +104,8 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
       `${job.outDir} already holds a checkpoint; pass --resume to continue it, or choose another --out`,
     );
   }
-  if (exists) {
-    const saved = await loadModelState(job.outDir, { withOptimizer: true });
+  const saved = exists ? await loadModelState(job.outDir, { withOptimizer: true }) : null;
+  if (saved) {
     const before = settingsKey(saved.state.settings as TrainSettings);
     const now = settingsKey(s);
     if (before !== now) {
@@ -112,6 +113,14 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
         `${job.outDir}: the training settings differ from the run being resumed (saved ${before}, now ${now})`,
       );
     }
+    // The records were read with the initial tokenizer: it must be the one the run trains with.
+    if (!sameTokenizer(saved.tokenizer, tokenizer))
+      throw new UserError(
+        `${job.outDir}: the run being resumed has another tokenizer (${saved.tokenizer.size} tokens, now ${tokenizer.size}); give the same --tokenizer`,
+      );
+  }
+  checkRecordLengths(saved?.config ?? config, job.records);
+  if (saved) {
     ({ config, tokenizer, params } = saved);
     startStep = Number(saved.state.step ?? 0);
     trainer = new Trainer(config, params, saved.optimizer, adamw, plan);

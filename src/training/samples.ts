@@ -46,6 +46,37 @@ export interface TrainingRecord {
   scene?: Scene;
 }
 
+/**
+ * Refuses, before any step, records the model cannot take: a prompt longer than its prompt
+ * length, or a caption or correction with no room for the EOS (padResponse would stop the run
+ * mid-way). Subword tokenizers make this likelier than the benchmark's words.
+ */
+export function checkRecordLengths(
+  c: Pick<ModelConfig, 'promptLength' | 'responseLength'>,
+  records: readonly TrainingRecord[],
+): void {
+  let prompts = 0;
+  let longestPrompt = 0;
+  let responses = 0;
+  let longestResponse = 0;
+  for (const r of records) {
+    if (r.prompt.length > c.promptLength) prompts++;
+    longestPrompt = Math.max(longestPrompt, r.prompt.length);
+    for (const ids of [...r.captions, ...r.corrections.flatMap((p) => [p.wrong, p.correct])]) {
+      if (ids.length >= c.responseLength) responses++;
+      longestResponse = Math.max(longestResponse, ids.length);
+    }
+  }
+  if (prompts > 0)
+    throw new UserError(
+      `${prompts} training prompt(s) have more tokens than the model's prompt length ${c.promptLength} (the longest ${longestPrompt})`,
+    );
+  if (responses > 0)
+    throw new UserError(
+      `${responses} training caption(s) have no room for the EOS in the model's ${c.responseLength} response positions (the longest has ${longestResponse} tokens); shorten them`,
+    );
+}
+
 export interface MixOptions {
   objective: Objective;
   /** q: probability of replacing an unmasked token with a random ordinary token. */

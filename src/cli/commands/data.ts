@@ -1,5 +1,9 @@
 import type { Command } from 'commander';
-import { makeSplit } from '../../benchmark/dataset.js';
+import { makeSplit, readSplit } from '../../benchmark/dataset.js';
+import { hallucinationPair } from '../../data/training-data.js';
+import { presetConfig } from '../../model/config.js';
+import { readTokenizerFile } from '../../tokenizer/file.js';
+import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { createProgress } from '../../util/progress.js';
 import { intOption } from '../options.js';
 
@@ -14,7 +18,23 @@ interface MakeFlags {
   minObjects: number;
   maxObjects: number;
   overwrite?: boolean;
+  tokenizer?: string;
   progress: boolean;
+}
+
+/** How the split's text reads in a tokenizer's tokens: caption lengths, and what a model could not learn from. */
+async function tokenReport(dir: string, tokenizer: Tokenizer, file: string): Promise<string> {
+  const { records } = await readSplit(dir, { vocabulary: null, checkImages: false });
+  const room = presetConfig('tiny', tokenizer.size).responseLength - 1;
+  const lengths = records.flatMap((r) => r.captions.map((c) => tokenizer.encode(c).length));
+  const pairs = records.flatMap((r) => r.hallucinations);
+  const unpaired = pairs.filter((h) => hallucinationPair(h, tokenizer) === null).length;
+  const mean = lengths.reduce((a, b) => a + b, 0) / Math.max(1, lengths.length);
+  return (
+    `in ${file}'s tokens: captions ${Math.min(...lengths)}-${Math.max(...lengths)} (mean ${mean.toFixed(1)}), ` +
+    `${lengths.filter((n) => n > room).length} longer than the ${room} a model writes before its EOS; ` +
+    `${unpaired} of ${pairs.length} hallucination pairs change the token count (training drops them)`
+  );
 }
 
 export function registerData(program: Command): void {
@@ -32,8 +52,11 @@ export function registerData(program: Command): void {
     .option('--min-objects <n>', 'fewest objects in a scene', intOption('--min-objects', 1, 9), 1)
     .option('--max-objects <n>', 'most objects in a scene', intOption('--max-objects', 1, 9), 6)
     .option('--overwrite', 'replace an existing split in --out')
+    .option('--tokenizer <file>', 'a Hugging Face tokenizer.json: also report how the captions read in its tokens')
     .option('--no-progress', 'no progress bar')
     .action(async (f: MakeFlags) => {
+      // Read first, so that a bad tokenizer stops the command before anything is written.
+      const tokenizer = f.tokenizer ? await readTokenizerFile(f.tokenizer) : null;
       const bar = createProgress(`data ${f.split}`, f.n, { enabled: f.progress });
       const res = await makeSplit({
         split: f.split,
@@ -55,5 +78,6 @@ export function registerData(program: Command): void {
       console.log(
         `${res.dir}: ${res.scenes} scenes, ${res.captions} captions, ${res.hallucinations} hallucination pairs (${types}) in ${(res.ms / 1000).toFixed(1)} s`,
       );
+      if (tokenizer) console.log(await tokenReport(res.dir, tokenizer, f.tokenizer!));
     });
 }

@@ -11,6 +11,7 @@ import { addSamplingFlags, type SamplingFlags, samplerFromFlags } from './sampli
 interface GenerateFlags extends SamplingFlags {
   image: string[];
   checkpoint?: string;
+  tokenizer?: string;
   prompt?: string;
   trace?: boolean;
   json?: boolean;
@@ -23,13 +24,14 @@ export function registerGenerate(program: Command): void {
     .description('caption images with a trained model')
     .requiredOption('--image <paths...>', 'PNG, JPEG or WebP images')
     .option('--checkpoint <dir>', 'model checkpoint (default: the shipped ReDiff model)')
+    .option('--tokenizer <file>', "the tokenizer.json the model was trained with (checked against the checkpoint's)")
     .option('--prompt <text>', 'prompt (default: the one the model was trained with)')
     .option('--trace', 'print the response after every step, marking committed and refined tokens')
     .option('--no-color', 'plain markers instead of colour in --trace output')
     .option('--json', 'print JSON lines');
   addSamplingFlags(cmd).action(async (f: GenerateFlags) => {
     const dir = resolveCheckpoint(f.checkpoint, 'rediff');
-    const model = await loadModel(dir);
+    const model = await loadModel(dir, { tokenizer: f.tokenizer });
     try {
       const c = model.config;
       const opts = { ...samplerFromFlags(f, c.responseLength), trace: Boolean(f.trace) };

@@ -17,6 +17,7 @@ import { TRAIN_STAGES, type TrainStage } from '../../training/stages/plans.js';
 import { measureStage } from '../../training/stages/measure.js';
 import type { MixOptions, TrainingRecord } from '../../training/samples.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
+import { readTokenizerFile, sameTokenizer } from '../../tokenizer/file.js';
 import { UserError } from '../../util/errors.js';
 import { choiceOption, floatOption, intListOption, intOption } from '../options.js';
 import { GroundedExpert } from '../../experts/grounded.js';
@@ -35,6 +36,7 @@ interface TrainFlags {
   visionLrScale: number;
   measureScenes: number;
   out: string;
+  tokenizer?: string;
   data?: string;
   llava?: string;
   vicrit?: string;
@@ -150,6 +152,10 @@ export function registerTrain(program: Command): void {
         .default('mask-prediction')
         .argParser(choiceOption('--stage', TRAIN_STAGES)),
     )
+    .option(
+      '--tokenizer <file>',
+      "a Hugging Face tokenizer.json for a model trained from scratch (default: the benchmark's words); with --init, checked against its checkpoint's",
+    )
     .option('--data <dir>', 'a benchmark split written by "rediff data make"')
     .option('--llava <file>', 'your own captions: LLaVA-style conversations JSONL')
     .option('--vicrit <file>', 'your own hallucination pairs: ViCrit-style JSONL')
@@ -257,10 +263,10 @@ export function registerTrain(program: Command): void {
       if (f.stage === 'self-correct') return selfCorrect(f);
       let initial;
       if (f.init) {
-        const init = await loadModelState(f.init);
+        const init = await loadModelState(f.init, { tokenizer: f.tokenizer });
         initial = { config: init.config, tokenizer: init.tokenizer, params: init.params };
       } else {
-        const tokenizer = benchmarkTokenizer();
+        const tokenizer = f.tokenizer ? await readTokenizerFile(f.tokenizer) : benchmarkTokenizer();
         const config = presetConfig(f.preset, tokenizer.size, f.stage === 'vision' ? { cellProbe: true } : {});
         initial = { config, tokenizer, params: initParams(config, f.seed) };
       }
@@ -300,7 +306,11 @@ export function registerTrain(program: Command): void {
       console.log(
         `done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s; checkpoint in ${f.out}`,
       );
-      if (f.measureScenes > 0) console.log(await measureStage(f.stage, res.config, res.params, f.measureScenes));
+      if (f.measureScenes === 0) return;
+      // The measurement reads benchmark scenes in the benchmark's word ids.
+      if (sameTokenizer(res.tokenizer, benchmarkTokenizer()))
+        console.log(await measureStage(f.stage, res.config, res.params, f.measureScenes));
+      else console.log('(no benchmark measurement: the model has its own tokenizer)');
     });
 }
 
@@ -344,7 +354,7 @@ async function selfCorrectionData(
 async function selfCorrect(f: TrainFlags): Promise<void> {
   if (!f.init)
     throw new UserError('--stage self-correct needs --init (the model whose drafts are corrected, e.g. ReDiff-Base)');
-  const init = await loadModelState(f.init);
+  const init = await loadModelState(f.init, { tokenizer: f.tokenizer });
   const { images, stage1Records } = await selfCorrectionData(f, init.tokenizer, init.config.imageSize);
   if (images.length === 0) throw new UserError('no images to draft on');
   const expert = makeExpert(f);
