@@ -18,15 +18,17 @@ import {
 } from '../src/benchmark/cells.js';
 import { COLORS, SHAPES, SIZES } from '../src/benchmark/scene.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../src/data/training-data.js';
-import { imageReliance, placeClaimsHeld, probeAccuracy, textOnlyLoss } from '../src/evaluation/diagnosis.js';
+import { imageReliance, placeClaimsHeld, probeAccuracy, textOnlyLoss } from '../src/training/stages/diagnosis.js';
 import { placeAttention, placePhrases } from '../src/evaluation/attention.js';
 import type { Scene } from '../src/benchmark/scene.js';
 import { presetConfig } from '../src/model/config.js';
 import { loadModelState } from '../src/model/io.js';
 import { initParams } from '../src/model/params.js';
 import { BASE_PRESETS, baseModelDir, trainBaseModel } from '../src/training/base-model.js';
+import { shipBase } from '../src/report/ship-base.js';
 import { type TrainSettings, runTraining } from '../src/training/run.js';
-import { MASK_PREDICTION_MIX, type TrainingRecord } from '../src/training/samples.js';
+import { MASK_PREDICTION_MIX } from '../src/training/samples.js';
+import type { TrainingRecord } from '../src/data/training-record.js';
 import { stagePlan } from '../src/training/stages/plans.js';
 import { Trainer } from '../src/training/trainer.js';
 import { makeSample } from '../src/training/samples.js';
@@ -210,7 +212,8 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   const out = tmp('pretrain');
   const ship = tmp('shipped');
   const lines: string[] = [];
-  const rec = await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => lines.push(l) });
+  const rec = await trainBaseModel({ out, preset: 'quick', progress: false, log: (l) => lines.push(l) });
+  await shipBase({ out, record: rec, ship, log: (l) => lines.push(l) });
   assert.deepEqual(
     Object.keys(rec.measurements),
     BASE_PRESETS.quick.stages.map((s) => s.name),
@@ -249,7 +252,8 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   );
   assert.ok(fs.existsSync(path.join(ship, 'onnx', 'language.onnx')));
   const again: string[] = [];
-  await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => again.push(l) });
+  const rec2 = await trainBaseModel({ out, preset: 'quick', progress: false, log: (l) => again.push(l) });
+  await shipBase({ out, record: rec2, ship, log: (l) => again.push(l) });
   assert.equal(
     again.filter((l) => l.includes('done earlier, reused')).length,
     BASE_PRESETS.quick.stages.length,
@@ -259,7 +263,8 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   // A stage trained again (here the last, its checkpoint gone) makes another base: evaluated again.
   fs.rmSync(baseModelDir(out, 'quick'), { recursive: true });
   const third: string[] = [];
-  await trainBaseModel({ out, preset: 'quick', progress: false, ship, log: (l) => third.push(l) });
+  const rec3 = await trainBaseModel({ out, preset: 'quick', progress: false, log: (l) => third.push(l) });
+  await shipBase({ out, record: rec3, ship, log: (l) => third.push(l) });
   assert.ok(
     third.some((l) => l.includes('evaluating')),
     third.join('\n'),

@@ -4,14 +4,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { UserError } from '../src/util/errors.js';
-import {
-  checkSplitsDisjoint,
-  makeRecord,
-  makeSplit,
-  readSplit,
-  sceneSeed,
-  splitBlock,
-} from '../src/benchmark/dataset.js';
+import { makeRecord, sceneSeed, splitBlock } from '../src/benchmark/dataset.js';
+import { checkSplitsDisjoint, makeSplit, readSplit } from '../src/data/benchmark-split.js';
 import { renderScene, renderScenePng } from '../src/benchmark/render.js';
 import { scoreCaption } from '../src/benchmark/metrics.js';
 import { loadLlavaJsonl, loadVicritJsonl } from '../src/data/datasets.js';

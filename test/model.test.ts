@@ -1,25 +1,28 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildTrainingGraph, trainingLoss } from '../src/model/architecture.js';
-import { type ModelConfig, presetConfig, validateConfig } from '../src/model/config.js';
+import {
+  DEFAULT_CELL_FACTORS,
+  type ModelConfig,
+  cellClasses,
+  cellFactorColumns,
+  cellFactorMatrix,
+  presetConfig,
+  validateConfig,
+} from '../src/model/config.js';
 import { DiffusionVLM } from '../src/model/model.js';
 import { WordTokenizer } from '../src/tokenizer/word.js';
 import { countParams, initParams, paramSpecs } from '../src/model/params.js';
 import { serializeGraph } from '../src/graph/onnx.js';
 import { CompiledGraph, type HostTensor } from '../src/graph/runtime.js';
 import { batchFeeds, Trainer } from '../src/training/trainer.js';
-import {
-  MASK_PREDICTION_MIX,
-  makeSample,
-  recordPatches,
-  type TrainingRecord,
-  type TrainingSample,
-} from '../src/training/samples.js';
+import { MASK_PREDICTION_MIX, makeSample, recordPatches, type TrainingSample } from '../src/training/samples.js';
+import type { TrainingRecord } from '../src/data/training-record.js';
 import { corruptResponse, padResponse } from '../src/training/corruption.js';
 import { lossWeights } from '../src/training/loss.js';
 import { Rng } from '../src/util/rng.js';
 import { gradCheck } from './helpers/gradcheck.js';
-import { CELL_FACTORS, cellClass, cellFactorMatrix } from '../src/benchmark/cells.js';
+import { CELL_FACTORS, cellClass, cellObject } from '../src/benchmark/cells.js';
 import { COLORS, SHAPES, SIZES } from '../src/benchmark/scene.js';
 import { toyRecords } from './helpers/toy.js';
 
@@ -225,15 +228,30 @@ test('cell reading: each image token gets the embedding of the factors of the cl
     assert.ok(Math.abs(x - want) < 1e-4, `embedding ${i}: ${x}, want ${want}`);
   });
   // The factor matrix: an object class has exactly its shape, colour and size; the empty class only "empty".
-  const m = cellFactorMatrix();
+  // The model's default grid is the benchmark's, and the model numbers classes as the benchmark does.
+  assert.deepEqual(DEFAULT_CELL_FACTORS, CELL_FACTORS);
+  const m = cellFactorMatrix(c);
+  const columns = cellFactorColumns(c);
+  assert.equal(columns, 1 + SHAPES.length + COLORS.length + SIZES.length);
+  for (const k of [0, 1, cls, cellClasses(c) - 1]) {
+    const o = cellObject(k);
+    const want = o
+      ? [
+          1 + SHAPES.indexOf(o.shape),
+          1 + SHAPES.length + COLORS.indexOf(o.color),
+          columns - SIZES.length + SIZES.indexOf(o.size),
+        ]
+      : [0];
+    assert.deepEqual(
+      [...m.subarray(k * columns, (k + 1) * columns)].flatMap((v, f) => (v ? [f] : [])),
+      want,
+    );
+  }
   assert.deepEqual(
-    [...m.subarray(cls * CELL_FACTORS, (cls + 1) * CELL_FACTORS)].flatMap((v, f) => (v ? [f] : [])),
+    [...m.subarray(cls * columns, (cls + 1) * columns)].flatMap((v, f) => (v ? [f] : [])),
     factors,
   );
-  assert.deepEqual(
-    [...m.subarray(0, CELL_FACTORS)].flatMap((v, f) => (v ? [f] : [])),
-    [0],
-  );
+  assert.throws(() => validateConfig({ ...MICRO, cellFactors: [8, 0] }), /cellFactors must be/);
   assert.throws(() => validateConfig({ ...MICRO, imageCells: true }), /imageCells needs cellProbe/);
 });
 

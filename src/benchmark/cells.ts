@@ -13,25 +13,8 @@ export function cellClass(o: Pick<SceneObject, 'shape' | 'color' | 'size'>): num
   return 1 + (SHAPES.indexOf(o.shape) * COLORS.length + COLORS.indexOf(o.color)) * SIZES.length + SIZES.indexOf(o.size);
 }
 
-/** The factors a cell class is made of: empty, then each shape, each colour and each size. */
-export const CELL_FACTORS = 1 + SHAPES.length + COLORS.length + SIZES.length;
-
-/**
- * [CELL_CLASSES x CELL_FACTORS], row-major: 1 where a class has a factor. A distribution over
- * classes times this matrix is the distribution of each factor (empty, shape, colour, size).
- */
-export function cellFactorMatrix(): Float32Array {
-  const m = new Float32Array(CELL_CLASSES * CELL_FACTORS);
-  m[EMPTY_CELL * CELL_FACTORS] = 1;
-  for (let cls = 1; cls < CELL_CLASSES; cls++) {
-    const o = cellObject(cls)!;
-    const row = cls * CELL_FACTORS;
-    m[row + 1 + SHAPES.indexOf(o.shape)] = 1;
-    m[row + 1 + SHAPES.length + COLORS.indexOf(o.color)] = 1;
-    m[row + 1 + SHAPES.length + COLORS.length + SIZES.indexOf(o.size)] = 1;
-  }
-  return m;
-}
+/** The number of values of each factor of an object in a cell (ModelConfig.cellFactors). */
+export const CELL_FACTORS: readonly number[] = [SHAPES.length, COLORS.length, SIZES.length];
 
 /** The (shape, colour, size) of a non-empty class. */
 export function cellObject(cls: number): Pick<SceneObject, 'shape' | 'color' | 'size'> | null {

@@ -5,14 +5,15 @@
  */
 import * as path from 'node:path';
 import { BENCHMARK_PROMPT } from '../benchmark/captioner.js';
-import { type BenchmarkRecord, type RecordOptions, readSplit, sceneRecord } from '../benchmark/dataset.js';
+import { type BenchmarkRecord, type RecordOptions, sceneRecord } from '../benchmark/dataset.js';
 import type { HallucinationRecord } from '../benchmark/hallucination.js';
 import { renderScene } from '../benchmark/render.js';
 import { sceneCells } from '../benchmark/cells.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { splitWords } from '../tokenizer/word.js';
-import type { SpanPair, TrainingRecord } from '../training/samples.js';
+import type { SpanPair, TrainingRecord } from './training-record.js';
 import { UserError } from '../util/errors.js';
+import { readSplit } from './benchmark-split.js';
 import { denormaliseRgb, loadImage } from './image.js';
 import { type LlavaRecord, type LoadOptions, loadLlavaJsonl, loadVicritJsonl } from './datasets.js';
 import { type DataIssue, IssueLog, type OnError } from './jsonl.js';

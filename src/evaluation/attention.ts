@@ -12,9 +12,10 @@ import { type Scene, placeIndex } from '../benchmark/scene.js';
 import { type ModelConfig, numPatches, sequenceLength } from '../model/config.js';
 import { DiffusionVLM } from '../model/model.js';
 import type { Params } from '../model/params.js';
-import { type TrainingRecord, recordPatches } from '../training/samples.js';
+import { recordPatches } from '../training/samples.js';
+import type { TrainingRecord } from '../data/training-record.js';
 import { UserError } from '../util/errors.js';
-import { batches, hiddenWordsRow } from './diagnosis.js';
+import { batches, hiddenWordsRow } from '../training/stages/diagnosis.js';
 
 export interface HeadLooks {
   /** Mean attention on the named object's image token, and on each other object's (mean over them). */

@@ -8,7 +8,8 @@ import { BENCHMARK_PROMPT } from '../benchmark/captioner.js';
 import type { InMemorySplit } from '../data/training-data.js';
 import type { DiffusionVLM } from '../model/model.js';
 import { padResponse, randomOrdinaryToken } from '../training/corruption.js';
-import { recordPatches, type SpanPair } from '../training/samples.js';
+import { recordPatches } from '../training/samples.js';
+import type { SpanPair } from '../data/training-record.js';
 import { EOS_ID } from '../tokenizer/tokenizer.js';
 import { Rng } from '../util/rng.js';
 

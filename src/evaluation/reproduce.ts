@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../benchmark/captioner.js';
-import { makeSplit } from '../benchmark/dataset.js';
+import { makeSplit } from '../data/benchmark-split.js';
 import { scoreCaption } from '../benchmark/metrics.js';
 import { normaliseRgb } from '../data/image.js';
 import { type InMemorySplit, benchmarkTrainingRecord, generateBenchmarkSplit } from '../data/training-data.js';
@@ -26,12 +26,13 @@ import { captionImages, stepsForTokensPerStep } from '../sampling/caption.js';
 import { samplerOptions } from '../sampling/sampler.js';
 import { BLOCK_MIX, baseModelDir, trainBaseModel } from '../training/base-model.js';
 import { type TrainSettings, runTraining } from '../training/run.js';
-import type { MixOptions, TrainingRecord } from '../training/samples.js';
+import type { MixOptions } from '../training/samples.js';
+import type { TrainingRecord } from '../data/training-record.js';
 import { draftImagesFromSplit, runSelfCorrection } from '../training/self-correction.js';
 import { readJsonFileSync, writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { withWallTime } from '../util/wall-time.js';
-import { type EvalRowJSON, type SystemResults, rowLabel } from '../report/study.js';
+import { type EvalRowJSON, type SystemResults, rowLabel } from './results-file.js';
 import { type EvalSetting, evaluate } from './evaluate.js';
 
 export interface StudyPreset {

@@ -7,6 +7,9 @@ import { type FloatDType, Graph, type Value } from '../graph/graph.js';
 import * as op from '../graph/ops.js';
 import { gradients } from '../graph/autodiff.js';
 import {
+  cellClasses,
+  cellFactorColumns,
+  cellFactorMatrix,
   type ModelConfig,
   numPatches,
   patchDim,
@@ -15,7 +18,6 @@ import {
   type TransformerConfig,
 } from './config.js';
 import { paramSpecs } from './params.js';
-import { CELL_CLASSES, CELL_FACTORS, cellFactorMatrix } from '../benchmark/cells.js';
 
 export type P = Map<string, Value>;
 
@@ -171,14 +173,15 @@ function visionAndProjector(c: ModelConfig, p: P, patches: Value): Value {
     );
   }
   if (c.imagePlace) e = op.add(e, get(p, 'projector.place'));
-  if (c.imageCells) e = op.add(e, cellReading(p, x));
+  if (c.imageCells) e = op.add(e, cellReading(c, p, x));
   return e;
 }
 
 /** The probe head's reading of each cell as factor probabilities, embedded: [B, Np, D] (ModelConfig.imageCells). */
-function cellReading(p: P, feats: Value): Value {
+function cellReading(c: ModelConfig, p: P, feats: Value): Value {
   const classes = op.softmax(op.linear(feats, get(p, 'probe.cells.w'), get(p, 'probe.cells.b')));
-  const factors = op.matmul(classes, feats.graph.constant(cellFactorMatrix(), [CELL_CLASSES, CELL_FACTORS]));
+  const matrix = feats.graph.constant(cellFactorMatrix(c), [cellClasses(c), cellFactorColumns(c)]);
+  const factors = op.matmul(classes, matrix);
   return op.linear(factors, get(p, 'projector.cells'));
 }
 
@@ -318,7 +321,7 @@ export function buildVisionGraph(c: ModelConfig, batch: number): Graph {
   return g;
 }
 
-/** Probe graph: patches -> per-cell class logits [B, Np, CELL_CLASSES] (is the tower still seeing?). */
+/** Probe graph: patches -> per-cell class logits [B, Np, cellClasses] (is the tower still seeing?). */
 export function buildProbeGraph(c: ModelConfig, batch: number): Graph {
   const g = new Graph('float32');
   const patches = g.input('patches', 'float32', [batch, numPatches(c), patchDim(c)]);

@@ -29,6 +29,14 @@ export interface ModelConfig {
    */
   cellProbe?: boolean;
   /**
+   * What an object in a grid cell is made of: the number of values of each factor (the
+   * benchmark's shapes, colours and sizes, [8, 8, 2], the default). A cell's class is 0 when it
+   * is empty, else 1 + its object's factor values in mixed radix, the last factor fastest (the
+   * numbering of src/benchmark/cells.ts). The probe head predicts these classes; imageCells
+   * embeds their factors.
+   */
+  cellFactors?: number[];
+  /**
    * Image tokens are centred over the image (each token minus the image's mean token) and
    * LayerNormed without a bias before the language model sees them: no constant part the
    * language model could turn into an attention sink, so what differs between places is all
@@ -136,8 +144,42 @@ export function validateConfig(c: ModelConfig): void {
     !(Number.isInteger(c.relativeBias) && c.relativeBias >= 1 && c.relativeBias <= 64)
   )
     bad(`relativeBias must be an integer in [1, 64], got ${c.relativeBias}`);
+  if (
+    c.cellFactors !== undefined &&
+    !(c.cellFactors.length > 0 && c.cellFactors.every((n) => Number.isInteger(n) && n >= 1))
+  )
+    bad(`cellFactors must be a list of positive integers, got ${JSON.stringify(c.cellFactors)}`);
   if (c.imagePlace && !c.imageNorm)
     bad('imagePlace needs imageNorm (the place embedding is sized for normalised image tokens)');
+}
+
+/** The benchmark's shapes, colours and sizes: the grid of every checkpoint made before the config carried it. */
+export const DEFAULT_CELL_FACTORS: readonly number[] = [8, 8, 2];
+const cellFactorsOf = (c: ModelConfig): readonly number[] => c.cellFactors ?? DEFAULT_CELL_FACTORS;
+/** Classes the probe head predicts per cell: empty, then every combination of the factors. */
+export const cellClasses = (c: ModelConfig): number => 1 + cellFactorsOf(c).reduce((a, b) => a * b, 1);
+/** Columns of the cell factor matrix: empty, then each value of each factor. */
+export const cellFactorColumns = (c: ModelConfig): number => 1 + cellFactorsOf(c).reduce((a, b) => a + b, 0);
+
+/**
+ * [cellClasses x cellFactorColumns], row-major: 1 where a class has a factor value. A
+ * distribution over classes times this matrix is the distribution of each factor.
+ */
+export function cellFactorMatrix(c: ModelConfig): Float32Array {
+  const factors = cellFactorsOf(c);
+  const columns = cellFactorColumns(c);
+  const m = new Float32Array(cellClasses(c) * columns);
+  m[0] = 1;
+  for (let cls = 1; cls < cellClasses(c); cls++) {
+    let rest = cls - 1;
+    let column = columns;
+    for (let f = factors.length - 1; f >= 0; f--) {
+      column -= factors[f]!;
+      m[cls * columns + column + (rest % factors[f]!)] = 1;
+      rest = Math.floor(rest / factors[f]!);
+    }
+  }
+  return m;
 }
 
 export const numPatches = (c: ModelConfig): number => (c.imageSize / c.patchSize) ** 2;

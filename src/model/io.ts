@@ -5,12 +5,18 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { tokenizerFromJSON } from '../tokenizer/kinds.js';
 import { checkTokenizerFile } from '../tokenizer/file.js';
 import { UserError } from '../util/errors.js';
-import type { AdamWState } from '../training/optimizer.js';
 import { type ModelConfig, validateConfig } from './config.js';
 import { DiffusionVLM } from './model.js';
 import { type Params, paramSpecs } from './params.js';
 
 export const CONFIG_KIND = 'rediff-diffusion-vlm';
+
+/** AdamW's moments per parameter and its step count: what a checkpoint keeps so that a run can resume exactly. */
+export interface AdamWState {
+  step: number;
+  m: Map<string, Float32Array>;
+  v: Map<string, Float32Array>;
+}
 
 export function weightsToTensors(c: ModelConfig, params: Params): Record<string, NamedTensor> {
   const out: Record<string, NamedTensor> = {};

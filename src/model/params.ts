@@ -1,7 +1,8 @@
 /** Parameter shapes and initialisation for the vision-language model. */
 import { Rng } from '../util/rng.js';
-import { CELL_CLASSES, CELL_FACTORS } from '../benchmark/cells.js';
 import {
+  cellClasses,
+  cellFactorColumns,
   type ModelConfig,
   numPatches,
   patchDim,
@@ -62,7 +63,7 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
   );
   if (c.imageNorm) specs.push({ name: 'projector.norm.g', shape: [d], init: 'ones' });
   if (c.imagePlace) specs.push({ name: 'projector.place', shape: [numPatches(c), d], init: 'unit' });
-  if (c.imageCells) specs.push({ name: 'projector.cells', shape: [CELL_FACTORS, d], init: 'unit' });
+  if (c.imageCells) specs.push({ name: 'projector.cells', shape: [cellFactorColumns(c), d], init: 'unit' });
   specs.push(
     { name: 'lm.tok', shape: [c.vocabSize, d], init: 'normal' },
     { name: 'lm.pos', shape: [sequenceLength(c), d], init: 'normal' },
@@ -85,8 +86,8 @@ export function paramSpecs(c: ModelConfig): ParamSpec[] {
 /** The per-cell probe head on the vision tower (see ModelConfig.cellProbe). */
 export function probeSpecs(c: ModelConfig): ParamSpec[] {
   return [
-    { name: 'probe.cells.w', shape: [c.vision.width, CELL_CLASSES], init: 'normal' },
-    { name: 'probe.cells.b', shape: [CELL_CLASSES], init: 'zeros' },
+    { name: 'probe.cells.w', shape: [c.vision.width, cellClasses(c)], init: 'normal' },
+    { name: 'probe.cells.b', shape: [cellClasses(c)], init: 'zeros' },
   ];
 }
 

@@ -11,6 +11,10 @@ import type { StepTrace } from '../sampling/sampler.js';
 import type { RoundReport } from '../training/self-correction.js';
 import { readJsonFile } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
+import type { SystemResults } from '../evaluation/results-file.js';
+
+export type { EstimateJSON, EvalRowJSON, SystemResults } from '../evaluation/results-file.js';
+export { rowLabel } from '../evaluation/results-file.js';
 
 /** Systems of the study, in report order, with the names the report uses. */
 export const SYSTEMS = [
@@ -46,32 +50,6 @@ export function samplerName(sampler: string): string {
 
 export function systemName(id: string, fallback?: string): string {
   return SYSTEMS.find((s) => s.id === id)?.name ?? fallback ?? id;
-}
-
-export interface EstimateJSON {
-  mean: number;
-  lo: number;
-  hi: number;
-  n: number;
-}
-
-export interface EvalRowJSON {
-  sampler: string;
-  tokensPerStep: number | null;
-  achievedTokensPerStep: number;
-  meanSteps: number;
-  seconds: number;
-  summary: Partial<Record<string, EstimateJSON>>;
-  /** The setting label, when the row keeps it (else "<sampler> <k> tok/step" is assumed). */
-  label?: string;
-  setting?: { label?: string };
-}
-
-export interface SystemResults {
-  system: string;
-  label?: string;
-  checkpoint?: string;
-  rows: EvalRowJSON[];
 }
 
 export interface StudyInfo {
@@ -162,11 +140,6 @@ async function readRecords(file: string, notes: string[]): Promise<Map<string, C
   }
   if (bad > 0) notes.push(`${path.basename(file)}: ${bad} unreadable line(s) skipped`);
   return bySetting;
-}
-
-/** Label of the setting a row was evaluated with (how its .jsonl records are tagged). */
-export function rowLabel(row: EvalRowJSON): string {
-  return row.label ?? row.setting?.label ?? `${row.sampler} ${row.tokensPerStep} tok/step`;
 }
 
 export async function readStudy(studyDir: string): Promise<Study> {

@@ -17,22 +17,19 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { CELL_FACTORS } from '../benchmark/cells.js';
 import { BENCHMARK_PROMPT, groundedWordIds, benchmarkTokenizer } from '../benchmark/captioner.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../data/training-data.js';
 import { type ModelConfig, presetConfig } from '../model/config.js';
-import { type EvalSetting, evaluate } from '../evaluation/evaluate.js';
-import { shipCheckpoint } from '../model/export.js';
-import { loadModel, loadModelState } from '../model/io.js';
-import { countParams, initParams } from '../model/params.js';
-import { type ModelCardInput, modelCard } from '../report/model-card.js';
-import { stepsForTokensPerStep } from '../sampling/caption.js';
-import { DEFAULT_BLOCK_LENGTH, samplerOptions } from '../sampling/sampler.js';
-import { splitWords } from '../tokenizer/word.js';
+import { loadModelState } from '../model/io.js';
+import { initParams } from '../model/params.js';
+import { DEFAULT_BLOCK_LENGTH } from '../sampling/sampler.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { withWallTime } from '../util/wall-time.js';
 import { type TrainSettings, runTraining } from './run.js';
-import { MASK_PREDICTION_MIX, type MixOptions, type TrainingRecord } from './samples.js';
+import { MASK_PREDICTION_MIX, type MixOptions } from './samples.js';
+import type { TrainingRecord } from '../data/training-record.js';
 import { measureStage } from './stages/measure.js';
 import type { TrainStage } from './stages/plans.js';
 
@@ -178,8 +175,6 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
 
 export interface BaseRunOptions {
   out: string;
-  /** Write the finished base here in shipping form, with its model card (MODEL.md). */
-  ship?: string;
   preset: 'quick' | 'full';
   seed?: number;
   progress?: boolean;
@@ -194,8 +189,6 @@ export interface BaseRunRecord {
   timings: Record<string, number>;
   /** Each stage's measurement, as printed. */
   measurements: Record<string, string>;
-  /** The finished base on the validation split (LLaDA sampler, 1/2/4/8 tokens per step), kept for the card. */
-  evaluation?: ModelCardInput['evaluation'];
   settings: BasePreset;
   machine: { cpus: number; node: string };
 }
@@ -210,6 +203,16 @@ const stepOf = (dir: string): number => {
 export function baseModelDir(out: string, preset: 'quick' | 'full' = 'full'): string {
   const stages = BASE_PRESETS[preset].stages;
   return path.join(out, `${stages.length}-${stages[stages.length - 1]!.name}`);
+}
+
+/** The model config of a preset's base (the benchmark's vocabulary, with the vision tower's probe head). */
+export function baseConfig(preset: 'quick' | 'full'): ModelConfig {
+  const p = BASE_PRESETS[preset];
+  return presetConfig(p.modelPreset, benchmarkTokenizer().size, {
+    cellProbe: true,
+    cellFactors: [...CELL_FACTORS],
+    ...p.model,
+  });
 }
 
 export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecord> {
@@ -236,7 +239,7 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
   const save = (): Promise<void> => writeFileAtomic(recordFile, `${JSON.stringify(record, null, 2)}\n`);
 
   const tokenizer = benchmarkTokenizer();
-  const config = presetConfig(p.modelPreset, tokenizer.size, { cellProbe: true, ...p.model });
+  const config = baseConfig(opts.preset);
   const recordSets = new Map<string, TrainingRecord[]>();
   const trainRecords = (scenes?: BaseStage['scenes']): TrainingRecord[] => {
     const count = scenes?.count ?? p.trainScenes;
@@ -263,8 +266,7 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
       continue;
     }
     log(`[base] ${s.name} (${s.stage}, ${s.budget.steps} steps) ...`);
-    // The base changes: an earlier evaluation no longer describes it.
-    delete record.evaluation;
+    // The base changes: it gets a new finishedAt, so an earlier evaluation no longer describes it.
     delete record.finishedAt;
     record.settings = p;
     const initial = from ? await loadModelState(from) : { config, tokenizer, params: initParams(config, seed) };
@@ -303,39 +305,5 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
   }
   record.finishedAt ??= new Date().toISOString();
   await save();
-  if (opts.ship) {
-    const final = baseModelDir(out, opts.preset);
-    if (!record.evaluation) {
-      log('[base] evaluating on the validation split');
-      record.evaluation = await evaluateBase(final, p.evalScenes);
-      await save();
-    }
-    await shipCheckpoint(final, opts.ship, { stage: 'base' });
-    await writeFileAtomic(
-      path.join(opts.ship, 'MODEL.md'),
-      modelCard({ record, parameters: countParams(config), evaluation: record.evaluation }),
-    );
-    log(`[base] shipped ${final} -> ${opts.ship}`);
-  }
   return record;
-}
-
-/** The base on validation scenes with the LLaDA sampler at 1, 2, 4 and 8 tokens per step (the default decoding). */
-async function evaluateBase(dir: string, scenes: number): Promise<ModelCardInput['evaluation']> {
-  const model = await loadModel(dir);
-  try {
-    const L = model.config.responseLength;
-    const split = generateBenchmarkSplit('val', 0, scenes, model.config.imageSize);
-    const settings: EvalSetting[] = [1, 2, 4, 8].map((k) => ({
-      label: `llada ${k} tok/step`,
-      sampler: 'llada',
-      tokensPerStep: k,
-      options: samplerOptions('llada', { steps: stepsForTokensPerStep(L, k) }),
-    }));
-    const rows = (await evaluate(model, split, settings)).map((r) => ({ ...r, records: [] }));
-    const refs = split.records.flatMap((r) => r.captions.map((c) => splitWords(c).length));
-    return { split: 'val', scenes, referenceTokens: refs.reduce((a, b) => a + b, 0) / refs.length, rows };
-  } finally {
-    await model.dispose();
-  }
 }

@@ -3,6 +3,7 @@
  * with global-norm gradient clipping. Weight decay applies to matrices only, not to
  * biases, LayerNorm gains or position tables.
  */
+import type { AdamWState } from '../model/io.js';
 import type { Params } from '../model/params.js';
 
 export interface AdamWOptions {
@@ -15,12 +16,6 @@ export interface AdamWOptions {
 }
 
 export const DEFAULT_ADAMW: AdamWOptions = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, clipNorm: 1 };
-
-export interface AdamWState {
-  step: number;
-  m: Map<string, Float32Array>;
-  v: Map<string, Float32Array>;
-}
 
 export function decays(name: string): boolean {
   return name.endsWith('.w') && !name.includes('.ln');

@@ -1,9 +1,9 @@
 /**
- * Training records (an image with its captions and correction pairs) and the sample mixer
- * that turns a record into one corrupted training row for the chosen objective and mix.
+ * The sample mixer: turns a training record (src/data/training-record.ts) into one corrupted
+ * training row for the chosen objective and mix.
  */
-import type { Scene } from '../benchmark/scene.js';
 import { normaliseRgb, patchify } from '../data/image.js';
+import type { SpanPair, TrainingRecord } from '../data/training-record.js';
 import { patchCellTargets } from '../benchmark/cells.js';
 import { type ModelConfig, numPatches } from '../model/config.js';
 import { UserError } from '../util/errors.js';
@@ -19,32 +19,6 @@ import {
 } from './corruption.js';
 import { type Objective, lossWeights } from './loss.js';
 import { MASK_ID } from '../tokenizer/tokenizer.js';
-
-/** A same-length correction: the whole wrong response, the whole right one, and the spans that differ. */
-export interface SpanPair {
-  wrong: number[];
-  correct: number[];
-  spans: { start: number; length: number }[];
-  /**
-   * Score the tokens outside the spans too, as clean tokens the model must keep (Stage II's keep
-   * term, see self-correction.ts); without it only the spans are in the loss (SPEC 4, Eq. 5).
-   */
-  keepRest?: boolean;
-}
-
-export interface TrainingRecord {
-  /** RGB bytes (HWC) at the model's image size; patchified per batch to keep memory low. */
-  rgb: Uint8Array;
-  prompt: number[];
-  /** Correct captions (token ids, unpadded); one is drawn per sample. */
-  captions: number[][];
-  /** Hallucination pairs (Stage I) or expert corrections of drafts (Stage II). */
-  corrections: SpanPair[];
-  /** Benchmark scenes only: the class of each 3x3 grid cell (benchmark/cells.ts), for the vision stage. */
-  cells?: Uint8Array;
-  /** Benchmark scenes only: the scene graph, for the diagnosis's parsed checks. */
-  scene?: Scene;
-}
 
 /**
  * Refuses, before any step, records the model cannot take: a prompt longer than its prompt

@@ -30,7 +30,7 @@ import { redactSecrets } from '../util/redact.js';
 import { createProgress } from '../util/progress.js';
 import type { Rng } from '../util/rng.js';
 import { type TrainSettings, runTraining } from './run.js';
-import type { SpanPair, TrainingRecord } from './samples.js';
+import type { SpanPair, TrainingRecord } from '../data/training-record.js';
 
 export interface SelfCorrectionSettings {
   rounds: number;

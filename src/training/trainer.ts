@@ -8,7 +8,8 @@ import { FULL_TRAINING, type TrainingGraphOptions, buildTrainingGraph, graphPara
 import { type ModelConfig, numPatches, patchDim } from '../model/config.js';
 import { MASKED_KEY_BIAS, sequenceFeeds } from '../model/model.js';
 import { type Params, paramSpecs } from '../model/params.js';
-import { type AdamWOptions, type AdamWState, DEFAULT_ADAMW, adamWStep, newAdamWState } from './optimizer.js';
+import type { AdamWState } from '../model/io.js';
+import { type AdamWOptions, DEFAULT_ADAMW, adamWStep, newAdamWState } from './optimizer.js';
 import type { TrainingSample } from './samples.js';
 
 export interface StepResult {

@@ -1,5 +1,5 @@
 import type { ModelConfig } from '../../src/model/config.js';
-import type { TrainingRecord } from '../../src/training/samples.js';
+import type { TrainingRecord } from '../../src/data/training-record.js';
 import { Rng } from '../../src/util/rng.js';
 
 /** Random images with random fixed captions: a set a model can memorise. */

@@ -21,7 +21,7 @@ import { samplerOptions } from '../../src/sampling/sampler.js';
 import { runTraining } from '../../src/training/run.js';
 import { MASK_PREDICTION_MIX } from '../../src/training/samples.js';
 import { stagePlan } from '../../src/training/stages/plans.js';
-import { attributeBinding } from '../../src/evaluation/diagnosis.js';
+import { attributeBinding } from '../../src/training/stages/diagnosis.js';
 
 const tokenizer = benchmarkTokenizer();
 const GRID_TINY = presetConfig('tiny', tokenizer.size, { imageSize: 48, patchSize: 16 });

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { makeSplit, readSplit } from '../../benchmark/dataset.js';
+import { makeSplit, readSplit } from '../../data/benchmark-split.js';
 import { hallucinationPair } from '../../data/training-data.js';
 import { presetConfig } from '../../model/config.js';
 import { readTokenizerFile } from '../../tokenizer/file.js';

@@ -1,4 +1,5 @@
 import { type Command, Option } from 'commander';
+import { shipBase } from '../../report/ship-base.js';
 import { trainBaseModel } from '../../training/base-model.js';
 import { intOption } from '../options.js';
 
@@ -19,13 +20,8 @@ export function registerPretrain(program: Command): void {
     .option('--seed <n>', 'seed of the scenes, the initialisation and the batches', intOption('--seed', 0), 0)
     .option('--no-progress', 'no progress bars')
     .action(async (f: { preset: 'quick' | 'full'; out: string; ship?: string; seed: number; progress: boolean }) => {
-      const r = await trainBaseModel({
-        out: f.out,
-        preset: f.preset,
-        seed: f.seed,
-        progress: f.progress,
-        ...(f.ship ? { ship: f.ship } : {}),
-      });
+      const r = await trainBaseModel({ out: f.out, preset: f.preset, seed: f.seed, progress: f.progress });
+      if (f.ship) await shipBase({ out: f.out, record: r, ship: f.ship });
       const total = Object.values(r.timings).reduce((a, b) => a + b, 0);
       console.log(`base model trained in ${(total / 60).toFixed(1)} min of training: ${f.out}`);
     });

@@ -1,4 +1,5 @@
 import { type Command, Option } from 'commander';
+import { CELL_FACTORS } from '../../benchmark/cells.js';
 import { benchmarkTokenizer, BENCHMARK_PROMPT } from '../../benchmark/captioner.js';
 import { DEFAULT_MAX_LINE_BYTES, type DataIssue, formatIssue } from '../../data/jsonl.js';
 import {
@@ -15,7 +16,8 @@ import { countParams, initParams } from '../../model/params.js';
 import { type TrainSettings, runTraining } from '../../training/run.js';
 import { TRAIN_STAGES, type TrainStage } from '../../training/stages/plans.js';
 import { measureStage } from '../../training/stages/measure.js';
-import type { MixOptions, TrainingRecord } from '../../training/samples.js';
+import type { MixOptions } from '../../training/samples.js';
+import type { TrainingRecord } from '../../data/training-record.js';
 import type { Tokenizer } from '../../tokenizer/tokenizer.js';
 import { readTokenizerFile, sameTokenizer } from '../../tokenizer/file.js';
 import { UserError } from '../../util/errors.js';
@@ -267,7 +269,11 @@ export function registerTrain(program: Command): void {
         initial = { config: init.config, tokenizer: init.tokenizer, params: init.params };
       } else {
         const tokenizer = f.tokenizer ? await readTokenizerFile(f.tokenizer) : benchmarkTokenizer();
-        const config = presetConfig(f.preset, tokenizer.size, f.stage === 'vision' ? { cellProbe: true } : {});
+        const config = presetConfig(
+          f.preset,
+          tokenizer.size,
+          f.stage === 'vision' ? { cellProbe: true, cellFactors: [...CELL_FACTORS] } : {},
+        );
         initial = { config, tokenizer, params: initParams(config, f.seed) };
       }
       if (f.stage === 'align' && !initial.config.cellProbe)

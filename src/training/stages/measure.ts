@@ -5,17 +5,11 @@
  */
 import { benchmarkTokenizer } from '../../benchmark/captioner.js';
 import { benchmarkTrainingRecord, generateBenchmarkSplit } from '../../data/training-data.js';
-import {
-  attributeBinding,
-  imageReliance,
-  placeClaims,
-  probeAccuracy,
-  textOnlyLoss,
-} from '../../evaluation/diagnosis.js';
+import { attributeBinding, imageReliance, placeClaims, probeAccuracy, textOnlyLoss } from './diagnosis.js';
 import type { RecordOptions } from '../../benchmark/dataset.js';
 import type { ModelConfig } from '../../model/config.js';
 import type { Params } from '../../model/params.js';
-import type { TrainingRecord } from '../samples.js';
+import type { TrainingRecord } from '../../data/training-record.js';
 import type { TrainStage } from './plans.js';
 
 const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;

@@ -8,8 +8,8 @@
  *    how often the model names them right, with the right image and with another scene's. A
  *    model that binds words to objects reads them off the image; a blind one is at chance.
  */
-import { serializeGraph } from '../graph/onnx.js';
-import { SessionCache, f32 } from '../graph/runtime.js';
+import { serializeGraph } from '../../graph/onnx.js';
+import { SessionCache, f32 } from '../../graph/runtime.js';
 import {
   FULL_TRAINING,
   type TrainingGraphOptions,
@@ -17,32 +17,27 @@ import {
   buildTrainingGraph,
   graphParams,
   probePathParams,
-} from '../model/architecture.js';
-import { type ModelConfig, numPatches, patchDim } from '../model/config.js';
-import type { Params } from '../model/params.js';
-import { paramSpecs } from '../model/params.js';
-import { patchCellTargets } from '../benchmark/cells.js';
-import {
-  MASK_PREDICTION_MIX,
-  type TrainingRecord,
-  type TrainingSample,
-  makeSample,
-  recordPatches,
-} from '../training/samples.js';
-import { batchFeeds } from '../training/trainer.js';
-import { padResponse } from '../training/corruption.js';
-import { stepRng } from '../training/run.js';
-import { SPECIAL_TOKENS } from '../tokenizer/word.js';
-import { MASK_ID } from '../tokenizer/tokenizer.js';
-import { DiffusionVLM } from '../model/model.js';
-import { COLORS, SHAPES, SIZES } from '../benchmark/scene.js';
-import { PLACE_WORDS } from '../benchmark/lexicon.js';
-import { benchmarkTokenizer } from '../benchmark/captioner.js';
-import { captionPieces, evaluateParse } from '../benchmark/metrics.js';
-import { parseCaption } from '../benchmark/parser.js';
-import type { Scene } from '../benchmark/scene.js';
-import type { WordTokenizer } from '../tokenizer/word.js';
-import { UserError } from '../util/errors.js';
+} from '../../model/architecture.js';
+import { type ModelConfig, numPatches, patchDim } from '../../model/config.js';
+import type { Params } from '../../model/params.js';
+import { paramSpecs } from '../../model/params.js';
+import { patchCellTargets } from '../../benchmark/cells.js';
+import { MASK_PREDICTION_MIX, type TrainingSample, makeSample, recordPatches } from '../samples.js';
+import type { TrainingRecord } from '../../data/training-record.js';
+import { batchFeeds } from '../trainer.js';
+import { padResponse } from '../corruption.js';
+import { stepRng } from '../run.js';
+import { SPECIAL_TOKENS } from '../../tokenizer/word.js';
+import { MASK_ID } from '../../tokenizer/tokenizer.js';
+import { DiffusionVLM } from '../../model/model.js';
+import { COLORS, SHAPES, SIZES } from '../../benchmark/scene.js';
+import { PLACE_WORDS } from '../../benchmark/lexicon.js';
+import { benchmarkTokenizer } from '../../benchmark/captioner.js';
+import { captionPieces, evaluateParse } from '../../benchmark/metrics.js';
+import { parseCaption } from '../../benchmark/parser.js';
+import type { Scene } from '../../benchmark/scene.js';
+import type { WordTokenizer } from '../../tokenizer/word.js';
+import { UserError } from '../../util/errors.js';
 
 export interface ProbeAccuracy {
   /** Share of grid cells whose class (empty, or shape x colour x size) is read right. */
