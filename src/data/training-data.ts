@@ -180,7 +180,7 @@ export async function readUserData(
   };
   const llava: LlavaRecord[] = [];
   if (files.llava) {
-    const loaded = await loadLlavaJsonl(files.llava, opts);
+    const loaded = await loadLlavaJsonl(files.llava, { vocabulary: tokenizer, ...opts });
     issues.push(...loaded.issues);
     for (const r of loaded.records) {
       const rec = await recordFor(r.image, r.prompt, files.llava, r.line);
@@ -190,7 +190,7 @@ export async function readUserData(
     }
   }
   if (files.vicrit) {
-    const loaded = await loadVicritJsonl(files.vicrit, opts);
+    const loaded = await loadVicritJsonl(files.vicrit, { vocabulary: tokenizer, ...opts });
     issues.push(...loaded.issues);
     for (const p of loaded.records) {
       if (!p.image) {
