@@ -177,25 +177,14 @@ export function validateCaptionRequest(
   const model = typeof modelName === 'string' ? models.get(modelName) : undefined;
   if (!model)
     throw bad('model', `unknown model ${JSON.stringify(modelName)} (loaded: ${[...models.keys()].join(', ')})`);
-  const c = model.config;
-  const L = c.responseLength;
+  const L = model.config.responseLength;
 
   const sampler = f.sampler === undefined || f.sampler === '' ? model.defaultSampler : f.sampler;
   if (typeof sampler !== 'string' || !(SAMPLER_NAMES as readonly string[]).includes(sampler)) {
     throw bad('sampler', `unknown sampler ${JSON.stringify(sampler)} (choose one of: ${SAMPLER_NAMES.join(', ')})`);
   }
 
-  const tps = intField(f, 'tokens_per_step', 1, L);
-  const stepsGiven = intField(f, 'steps', 1, L);
-  if (tps !== undefined && stepsGiven !== undefined)
-    throw bad('tokens_per_step', 'give either tokens_per_step or steps, not both');
-  let steps: number;
-  if (stepsGiven !== undefined) steps = stepsGiven;
-  else {
-    const k = tps ?? 4;
-    if (L % k !== 0) throw bad('tokens_per_step', `tokens_per_step ${k} must divide the generation length ${L}`);
-    steps = stepsForTokensPerStep(L, k);
-  }
+  const steps = stepsField(f, L);
 
   const temperature = numberField(f, 'temperature', (n) => n >= 0 && n <= 100, 'from 0 to 100') ?? 0;
   const seed = intField(f, 'seed', 0, 2 ** 32 - 1) ?? 0;
@@ -203,6 +192,43 @@ export function validateCaptionRequest(
   const stream = boolField(f, 'stream') ?? false;
   const allowUnk = boolField(f, 'allow_unk') ?? false;
 
+  const { prompt, promptText } = promptField(f, model, allowUnk);
+
+  if (!raw.image) throw bad('image', 'image is missing (a multipart file field "image", or base64 "image" in JSON)');
+  return {
+    model,
+    image: raw.image,
+    imageName: raw.imageName,
+    sampler,
+    steps,
+    tokensPerStep: L / steps,
+    temperature,
+    seed,
+    threshold,
+    prompt,
+    promptText,
+    stream,
+  };
+}
+
+/** Sampling steps from `steps` or `tokens_per_step` (default 4 tokens per step), which must divide the length L. */
+function stepsField(f: Record<string, unknown>, L: number): number {
+  const tps = intField(f, 'tokens_per_step', 1, L);
+  const stepsGiven = intField(f, 'steps', 1, L);
+  if (tps !== undefined && stepsGiven !== undefined)
+    throw bad('tokens_per_step', 'give either tokens_per_step or steps, not both');
+  if (stepsGiven !== undefined) return stepsGiven;
+  const k = tps ?? 4;
+  if (L % k !== 0) throw bad('tokens_per_step', `tokens_per_step ${k} must divide the generation length ${L}`);
+  return stepsForTokensPerStep(L, k);
+}
+
+/** The prompt (the model's training prompt unless given), encoded; words outside the vocabulary are a 400 unless allowUnk. */
+function promptField(
+  f: Record<string, unknown>,
+  model: ModelView,
+  allowUnk: boolean,
+): { prompt: number[]; promptText: string } {
   let promptText: string;
   if (f.prompt === undefined || f.prompt === '') {
     if (!model.prompt)
@@ -225,22 +251,10 @@ export function validateCaptionRequest(
   }
   const prompt = model.tokenizer.encode(promptText);
   if (prompt.length === 0) throw bad('prompt', 'prompt has no tokens');
-  if (prompt.length > c.promptLength)
-    throw bad('prompt', `prompt has ${prompt.length} tokens; model ${model.name} takes at most ${c.promptLength}`);
-
-  if (!raw.image) throw bad('image', 'image is missing (a multipart file field "image", or base64 "image" in JSON)');
-  return {
-    model,
-    image: raw.image,
-    imageName: raw.imageName,
-    sampler,
-    steps,
-    tokensPerStep: L / steps,
-    temperature,
-    seed,
-    threshold,
-    prompt,
-    promptText,
-    stream,
-  };
+  if (prompt.length > model.config.promptLength)
+    throw bad(
+      'prompt',
+      `prompt has ${prompt.length} tokens; model ${model.name} takes at most ${model.config.promptLength}`,
+    );
+  return { prompt, promptText };
 }
