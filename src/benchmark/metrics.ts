@@ -44,9 +44,14 @@ import { EOS_ID, PAD_ID } from '../tokenizer/tokenizer.js';
 import type { ColorWord } from './lexicon.js';
 import { PLACE_PHRASES, numberWord } from './lexicon.js';
 import {
+  type AttributeClaim,
+  type BackgroundClaim,
   type Claim,
   type Descriptor,
   type ObjectClaim,
+  type PlaceClaim,
+  type RelationClaim,
+  type TotalClaim,
   type ParseResult,
   type Span,
   parseCaption,
@@ -215,147 +220,29 @@ function prf(truePred: number, pred: number, trueFacts: number, facts: number): 
 
 /** Judges every claim of a parsed caption against the scene; computes coverage and CAPTURE detail. */
 export function evaluateParse(scene: Scene, parse: ParseResult): Evaluation {
-  const { claims } = parse;
+  const { claims, tokens } = parse;
   const verdicts: Verdict[] = new Array(claims.length);
   const covered = new Set<string>();
   const facts = sceneFacts(scene);
   const factIds = new Set(facts.map((f) => f.id));
-  const byId = new Map(scene.objects.map((o) => [o.id, o]));
-
-  // Places stated for each mention (used to link mentions to the right objects).
-  const mentionPlaces = new Map<number, Set<string>>();
-  claims.forEach((c) => {
-    if (c.kind === 'place' && 'mention' in c.subject) {
-      const set = mentionPlaces.get(c.subject.mention) ?? new Set<string>();
-      set.add(c.place);
-      mentionPlaces.set(c.subject.mention, set);
-    }
-  });
+  const mentionPlaces = placesByMention(claims);
+  const judged = (i: number, v: Verdict): void => {
+    verdicts[i] = v;
+    for (const key of coveredFacts(claims[i]!, v, factIds)) covered.add(key);
+  };
 
   // Pass 1: totals, mentions (in order: "another" depends on what came before), background.
   const consumed = new Set<string>();
   claims.forEach((c, i) => {
-    if (c.kind === 'total') {
-      const n = scene.objects.length;
-      verdicts[i] =
-        c.count === n
-          ? { holds: true, objects: [], blame: [] }
-          : {
-              holds: false,
-              objects: [],
-              reason: 'total',
-              message: `says ${c.count} objects, the scene has ${n}`,
-              blame: [c.countSpan],
-              correct: numberWord(n),
-            };
-      if (c.count === n) covered.add('total');
-    } else if (c.kind === 'background') {
-      verdicts[i] =
-        c.color === 'black'
-          ? { holds: true, objects: [], blame: [] }
-          : {
-              holds: false,
-              objects: [],
-              reason: 'background',
-              message: `the background is black, not ${c.color}`,
-              blame: [c.span],
-              correct: 'black',
-            };
-    } else if (c.kind === 'object') {
-      verdicts[i] = judgeMention(scene, c, consumed, mentionPlaces.get(i));
-      const v = verdicts[i]!;
-      if (v.holds && c.desc.size !== undefined && c.desc.color !== undefined && c.desc.shape !== undefined) {
-        for (const id of v.objects) covered.add(`object:${id}`);
-      }
-    }
+    if (c.kind === 'total') judged(i, judgeTotal(scene, c));
+    else if (c.kind === 'background') judged(i, judgeBackground(c));
+    else if (c.kind === 'object') judged(i, judgeMention(scene, c, consumed, mentionPlaces.get(i)));
   });
-
-  // Pass 2: claims about subjects.
+  // Pass 2: claims about subjects (a place claim's subject may be a mention judged in pass 1).
   claims.forEach((c, i) => {
-    if (c.kind === 'place') {
-      let subjects: SceneObject[];
-      if ('mention' in c.subject) {
-        const m = claims[c.subject.mention] as ObjectClaim;
-        const mv = verdicts[c.subject.mention]!;
-        subjects = mv.holds ? mv.objects.map((id) => byId.get(id)!) : scene.objects.filter((o) => matches(o, m.desc));
-        if (subjects.length === 0) {
-          verdicts[i] = {
-            holds: false,
-            objects: [],
-            reason: 'subject',
-            message: `place of an object that is not there (${mv.message})`,
-            blame: mv.blame,
-          };
-          return;
-        }
-      } else {
-        const r = resolveRef(scene, c.subject.ref);
-        if (!r.object) {
-          verdicts[i] = { ...r.fail!, reason: r.fail!.reason === 'ambiguous' ? 'ambiguous' : 'subject' };
-          return;
-        }
-        subjects = [r.object];
-      }
-      const at = subjects.find((o) => o.place === c.place);
-      if (at) {
-        verdicts[i] = { holds: true, objects: [at.id], blame: [] };
-        covered.add(`place:${at.id}`);
-      } else {
-        const v: Verdict = {
-          holds: false,
-          objects: subjects.map((o) => o.id),
-          reason: 'place',
-          message: `nothing described here is ${spanText(parse.tokens, c.span)} (${subjects.map((o) => o.place).join(', ')})`,
-          blame: [c.span],
-        };
-        if (subjects.length === 1) {
-          const len = c.span[1] - c.span[0];
-          const alts = PLACE_PHRASES[subjects[0]!.place];
-          v.correct = alts.find((p) => p.split(' ').length === len) ?? alts[0]!;
-        }
-        verdicts[i] = v;
-      }
-    } else if (c.kind === 'relation') {
-      const a = resolveRef(scene, c.subject);
-      if (!a.object) return void (verdicts[i] = a.fail!);
-      const b = resolveRef(scene, c.object);
-      if (!b.object) return void (verdicts[i] = b.fail!);
-      const ids = [a.object.id, b.object.id];
-      if (relationHolds(a.object, c.relation, b.object)) {
-        verdicts[i] = { holds: true, objects: ids, blame: [] };
-        const fid = relationFactId(a.object.id, c.relation, b.object.id);
-        if (factIds.has(fid)) covered.add(fid);
-      } else {
-        const v: Verdict = {
-          holds: false,
-          objects: ids,
-          reason: 'relation',
-          message: `the ${describe(c.subject)} is not ${c.relation} the ${describe(c.object)}`,
-          blame: [c.span],
-        };
-        if (relationHolds(a.object, OPPOSITE[c.relation], b.object))
-          v.correct = spanText(parse.tokens, c.span).replace(
-            /left|right|above|below/,
-            (w) => ({ left: 'right', right: 'left', above: 'below', below: 'above' })[w]!,
-          );
-        verdicts[i] = v;
-      }
-    } else if (c.kind === 'attribute') {
-      const r = resolveRef(scene, c.subject);
-      if (!r.object) return void (verdicts[i] = r.fail!);
-      const o = r.object;
-      const ok = c.size !== undefined ? o.size === c.size : o.color === c.color;
-      verdicts[i] = ok
-        ? { holds: true, objects: [o.id], blame: [] }
-        : {
-            holds: false,
-            objects: [o.id],
-            reason: 'attribute',
-            message: `the ${describe(c.subject)} is ${c.size !== undefined ? o.size : o.color}`,
-            blame: [c.span],
-            correct: c.size !== undefined ? o.size : o.color,
-          };
-    }
+    if (c.kind === 'place') judged(i, judgePlace(scene, tokens, c, claims, verdicts));
+    else if (c.kind === 'relation') judged(i, judgeRelation(scene, tokens, c));
+    else if (c.kind === 'attribute') judged(i, judgeAttribute(scene, c));
   });
 
   return {
@@ -364,6 +251,139 @@ export function evaluateParse(scene: Scene, parse: ParseResult): Evaluation {
     covered,
     facts,
     capture: captureDetail(scene, claims, verdicts, mentionPlaces, facts, parse.unreadable.length),
+  };
+}
+
+/** Places stated for each mention (used to link mentions to the right objects). */
+function placesByMention(claims: readonly Claim[]): Map<number, Set<string>> {
+  const mentionPlaces = new Map<number, Set<string>>();
+  for (const c of claims) {
+    if (c.kind === 'place' && 'mention' in c.subject) {
+      const set = mentionPlaces.get(c.subject.mention) ?? new Set<string>();
+      set.add(c.place);
+      mentionPlaces.set(c.subject.mention, set);
+    }
+  }
+  return mentionPlaces;
+}
+
+/** The scene facts a claim with this verdict states correctly (coverage's keys). */
+function coveredFacts(c: Claim, v: Verdict, factIds: ReadonlySet<string>): string[] {
+  if (!v.holds) return [];
+  if (c.kind === 'total') return ['total'];
+  if (c.kind === 'object') {
+    const full = c.desc.size !== undefined && c.desc.color !== undefined && c.desc.shape !== undefined;
+    return full ? v.objects.map((id) => `object:${id}`) : [];
+  }
+  if (c.kind === 'place') return [`place:${v.objects[0]}`];
+  if (c.kind === 'relation') {
+    const fid = relationFactId(v.objects[0]!, c.relation, v.objects[1]!);
+    return factIds.has(fid) ? [fid] : [];
+  }
+  return [];
+}
+
+function judgeTotal(scene: Scene, c: TotalClaim): Verdict {
+  const n = scene.objects.length;
+  if (c.count === n) return { holds: true, objects: [], blame: [] };
+  return {
+    holds: false,
+    objects: [],
+    reason: 'total',
+    message: `says ${c.count} objects, the scene has ${n}`,
+    blame: [c.countSpan],
+    correct: numberWord(n),
+  };
+}
+
+function judgeBackground(c: BackgroundClaim): Verdict {
+  if (c.color === 'black') return { holds: true, objects: [], blame: [] };
+  return {
+    holds: false,
+    objects: [],
+    reason: 'background',
+    message: `the background is black, not ${c.color}`,
+    blame: [c.span],
+    correct: 'black',
+  };
+}
+
+/** A place claim: about a mention (judged in pass 1) or a definite reference ("the red circle is ..."). */
+function judgePlace(
+  scene: Scene,
+  tokens: readonly string[],
+  c: PlaceClaim,
+  claims: readonly Claim[],
+  verdicts: readonly Verdict[],
+): Verdict {
+  let subjects: SceneObject[];
+  if ('mention' in c.subject) {
+    const m = claims[c.subject.mention] as ObjectClaim;
+    const mv = verdicts[c.subject.mention]!;
+    subjects = mv.holds
+      ? mv.objects.map((id) => scene.objects.find((o) => o.id === id)!)
+      : scene.objects.filter((o) => matches(o, m.desc));
+    if (subjects.length === 0) {
+      const message = `place of an object that is not there (${mv.message})`;
+      return { holds: false, objects: [], reason: 'subject', message, blame: mv.blame };
+    }
+  } else {
+    const r = resolveRef(scene, c.subject.ref);
+    if (!r.object) return { ...r.fail!, reason: r.fail!.reason === 'ambiguous' ? 'ambiguous' : 'subject' };
+    subjects = [r.object];
+  }
+  const at = subjects.find((o) => o.place === c.place);
+  if (at) return { holds: true, objects: [at.id], blame: [] };
+  const v: Verdict = {
+    holds: false,
+    objects: subjects.map((o) => o.id),
+    reason: 'place',
+    message: `nothing described here is ${spanText(tokens, c.span)} (${subjects.map((o) => o.place).join(', ')})`,
+    blame: [c.span],
+  };
+  if (subjects.length === 1) {
+    const len = c.span[1] - c.span[0];
+    const alts = PLACE_PHRASES[subjects[0]!.place];
+    v.correct = alts.find((p) => p.split(' ').length === len) ?? alts[0]!;
+  }
+  return v;
+}
+
+const MIRRORED: Record<string, string> = { left: 'right', right: 'left', above: 'below', below: 'above' };
+
+function judgeRelation(scene: Scene, tokens: readonly string[], c: RelationClaim): Verdict {
+  const a = resolveRef(scene, c.subject);
+  if (!a.object) return a.fail!;
+  const b = resolveRef(scene, c.object);
+  if (!b.object) return b.fail!;
+  const ids = [a.object.id, b.object.id];
+  if (relationHolds(a.object, c.relation, b.object)) return { holds: true, objects: ids, blame: [] };
+  const v: Verdict = {
+    holds: false,
+    objects: ids,
+    reason: 'relation',
+    message: `the ${describe(c.subject)} is not ${c.relation} the ${describe(c.object)}`,
+    blame: [c.span],
+  };
+  if (relationHolds(a.object, OPPOSITE[c.relation], b.object))
+    v.correct = spanText(tokens, c.span).replace(/left|right|above|below/, (w) => MIRRORED[w]!);
+  return v;
+}
+
+function judgeAttribute(scene: Scene, c: AttributeClaim): Verdict {
+  const r = resolveRef(scene, c.subject);
+  if (!r.object) return r.fail!;
+  const o = r.object;
+  const actual = c.size !== undefined ? o.size : o.color;
+  if (c.size !== undefined ? o.size === c.size : o.color === c.color)
+    return { holds: true, objects: [o.id], blame: [] };
+  return {
+    holds: false,
+    objects: [o.id],
+    reason: 'attribute',
+    message: `the ${describe(c.subject)} is ${actual}`,
+    blame: [c.span],
+    correct: actual,
   };
 }
 
