@@ -204,8 +204,24 @@ interface Row {
   cache: KvCache | null;
 }
 
+/** What every step of one decode reads: the options and the block layout. */
+interface Decoding {
+  o: SamplerOptions;
+  length: number;
+  vocabSize: number;
+  blockLength: number;
+  blocks: number;
+  stepsPerBlock: number;
+  /** Steps a block may take: its share of the schedule, or (threshold) one per position. */
+  stepCap: number;
+}
+
+type Prediction = { token: number; conf: number };
+
 /**
  * Captions a batch of images. `patches[i]` is image i's patch tensor, `prompts[i]` its prompt ids.
+ * Like LLaDA's `generate`: encode the images once, then, block by block, predict every position,
+ * commit the most confident masks, and (ReDiff) refine what was decoded before.
  */
 export async function sample(
   model: DenoisingModel,
@@ -214,22 +230,32 @@ export async function sample(
   o: SamplerOptions,
 ): Promise<SampleResult[]> {
   const length = model.config.responseLength;
-  const v = model.config.vocabSize;
   const { blockLength, stepsPerBlock } = validateSamplerOptions(o, length);
-  const cacheMode = o.cache ?? 'none';
-  if (cacheMode !== 'none' && !isCachingModel(model))
-    throw new UserError(`this model cannot decode with a K/V cache (cache "${cacheMode}"); use cache "none"`);
+  const cache = o.cache ?? 'none';
+  if (cache !== 'none' && !isCachingModel(model))
+    throw new UserError(`this model cannot decode with a K/V cache (cache "${cache}"); use cache "none"`);
   const blocks = length / blockLength;
-  const compaction = o.compaction ?? true;
   const stepCap = o.commit.kind === 'threshold' ? blockLength : stepsPerBlock;
+  const d: Decoding = { o, length, vocabSize: model.config.vocabSize, blockLength, blocks, stepsPerBlock, stepCap };
   const embeds = await model.encodeImages(patches);
   const perImage = embeds.length / Math.max(1, patches.length);
-  const rows: Row[] = prompts.map((prompt, index) => ({
+  const rows = prompts.map((prompt, index) =>
+    newRow(d, index, prompt, embeds.subarray(index * perImage, (index + 1) * perImage)),
+  );
+  const compaction = o.compaction ?? true;
+  const shape: PassShape = { length, vocabSize: d.vocabSize, blockLength, blocks, cache, pad: compaction };
+  if (compaction) await decodeCompacted(model, shape, d, rows);
+  else await decodeLockStep(model, shape, d, rows);
+  return rows.map((r) => ({ tokens: r.x, steps: r.steps, ...(o.trace ? { trace: r.trace } : {}) }));
+}
+
+function newRow(d: Decoding, index: number, prompt: readonly number[], embeds: Float32Array): Row {
+  return {
     index,
-    x: new Array<number>(length).fill(MASK_ID),
+    x: new Array<number>(d.length).fill(MASK_ID),
     prompt,
-    embeds: embeds.subarray(index * perImage, (index + 1) * perImage),
-    rng: new Rng(o.seed + index),
+    embeds,
+    rng: new Rng(d.o.seed + index),
     eosAt: -1,
     steps: 0,
     trace: [],
@@ -238,98 +264,122 @@ export async function sample(
     blockStep: 0,
     schedule: [],
     cache: null,
-  }));
-
-  const maskedIn = (r: Row): number[] => {
-    const out: number[] = [];
-    for (let i = r.block * blockLength; i < (r.block + 1) * blockLength; i++) if (r.x[i] === MASK_ID) out.push(i);
-    return out;
   };
-  const enterBlock = (r: Row, block: number): void => {
-    r.block = block;
-    r.blockStep = 0;
-    r.schedule = block < blocks ? transferSchedule(maskedIn(r).length, stepsPerBlock) : [];
-  };
-  const hasWork = (r: Row): boolean => !r.done && r.block < blocks && r.blockStep < stepCap && maskedIn(r).length > 0;
-  const shape: PassShape = { length, vocabSize: v, blockLength, blocks, cache: cacheMode, pad: compaction };
+}
 
-  // One step of one row on its logits: commit, refine, trace.
-  const advance = (r: Row, logits: RowLogits): void => {
-    const s = r.blockStep;
-    const blockStart = r.block * blockLength;
-    const blockEnd = blockStart + blockLength;
-    const masked = maskedIn(r);
-    const step = r.steps;
-    r.steps++;
-    r.blockStep++;
-    const preds = new Map<number, { token: number; conf: number }>();
-    for (let i = blockStart; i < blockEnd; i++) {
-      if (r.eosAt >= 0 && i > r.eosAt) continue;
-      preds.set(i, predict(logits.data, logits.base + (i - logits.first) * v, v, o.temperature, r.rng));
-    }
-    // The EOS boundary itself is final too: refinement never moves where the response ends.
-    const wasUnmasked = [...preds.keys()].filter((i) => r.x[i] !== MASK_ID && !(r.eosAt >= 0 && i >= r.eosAt));
-    // Commit.
-    const rank = (i: number): number => (o.remasking === 'random' ? r.rng.next() : preds.get(i)!.conf);
-    // Ties break by position, left first, so results are deterministic.
-    const scored = masked.map((i) => ({ i, score: rank(i) })).sort((a, c) => c.score - a.score || a.i - c.i);
-    let k: number;
-    if (o.commit.kind === 'threshold') {
-      const th = o.commit.threshold;
-      k = Math.max(1, masked.filter((i) => preds.get(i)!.conf >= th).length);
-    } else {
-      k = s === stepsPerBlock - 1 ? masked.length : Math.min(masked.length, r.schedule[s]!);
-    }
-    const trace: StepTrace = { step, committed: [], refined: [] };
-    for (const { i } of scored.slice(0, k)) {
-      const tok = preds.get(i)!.token;
-      r.x[i] = tok;
-      trace.committed.push({ pos: i, token: tok });
-      if (tok === EOS_ID && o.stopAtEos && (r.eosAt < 0 || i < r.eosAt)) r.eosAt = i;
-    }
-    // Refine (ReDiff): rewrite positions that were already decoded before this step.
-    // Counted within each block, as the authors' revise_start_step.
-    if (o.refine !== null && s >= Math.floor(o.refine.fromFraction * stepsPerBlock)) {
-      let targets = wasUnmasked;
-      if (o.refine.topFraction < 1) {
-        const n = Math.floor(targets.length * o.refine.topFraction);
-        targets = [...targets].sort((a, c) => preds.get(c)!.conf - preds.get(a)!.conf).slice(0, n);
-      }
-      for (const i of targets) {
-        const tok = preds.get(i)!.token;
-        if (tok !== r.x[i]) {
-          trace.refined.push({ pos: i, from: r.x[i]!, to: tok });
-          r.x[i] = tok;
-        }
-      }
-    }
-    if (r.eosAt >= 0) for (let i = r.eosAt + 1; i < length; i++) r.x[i] = EOS_ID;
-    if (o.trace) r.trace.push(trace);
-    o.onStep?.(r.index, trace, r.x);
-    if (!r.x.includes(MASK_ID)) r.done = true;
-  };
+/** Each row moves through its blocks on its own; only rows with work go to the model. */
+async function decodeCompacted(model: DenoisingModel, shape: PassShape, d: Decoding, rows: Row[]): Promise<void> {
+  for (const r of rows) enterBlock(d, r, 0);
+  for (;;) {
+    for (const r of rows) while (!r.done && r.block < d.blocks && !hasWork(d, r)) enterBlock(d, r, r.block + 1);
+    const working = rows.filter((r) => hasWork(d, r));
+    if (working.length === 0) return;
+    const logits = await forwardPass(model, shape, working, (r) => r.blockStep === 0);
+    for (const r of working) advance(d, r, logits.get(r)!);
+  }
+}
 
-  if (compaction) {
-    // Each row moves through its blocks on its own; only rows with work go to the model.
-    for (const r of rows) enterBlock(r, 0);
-    for (;;) {
-      for (const r of rows) while (!r.done && r.block < blocks && !hasWork(r)) enterBlock(r, r.block + 1);
-      const working = rows.filter(hasWork);
+/** Every row goes through the model at every step of every block (results as compaction's; only the cost differs). */
+async function decodeLockStep(model: DenoisingModel, shape: PassShape, d: Decoding, rows: Row[]): Promise<void> {
+  for (let block = 0; block < d.blocks; block++) {
+    for (const r of rows) enterBlock(d, r, block);
+    for (let s = 0; s < d.stepCap; s++) {
+      const working = rows.filter((r) => hasWork(d, r));
       if (working.length === 0) break;
-      const logits = await forwardPass(model, shape, working, (r) => r.blockStep === 0);
-      for (const r of working) advance(r, logits.get(r)!);
-    }
-  } else {
-    // Lock-step: every row goes through the model at every step of every block.
-    for (let block = 0; block < blocks; block++) {
-      for (const r of rows) enterBlock(r, block);
-      for (let s = 0; s < stepCap; s++) {
-        const working = rows.filter(hasWork);
-        if (working.length === 0) break;
-        const logits = await forwardPass(model, shape, rows, () => s === 0);
-        for (const r of working) advance(r, logits.get(r)!);
-      }
+      const logits = await forwardPass(model, shape, rows, () => s === 0);
+      for (const r of working) advance(d, r, logits.get(r)!);
     }
   }
-  return rows.map((r) => ({ tokens: r.x, steps: r.steps, ...(o.trace ? { trace: r.trace } : {}) }));
+}
+
+function maskedIn(d: Decoding, r: Row): number[] {
+  const out: number[] = [];
+  for (let i = r.block * d.blockLength; i < (r.block + 1) * d.blockLength; i++) if (r.x[i] === MASK_ID) out.push(i);
+  return out;
+}
+
+function enterBlock(d: Decoding, r: Row, block: number): void {
+  r.block = block;
+  r.blockStep = 0;
+  r.schedule = block < d.blocks ? transferSchedule(maskedIn(d, r).length, d.stepsPerBlock) : [];
+}
+
+function hasWork(d: Decoding, r: Row): boolean {
+  return !r.done && r.block < d.blocks && r.blockStep < d.stepCap && maskedIn(d, r).length > 0;
+}
+
+/** One step of one row on its logits: predict the block, commit, refine, trace. */
+function advance(d: Decoding, r: Row, logits: RowLogits): void {
+  const { o } = d;
+  const s = r.blockStep;
+  const masked = maskedIn(d, r);
+  const trace: StepTrace = { step: r.steps, committed: [], refined: [] };
+  r.steps++;
+  r.blockStep++;
+  const preds = predictBlock(d, r, logits);
+  // The EOS boundary itself is final too: refinement never moves where the response ends.
+  const decodedBefore = [...preds.keys()].filter((i) => r.x[i] !== MASK_ID && !(r.eosAt >= 0 && i >= r.eosAt));
+  commit(d, r, preds, masked, commitCount(d, r, s, masked, preds), trace);
+  // Counted within each block, as the authors' revise_start_step.
+  if (o.refine !== null && s >= Math.floor(o.refine.fromFraction * d.stepsPerBlock)) {
+    refine(r, preds, decodedBefore, o.refine.topFraction, trace);
+  }
+  if (r.eosAt >= 0) for (let i = r.eosAt + 1; i < d.length; i++) r.x[i] = EOS_ID;
+  if (o.trace) r.trace.push(trace);
+  o.onStep?.(r.index, trace, r.x);
+  if (!r.x.includes(MASK_ID)) r.done = true;
+}
+
+/** x0 and its confidence at every position of the row's block not yet finished by an EOS. */
+function predictBlock(d: Decoding, r: Row, logits: RowLogits): Map<number, Prediction> {
+  const preds = new Map<number, Prediction>();
+  const start = r.block * d.blockLength;
+  for (let i = start; i < start + d.blockLength; i++) {
+    if (r.eosAt >= 0 && i > r.eosAt) continue;
+    const offset = logits.base + (i - logits.first) * d.vocabSize;
+    preds.set(i, predict(logits.data, offset, d.vocabSize, d.o.temperature, r.rng));
+  }
+  return preds;
+}
+
+/** How many masks this step commits: the schedule's share (all that remain at the block's last step), or every one above the threshold (at least one). */
+function commitCount(d: Decoding, r: Row, s: number, masked: number[], preds: Map<number, Prediction>): number {
+  const c = d.o.commit;
+  if (c.kind === 'threshold') return Math.max(1, masked.filter((i) => preds.get(i)!.conf >= c.threshold).length);
+  return s === d.stepsPerBlock - 1 ? masked.length : Math.min(masked.length, r.schedule[s]!);
+}
+
+/** Commits the k highest-ranked masks (confidence, or random); ties break by position, left first. */
+function commit(
+  d: Decoding,
+  r: Row,
+  preds: Map<number, Prediction>,
+  masked: number[],
+  k: number,
+  trace: StepTrace,
+): void {
+  const rank = (i: number): number => (d.o.remasking === 'random' ? r.rng.next() : preds.get(i)!.conf);
+  const scored = masked.map((i) => ({ i, score: rank(i) })).sort((a, c) => c.score - a.score || a.i - c.i);
+  for (const { i } of scored.slice(0, k)) {
+    const tok = preds.get(i)!.token;
+    r.x[i] = tok;
+    trace.committed.push({ pos: i, token: tok });
+    if (tok === EOS_ID && d.o.stopAtEos && (r.eosAt < 0 || i < r.eosAt)) r.eosAt = i;
+  }
+}
+
+/** ReDiff: rewrites positions decoded before this step with this step's prediction (the most confident fraction of them). */
+function refine(r: Row, preds: Map<number, Prediction>, decodedBefore: number[], top: number, trace: StepTrace): void {
+  let targets = decodedBefore;
+  if (top < 1) {
+    const n = Math.floor(targets.length * top);
+    targets = [...targets].sort((a, c) => preds.get(c)!.conf - preds.get(a)!.conf).slice(0, n);
+  }
+  for (const i of targets) {
+    const tok = preds.get(i)!.token;
+    if (tok !== r.x[i]) {
+      trace.refined.push({ pos: i, from: r.x[i]!, to: tok });
+      r.x[i] = tok;
+    }
+  }
 }
