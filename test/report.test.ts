@@ -37,15 +37,21 @@ function row(sampler: string, tokensPerStep: number, capture: number, parses = 0
     sampler,
     tokensPerStep,
     achievedTokensPerStep: tokensPerStep,
+    captionTokensPerStep: tokensPerStep / 2,
     meanSteps: 96 / tokensPerStep,
     seconds: 1,
     summary,
   };
 }
 
-/** A confidence-threshold row: no set rate, `achieved` tokens per step. */
-function thresholdRow(sampler: string, achieved: number, capture: number) {
-  return { ...row(sampler, achieved, capture), tokensPerStep: null, label: `${sampler} @0.9` };
+/** A confidence-threshold row: no set rate, `achieved` tokens per step (`caption` of them caption tokens). */
+function thresholdRow(sampler: string, achieved: number, capture: number, caption = achieved - 0.3) {
+  return {
+    ...row(sampler, achieved, capture),
+    tokensPerStep: null,
+    captionTokensPerStep: caption,
+    label: `${sampler} @0.9`,
+  };
 }
 
 function results(system: string, rows: (ReturnType<typeof row> | ReturnType<typeof thresholdRow>)[]) {
@@ -88,7 +94,7 @@ function writeJson(file: string, v: unknown): void {
   fs.writeFileSync(file, JSON.stringify(v));
 }
 
-/** baseline, stage1 and rediff; stage2-only and the rest not run. */
+/** base, oracle, baseline, stage1 and rediff; stage2-only and the rest not run. */
 function fakeStudy(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-report-'));
   writeJson(path.join(dir, 'study.json'), {
@@ -103,6 +109,17 @@ function fakeStudy(): string {
     machine: { cpus: 2, node: 'v20.0.0' },
   });
   const speeds = [1, 2, 4, 8];
+  writeJson(
+    path.join(dir, 'results', 'base.json'),
+    results('base', [...speeds.map((k, i) => row('llada', k, [0.64, 0.6, 0.52, 0.42][i]!, 0.97))]),
+  );
+  writeJson(
+    path.join(dir, 'results', 'oracle.json'),
+    results('oracle', [
+      ...speeds.map((k, i) => row('llada', k, [0.9, 0.85, 0.76, 0.65][i]!, 1)),
+      ...speeds.map((k, i) => row('rediff', k, [0.9, 0.89, 0.88, 0.8][i]!, 1)),
+    ]),
+  );
   const base = { llada: [0.6, 0.58, 0.5, 0.4], rediff: [0.59, 0.57, 0.52, 0.45] };
   writeJson(
     path.join(dir, 'results', 'baseline.json'),
@@ -252,29 +269,53 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   assert.match(tableRow(readme, '## Stage II rounds', '| Online round 2'), /\| not run \| not run \|$/);
   assert.match(readme, /\| ReDiff, Stage II round 2 \| `rediff-round2` \| not run \|/);
 
+  // The base and the oracle in Tables 2/3, and every row's share of the ceiling.
+  assert.equal(
+    tableRow(readme, '### CAPTURE-style score', '| Base (LLaDA-V stand-in) | LLaDA sampler'),
+    '| Base (LLaDA-V stand-in) | LLaDA sampler | 64.0 ±2.0 | 60.0 ±2.0 | 52.0 ±2.0 | 42.0 ±2.0 |',
+  );
+  assert.equal(
+    tableRow(readme, '### CAPTURE-style score', '| Oracle (perfect model) | refining sampler'),
+    '| Oracle (perfect model) | refining sampler | 90.0 ±2.0 | 89.0 ±2.0 | 88.0 ±2.0 | 80.0 ±2.0 |',
+  );
+  assert.equal(
+    tableRow(readme, '### Share of the ceiling', '| ReDiff (Stage I + II)'),
+    '| ReDiff (Stage I + II) | refining sampler | 70.0% | 70.8% | 70.5% | 68.8% |',
+  );
+  assert.equal(
+    tableRow(readme, '### Share of the ceiling', '| Mask-pred baseline | LLaDA sampler'),
+    '| Mask-pred baseline | LLaDA sampler | 66.7% | 68.2% | 65.8% | 61.5% |',
+  );
+  assert.doesNotMatch(readme.slice(readme.indexOf('### Share of the ceiling')).split('###')[1]!, /\| Oracle/);
+  assert.equal(
+    tableRow(readme, '### Tokens per step achieved', '| ReDiff (Stage I + II)'),
+    '| ReDiff (Stage I + II) | refining sampler | 1.00 / 0.50 | 2.00 / 1.00 | 4.00 / 2.00 | 8.00 / 4.00 |',
+  );
+
   // Threshold decoding: its own table, not a column of the rate tables.
   assert.equal(
     tableRow(readme, '## Confidence-threshold decoding', '| ReDiff (Stage I + II)'),
-    '| ReDiff (Stage I + II) | confidence-threshold refining sampler | threshold-rediff @0.9 | 4.50 | 62.5 ±2.0 | 72.5 ±1.0 | 52.5 ±3.0 | 50.0 ±2.0 |',
+    '| ReDiff (Stage I + II) | confidence-threshold refining sampler | threshold-rediff @0.9 | 4.50 | 4.20 | 62.5 ±2.0 | 72.5 ±1.0 | 52.5 ±3.0 | 50.0 ±2.0 |',
   );
 
   // Targets.
   assert.match(
     readme,
-    /\*\*\(a\) MISSED\*\* — .*As measured: ReDiff at 8 tok\/step 55\.00 .*baseline at 1 tok\/step 60\.00/,
+    /\*\*\(keep\) MET\*\* — .*62\.00 at 4 and 55\.00 at 8 tok\/step of 63\.00 at 1: 98\.4% and 87\.3% kept/,
   );
   assert.match(
     readme,
-    /\(a\) MISSED.*Paired difference over the same 3 test scenes: -5\.00 points \(95% CI .*; the interval excludes 0\)/,
+    /\*\*\(headline\) MISSED\*\* — .*ReDiff at 4 tok\/step 62\.00 .*the baseline at 1 60\.00 .*the base at 1 64\.00/,
+  );
+  assert.match(readme, /\*\*\(parses\) MISSED\*\* — .*50\.00 .* at 1 tok\/step, 50\.00 .* at 4/);
+  assert.match(readme, /\*\*\(ceiling\) MISSED\*\* — .*the oracle 88\.00 .*: 26\.00 points below/);
+  assert.match(
+    readme,
+    /\*\*\(stages\) NOT EVALUATED\*\* — .*Stage II only \(refining sampler\) at 1 tok\/step, not run/,
   );
   assert.match(
     readme,
-    /\*\*\(b\) MISSED\*\* — .*ReDiff keeps 87\.3% \(55\.00 at 8 tok\/step of 63\.00 at 1 tok\/step\).*goes from 60\.00 at 1 tok\/step to 40\.00 at 8: it falls\./,
-  );
-  assert.match(readme, /\*\*\(c\) NOT EVALUATED\*\* — .*Stage II only \(refining sampler\) at 4 tok\/step, not run/);
-  assert.match(
-    readme,
-    /\*\*\(d\) MET\*\* — .*As measured \(threshold-rediff @0\.9\): 4\.50 tok\/step achieved, 62\.50 /,
+    /\*\*\(threshold\) MET\*\* — .*As measured \(threshold-rediff @0\.9\): 4\.20 caption tok\/step \(4\.50 with the EOS fill\), 62\.50 /,
   );
   assert.match(readme, /\*\*\(time\) MET\*\* — .*62\.0 minutes of work/);
 
@@ -305,7 +346,7 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   assert.equal(res.rounds['stage2-only'], null);
   assert.deepEqual(
     res.targets.map((t: { verdict: string }) => t.verdict),
-    ['MISSED', 'MISSED', 'NOT EVALUATED', 'MET', 'MET'],
+    ['MET', 'MISSED', 'MISSED', 'MISSED', 'NOT EVALUATED', 'MET', 'MET'],
   );
   assert.equal(res.examples[0].rediff.caption, 'A red circle.');
 
@@ -334,66 +375,46 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
 
 test('evaluateTargets: each target MET and MISSED on its own numbers', async () => {
   const dir = fakeStudy();
-  const s2 = path.join(dir, 'results', 'stage2-only.json');
   const verdict = async (id: string) => evaluateTargets(await readStudy(dir)).find((t) => t.id === id)!;
-  // (c): above both stages alone at 4 and at 8, then not above Stage II alone at 8.
-  writeJson(s2, results('stage2-only', [row('rediff', 1, 0.61), row('rediff', 4, 0.6), row('rediff', 8, 0.52)]));
-  assert.equal((await verdict('c')).verdict, 'MET');
-  writeJson(s2, results('stage2-only', [row('rediff', 4, 0.6), row('rediff', 8, 0.56)]));
-  const c = await verdict('c');
-  assert.equal(c.verdict, 'MISSED');
-  assert.match(c.detail, /at 8 tok\/step versus Stage II alone \(56\.00\): not above/);
-  // (a) met when ReDiff at 8 reaches the baseline at 1; (b) then hangs on the parse rate alone.
   const rediff = path.join(dir, 'results', 'rediff.json');
-  writeJson(
-    rediff,
-    results('rediff', [
-      row('rediff', 1, 0.6),
-      row('rediff', 4, 0.59),
-      row('rediff', 8, 0.6, 0.89),
-      thresholdRow('threshold-rediff', 3.9, 0.6),
-    ]),
-  );
-  assert.equal((await verdict('a')).verdict, 'MET');
-  assert.equal((await verdict('b')).verdict, 'MISSED');
-  assert.equal((await verdict('d')).verdict, 'MISSED', 'under 4 tok/step achieved');
-  writeJson(
-    rediff,
-    results('rediff', [
-      row('rediff', 1, 0.6),
-      row('rediff', 4, 0.59),
-      row('rediff', 8, 0.58, 0.9),
-      thresholdRow('threshold-rediff', 4, 0.585),
-    ]),
-  );
-  assert.equal((await verdict('b')).verdict, 'MET', '96.7% kept, 90% parse, and the baseline falls');
-  assert.equal((await verdict('d')).verdict, 'MISSED', '1.5 points below ReDiff at 1 tok/step');
-  writeJson(
-    rediff,
-    results('rediff', [
-      row('rediff', 1, 0.6),
-      row('rediff', 4, 0.59),
-      row('rediff', 8, 0.56, 0.95),
-      thresholdRow('threshold-rediff', 4, 0.591),
-    ]),
-  );
-  assert.equal((await verdict('b')).verdict, 'MISSED', '93.3% kept');
-  assert.equal((await verdict('d')).verdict, 'MET');
-  // (d) reads the study's own threshold when the results also hold an earlier one's rows.
+  const s2 = path.join(dir, 'results', 'stage2-only.json');
+  // ReDiff: 0.86 at 1 (parses 95%), 0.84 at 4 (parses 80%), 0.74 at 8; the oracle has 0.88 at 4.
+  const rediffRows = (at4: number, parses4: number, at8: number, threshold: ReturnType<typeof thresholdRow>) =>
+    results('rediff', [row('rediff', 1, 0.86, 0.95), row('rediff', 4, at4, parses4), row('rediff', 8, at8), threshold]);
+  writeJson(rediff, rediffRows(0.84, 0.8, 0.74, thresholdRow('threshold-rediff', 4.5, 0.851, 4.1)));
+  writeJson(s2, results('stage2-only', [row('rediff', 1, 0.8), row('rediff', 4, 0.7)]));
+  for (const id of ['keep', 'headline', 'parses', 'ceiling', 'stages', 'threshold']) {
+    assert.equal((await verdict(id)).verdict, 'MET', id);
+  }
+  // Each one missed on its own number.
+  writeJson(rediff, rediffRows(0.84, 0.8, 0.73, thresholdRow('threshold-rediff', 4.5, 0.851, 4.1)));
+  assert.equal((await verdict('keep')).verdict, 'MISSED', '84.9% kept at 8');
+  writeJson(rediff, rediffRows(0.82, 0.79, 0.74, thresholdRow('threshold-rediff', 4.5, 0.849, 3.9)));
+  assert.equal((await verdict('parses')).verdict, 'MISSED', '79% parse at 4');
+  assert.equal((await verdict('ceiling')).verdict, 'MISSED', '6 points below the oracle');
+  assert.equal((await verdict('headline')).verdict, 'MET', '0.82 is above the base (0.64) and the baseline (0.60)');
+  const t = await verdict('threshold');
+  assert.equal(t.verdict, 'MISSED', 'caption rate 3.9 and 1.1 points below');
+  assert.match(t.detail, /3\.90 caption tok\/step \(4\.50 with the EOS fill\)/);
+  writeJson(s2, results('stage2-only', [row('rediff', 1, 0.8), row('rediff', 4, 0.83)]));
+  const stages = await verdict('stages');
+  assert.equal(stages.verdict, 'MISSED');
+  assert.match(stages.detail, /at 4 tok\/step versus Stage II alone \(83\.00\): below/);
+  writeJson(rediff, rediffRows(0.63, 0.8, 0.6, thresholdRow('threshold-rediff', 4.5, 0.851, 4.1)));
+  assert.equal((await verdict('headline')).verdict, 'MISSED', '0.63 is below the base at 1 (0.64)');
+  // The threshold target reads the study's own threshold when the results also hold an earlier one's rows.
   const info = JSON.parse(fs.readFileSync(path.join(dir, 'study.json'), 'utf8'));
   writeJson(path.join(dir, 'study.json'), { ...info, settings: { threshold: 0.7 } });
   writeJson(
     rediff,
-    results('rediff', [
-      row('rediff', 1, 0.6),
-      row('rediff', 8, 0.56),
-      thresholdRow('threshold-rediff', 4.2, 0.6),
-      { ...thresholdRow('threshold-rediff', 3, 0.6), label: 'threshold-rediff @0.7' },
-    ]),
+    rediffRows(0.84, 0.8, 0.74, {
+      ...thresholdRow('threshold-rediff', 3.2, 0.86, 3),
+      label: 'threshold-rediff @0.7',
+    }),
   );
-  const d = await verdict('d');
+  const d = await verdict('threshold');
   assert.equal(d.verdict, 'MISSED');
-  assert.match(d.detail, /threshold-rediff @0\.7\): 3\.00 tok\/step achieved/);
+  assert.match(d.detail, /threshold-rediff @0\.7\): 3\.00 caption tok\/step/);
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -404,7 +425,7 @@ test('writeReport: an empty study reports everything as not run; a missing direc
   const readme = fs.readFileSync(path.join(dir, 'out', 'README.md'), 'utf8');
   assert.match(readme, /study\.json was not found/);
   assert.match(readme, /\| Mask-pred baseline \| LLaDA sampler \| not run \| not run \| not run \| not run \|/);
-  assert.equal((readme.match(/NOT EVALUATED/g) ?? []).length, 5);
+  assert.equal((readme.match(/NOT EVALUATED/g) ?? []).length, 7);
   assert.match(readme, /No examples were recorded/);
   await assert.rejects(writeReport(path.join(dir, 'nope'), path.join(dir, 'out2')), /study directory not found/);
   fs.rmSync(dir, { recursive: true, force: true });

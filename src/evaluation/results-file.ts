@@ -14,6 +14,8 @@ export interface EvalRowJSON {
   sampler: string;
   tokensPerStep: number | null;
   achievedTokensPerStep: number;
+  /** Caption tokens (before the first EOS) per step; absent in studies before it was measured. */
+  captionTokensPerStep?: number;
   meanSteps: number;
   seconds: number;
   summary: Partial<Record<string, EstimateJSON>>;

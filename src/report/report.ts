@@ -20,8 +20,10 @@ import {
   STAGE_ROWS,
   VARIANT_ROWS,
   ablationTable,
+  ceilingShareTable,
   evaluateTargets,
   expertTable,
+  rateTable,
   speedTable,
   studySpeeds,
   targetLines,
@@ -132,7 +134,7 @@ function buildReadme(
     ...whatWasRun(study),
     '## Targets',
     '',
-    'Evaluated on the CAPTURE-style score unless named, ReDiff with the refining sampler, each with its paired difference over the same test scenes.',
+    'Evaluated on the CAPTURE-style score unless named, ReDiff with the refining sampler, each with its paired difference over the same test scenes. The intervals are over test scenes; they do not include the spread between training seeds.',
     '',
     ...targetLines(evaluateTargets(study)),
     '',
@@ -149,6 +151,20 @@ function buildReadme(
     const plot = extra.plots[m];
     if (plot) out.push(`![${METRIC_TITLES[m]} against tokens per step, every system and sampler](${plot})`, '');
   }
+  out.push(
+    '### Share of the ceiling',
+    '',
+    "Each row's CAPTURE as a share of the oracle's at the same sampler and rate: the oracle is the benchmark captioner's own posterior driven through the same sampler, the best any model could do there (`docs/oracle.md`).",
+    '',
+    table(ceilingShareTable(study, mainRows, speeds)),
+    '',
+    '### Tokens per step achieved',
+    '',
+    'At each requested rate: response positions decoded per step with the EOS fill after the caption counted (L / steps), and caption tokens per step without it.',
+    '',
+    table(rateTable(study, mainRows, speeds)),
+    '',
+  );
   const thresholds = thresholdTable(study);
   if (thresholds.length > 1) {
     out.push(

@@ -18,6 +18,8 @@ export { rowLabel } from '../evaluation/results-file.js';
 
 /** Systems of the study, in report order, with the names the report uses. */
 export const SYSTEMS = [
+  { id: 'base', name: 'Base (LLaDA-V stand-in)' },
+  { id: 'oracle', name: 'Oracle (perfect model)' },
   { id: 'baseline', name: 'Mask-pred baseline' },
   { id: 'stage1', name: 'ReDiff-Base (Stage I)' },
   { id: 'stage2-only', name: 'Stage II only' },
@@ -35,7 +37,7 @@ export const STAGE2_RUNS = [
 ] as const;
 
 /** Systems whose per-caption records are read (for paired differences in the targets). */
-const RECORD_SYSTEMS = ['baseline', 'stage1', 'stage2-only', 'rediff'];
+const RECORD_SYSTEMS = ['base', 'oracle', 'baseline', 'stage1', 'stage2-only', 'rediff'];
 
 export const SAMPLER_NAMES: Record<string, string> = {
   llada: 'LLaDA sampler',
