@@ -26,10 +26,11 @@ import { type TrainSettings, runTraining } from '../training/run.js';
 import type { MixOptions } from '../training/samples.js';
 import type { TrainingRecord } from '../data/training-record.js';
 import { draftImagesFromSplit, runSelfCorrection } from '../training/self-correction.js';
-import { writeFileAtomic } from '../util/atomic.js';
+import { readJsonFileSync, writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { withWallTime } from '../util/wall-time.js';
 import type { EvalSetting } from './evaluate.js';
+import { canonicalCaptions } from './canonical.js';
 import { CaptionerOracle } from './oracle.js';
 import {
   ABLATIONS,
@@ -123,6 +124,8 @@ const CHECKPOINTS: Record<string, string> = {
   'stage2-only': path.join('stage2-only', 'round-1', 'model'),
   rediff: path.join('stage2', 'round-1', 'model'),
   'rediff-round2': path.join('stage2', 'round-2', 'model'),
+  'stage1-canonical': 'stage1-canonical',
+  'rediff-canonical': path.join('stage2-canonical', 'round-1', 'model'),
   ...Object.fromEntries(Object.keys(ABLATIONS).map((k) => [k, k])),
 };
 
@@ -281,7 +284,39 @@ function studySteps(ctx: StudyContext): StudyStep[] {
     trainedEvalStep(ctx, 'stage2-only'),
     selfCorrectStep(ctx, 'stage2', 'stage1', 2),
     trainedEvalStep(ctx, 'rediff-round2'),
+    // Beyond the paper: Stage I and one Stage II round on one canonical caption per image.
+    canonicalStep(ctx),
+    trainStep(ctx, 'stage1-canonical', 'revision', p.finetune, STAGE1_MIX, () => canonicalRecords(ctx)),
+    trainedEvalStep(ctx, 'stage1-canonical'),
+    selfCorrectStep(ctx, 'stage2-canonical', 'stage1-canonical', 1, () => canonicalRecords(ctx)),
+    trainedEvalStep(ctx, 'rediff-canonical'),
   ];
+}
+
+const canonicalFile = (ctx: StudyContext): string => path.join(ctx.out, 'canonical', 'captions.json');
+
+/** The canonical caption of each of the preset's first training scenes, written once. */
+function canonicalStep(ctx: StudyContext): StudyStep {
+  const file = canonicalFile(ctx);
+  return {
+    name: 'canonical captions',
+    isDone: () => fs.existsSync(file),
+    run: async () => {
+      const n = Math.min(ctx.p.canonical.scenes, ctx.train.records.length);
+      const split = { records: ctx.train.records.slice(0, n), rgb: ctx.train.rgb.slice(0, n) };
+      const L = ctx.base.config.responseLength;
+      const captions = await canonicalCaptions(split, { captions: ctx.p.canonical.captions, responseLength: L });
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      await writeFileAtomic(file, JSON.stringify(captions) + '\n');
+    },
+  };
+}
+
+/** Those scenes' training records with their canonical caption as the only target. */
+function canonicalRecords(ctx: StudyContext): TrainingRecord[] {
+  const captions = readJsonFileSync(canonicalFile(ctx), 'canonical captions') as string[];
+  const tokenizer = benchmarkTokenizer();
+  return captions.map((c, i) => ({ ...ctx.records[i]!, captions: [tokenizer.encode(c)] }));
 }
 
 function oracle(ctx: StudyContext, captions: number): StudyModel {
@@ -339,7 +374,7 @@ function trainStep(
   stage: string,
   s: Omit<TrainSettings, 'stage' | 'mix'>,
   mix: MixOptions,
-  records: readonly TrainingRecord[] = ctx.records,
+  records: () => readonly TrainingRecord[] = () => ctx.records,
 ): StudyStep {
   const dir = path.join(ctx.out, name);
   return {
@@ -348,7 +383,7 @@ function trainStep(
     run: async () => {
       await runTraining({
         outDir: dir,
-        records,
+        records: records(),
         initial: { config: ctx.base.config, tokenizer: ctx.base.tokenizer, params: ctx.base.params },
         settings: { ...s, stage, mix },
         progress: ctx.progress,
@@ -359,8 +394,14 @@ function trainStep(
   };
 }
 
-/** Stage II rounds from `init` (a trained system of the study), into `name`/round-k. */
-function selfCorrectStep(ctx: StudyContext, name: string, init: string, rounds: number): StudyStep {
+/** Stage II rounds from `init` (a trained system of the study), into `name`/round-k, mixing in `stage1Records`. */
+function selfCorrectStep(
+  ctx: StudyContext,
+  name: string,
+  init: string,
+  rounds: number,
+  stage1Records: () => readonly TrainingRecord[] = () => ctx.records,
+): StudyStep {
   const dir = path.join(ctx.out, name);
   const roundsFile = path.join(dir, 'rounds.json');
   return {
@@ -374,7 +415,7 @@ function selfCorrectStep(ctx: StudyContext, name: string, init: string, rounds: 
         outDir: dir,
         init: path.join(ctx.out, init),
         images: draftImagesFromSplit(ctx.train),
-        stage1Records: ctx.records,
+        stage1Records: stage1Records(),
         expert: new GroundedExpert(),
         progress: ctx.progress,
         settings: {

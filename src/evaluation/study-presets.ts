@@ -27,6 +27,11 @@ export interface StudyPreset {
    * others show how it moves with the sample (docs/oracle.md).
    */
   oracleCaptions: number[];
+  /**
+   * Beyond the paper: the training scenes (the first ones of the split) whose canonical caption
+   * (./canonical.ts) the canonical systems train on, and the oracle's draws per scene for it.
+   */
+  canonical: { scenes: number; captions: number };
 }
 
 const common = { batchSize: 32, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0 };
@@ -45,6 +50,7 @@ export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
     tokensPerStep: [1, 2, 4, 8],
     threshold: 0.9,
     oracleCaptions: [200, 50],
+    canonical: { scenes: 48, captions: 50 },
   },
   /**
    * The committed study, from the shipped base (small model): about 1.5-2 hours on 2 cores.
@@ -65,6 +71,7 @@ export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
     // reached 4 tokens per step on the validation split (docs/diagnosis.md, point 32).
     threshold: 0.55,
     oracleCaptions: [8000, 2000],
+    canonical: { scenes: 5000, captions: 1000 },
   },
 };
 
@@ -104,6 +111,8 @@ export const SYSTEM_LABELS: Record<string, string> = {
   'ablation-hallucination-only': 'Stage I, hallucination only',
   'ablation-syntax-only': 'Stage I, syntax only',
   'ablation-dynamic': 'Stage I, dynamic ratio',
+  'stage1-canonical': 'Stage I on canonical captions (beyond the paper)',
+  'rediff-canonical': 'ReDiff on canonical captions (beyond the paper)',
 };
 
 /** The study's settings: the LLaDA and refining samplers at each rate, then both threshold samplers. */

@@ -11,6 +11,7 @@ import { qualityPoints, qualitySpec, renderSvg, traceSpec } from './charts.js';
 import { examplesMarkdown, pickTraceExample, traceCells, traceMarkdown } from './examples.js';
 import { type Study, STAGE2_RUNS, SYSTEMS, readStudy, systemName } from './study.js';
 import {
+  CANONICAL_ROWS,
   MAIN_ROWS,
   METRIC_TITLES,
   type Metric,
@@ -138,6 +139,10 @@ function buildReadme(
     '',
     ...targetLines(evaluateTargets(study)),
     '',
+    'The same targets for ReDiff trained on canonical captions (beyond the paper; its own row in every table):',
+    '',
+    ...targetLines(evaluateTargets(study, 'rediff-canonical')),
+    '',
     '## Quality against tokens per step (Tables 2 and 3)',
     '',
   ];
@@ -184,6 +189,12 @@ function buildReadme(
     '## Stage I variants (Table 5)',
     '',
     table(ablationTable(study, VARIANT_ROWS)),
+    '',
+    '## Beyond the paper: one canonical caption per image',
+    '',
+    "The same Stage I and one Stage II round, trained on one caption per training image (the benchmark captioner's greedy decode, `docs/oracle.md`) instead of its three paraphrases.",
+    '',
+    table(ablationTable(study, CANONICAL_ROWS, ['capture', 'parses', 'coverage'])),
     '',
     '## Stage II rounds (Table 6)',
     '',
@@ -244,6 +255,7 @@ function resultsJson(study: Study): object {
     ),
     rounds: Object.fromEntries(STAGE2_RUNS.map((r) => [r.id, study.rounds.get(r.id) ?? null])),
     targets: evaluateTargets(study),
+    canonicalTargets: evaluateTargets(study, 'rediff-canonical'),
     examples: (study.examples ?? []).map((e) => ({
       sceneId: e.sceneId,
       reference: e.reference,

@@ -28,16 +28,19 @@ export const SYSTEMS = [
   { id: 'ablation-hallucination-only', name: 'Stage I: hallucination only' },
   { id: 'ablation-syntax-only', name: 'Stage I: syntax only' },
   { id: 'ablation-dynamic', name: 'Stage I: dynamic ratio' },
+  { id: 'stage1-canonical', name: 'Stage I, canonical captions' },
+  { id: 'rediff-canonical', name: 'ReDiff, canonical captions' },
 ] as const;
 
 /** Stage II runs whose rounds.json is read, with the report's names. */
 export const STAGE2_RUNS = [
   { id: 'stage2', name: 'Stage I + II (from ReDiff-Base)' },
   { id: 'stage2-only', name: 'Stage II only (from the baseline)' },
+  { id: 'stage2-canonical', name: 'Stage I + II on canonical captions' },
 ] as const;
 
 /** Systems whose per-caption records are read (for paired differences in the targets). */
-const RECORD_SYSTEMS = ['base', 'oracle', 'baseline', 'stage1', 'stage2-only', 'rediff'];
+const RECORD_SYSTEMS = ['base', 'oracle', 'baseline', 'stage1', 'stage2-only', 'rediff', 'rediff-canonical'];
 
 export const SAMPLER_NAMES: Record<string, string> = {
   llada: 'LLaDA sampler',

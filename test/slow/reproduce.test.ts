@@ -15,7 +15,11 @@ test('rediff reproduce --preset quick runs the whole study, writes the report, a
   const study = path.join(dir, 'study');
   const lines: string[] = [];
   await reproduce({ out: study, preset: 'quick', fromScratch: true, progress: false, log: (l) => lines.push(l) });
+  // The base and the oracle (at the preset's two sample sizes) are evaluated like the trained systems.
   const systems = [
+    'base',
+    'oracle',
+    'oracle-50',
     'baseline',
     'stage1',
     'stage2-only',
@@ -24,6 +28,8 @@ test('rediff reproduce --preset quick runs the whole study, writes the report, a
     'ablation-hallucination-only',
     'ablation-syntax-only',
     'ablation-dynamic',
+    'stage1-canonical',
+    'rediff-canonical',
   ];
   for (const s of systems) {
     const res = JSON.parse(fs.readFileSync(path.join(study, 'results', `${s}.json`), 'utf8')) as {
@@ -36,6 +42,18 @@ test('rediff reproduce --preset quick runs the whole study, writes the report, a
   const examples = JSON.parse(fs.readFileSync(path.join(study, 'results', 'examples.json'), 'utf8')) as {
     rediff: { trace: unknown[] };
   }[];
+  const oracle = JSON.parse(fs.readFileSync(path.join(study, 'results', 'oracle.json'), 'utf8')) as {
+    checkpoint: string;
+    rows: { label: string; summary: { parses: { mean: number } } }[];
+  };
+  assert.equal(oracle.checkpoint, 'oracle, 200 captions per scene');
+  assert.equal(
+    oracle.rows.find((r) => r.label === 'llada 1 tok/step')!.summary.parses.mean,
+    1,
+    'a perfect model parses',
+  );
+  const canonical = JSON.parse(fs.readFileSync(path.join(study, 'canonical', 'captions.json'), 'utf8')) as string[];
+  assert.equal(canonical.length, 48, "one caption for each of the preset's canonical scenes");
   assert.equal(examples.length, 3);
   assert.ok(examples[0]!.rediff.trace.length > 0);
   const { files } = await writeReport(study, path.join(dir, 'report'));
