@@ -23,6 +23,7 @@ import { type LoadOptions, loadModelState, saveModel } from './io.js';
 import { type ModelConfig, numPatches, patchDim, sequenceLength } from './config.js';
 import type { Params } from './params.js';
 import { paramSpecs } from './params.js';
+import { recordedPath } from '../util/paths.js';
 
 export const EXPORT_FORMAT = 'rediff-onnx-export';
 
@@ -156,7 +157,7 @@ export async function shipCheckpoint(
     config: m.config,
     tokenizer: m.tokenizer,
     params: m.params,
-    state: { ...state, ...extraState, exportedFrom: from },
+    state: { ...state, ...extraState, exportedFrom: recordedPath(from) },
   });
   const prompt = typeof m.state.prompt === 'string' ? m.state.prompt : undefined;
   const stage = typeof m.state.stage === 'string' ? m.state.stage : undefined;

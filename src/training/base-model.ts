@@ -32,6 +32,7 @@ import { MASK_PREDICTION_MIX, type MixOptions } from './samples.js';
 import type { TrainingRecord } from '../data/training-record.js';
 import { measureStage } from './stages/measure.js';
 import type { TrainStage } from './stages/plans.js';
+import { recordedPath } from '../util/paths.js';
 
 type StageBudget = Omit<TrainSettings, 'stage' | 'mix' | 'seed' | 'minLrRatio' | 'weightDecay' | 'clipNorm'> & {
   /** The cosine schedule's floor as a share of the peak (default 0.1; 1 = constant after warmup). */
@@ -289,7 +290,7 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
           settings,
           resume: true,
           progress: opts.progress,
-          meta: { prompt: BENCHMARK_PROMPT, init: from },
+          meta: { prompt: BENCHMARK_PROMPT, init: from === null ? null : recordedPath(from) },
         });
         // Measured on the scenes the stage trained on: a one-object stage says nothing about full scenes.
         return { res, m: await measureStage(s.stage, res.config, res.params, p.measureScenes, s.scenes) };

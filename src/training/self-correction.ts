@@ -31,6 +31,7 @@ import { createProgress } from '../util/progress.js';
 import type { Rng } from '../util/rng.js';
 import { type TrainSettings, runTraining } from './run.js';
 import type { SpanPair, TrainingRecord } from '../data/training-record.js';
+import { recordedPath } from '../util/paths.js';
 
 export interface SelfCorrectionSettings {
   rounds: number;
@@ -403,7 +404,7 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
       reviews: reviewed.stats.toJSON(),
       trainingPairs: draftRecords.length,
       draftErrors: countDraftErrors(drafts, job.images),
-      checkpoint: path.join(dir, 'model'),
+      checkpoint: recordedPath(path.join(dir, 'model')),
     };
     await writeFileAtomic(path.join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
     // 4. Train on the corrections, mixed with Stage I samples.
@@ -436,7 +437,7 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
         settings: { ...s.train, stage: `self-correct round ${round}` },
         resume: fs.existsSync(path.join(ckpt, 'checkpoint.json')),
         progress,
-        meta: { prompt: BENCHMARK_PROMPT, init: current, round, stage1Share: s.stage1Share, keepTerm },
+        meta: { prompt: BENCHMARK_PROMPT, init: recordedPath(current), round, stage1Share: s.stage1Share, keepTerm },
       });
     }
     reports.push(report);

@@ -31,6 +31,7 @@ import {
   draftImagesFromSplit,
   runSelfCorrection,
 } from '../../training/self-correction.js';
+import { recordedPath } from '../../util/paths.js';
 
 interface TrainFlags {
   preset: string;
@@ -307,7 +308,7 @@ export function registerTrain(program: Command): void {
         settings,
         resume: Boolean(f.resume),
         progress: f.progress,
-        meta: { prompt: BENCHMARK_PROMPT, init: f.init ?? null },
+        meta: { prompt: BENCHMARK_PROMPT, init: f.init ? recordedPath(f.init) : null },
       });
       console.log(
         `done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s; checkpoint in ${f.out}`,

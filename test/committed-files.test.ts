@@ -1,0 +1,59 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { recordedPath } from '../src/util/paths.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+
+/** Committed files of these kinds, or null outside a git clone (a packed tarball, say). */
+function committed(...patterns: string[]): string[] | null {
+  try {
+    const out = execFileSync('git', ['ls-files', '-z', '--', ...patterns], { cwd: root, encoding: 'utf8' });
+    return out.split('\0').filter((f) => f !== '' && fs.existsSync(path.join(root, f)));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Absolute paths of a machine: this checkout's own location, and anything under the usual
+ * roots of home and work directories (system paths such as /usr/bin/chromium are fine).
+ */
+function machinePaths(text: string): string[] {
+  const roots =
+    /(?<![\w.:/])(?:\/(?:home|Users|root|work|tmp|mnt|private|var\/folders)\/|[A-Z]:\\Users\\)[^\s"'`)\]]*/g;
+  const found = [...text.matchAll(roots)].map((m) => m[0]);
+  if (text.includes(root)) found.push(root);
+  return found;
+}
+
+test('the scan for machine paths finds them, and passes URLs, API routes and system paths', () => {
+  assert.deepEqual(machinePaths('"init": "/work/main/runs/study-v4/stage1"'), ['/work/main/runs/study-v4/stage1']);
+  assert.deepEqual(machinePaths('from `/home/me/rediff/models/base`'), ['/home/me/rediff/models/base']);
+  assert.deepEqual(machinePaths(`at ${path.join(root, 'models')}`).length > 0, true);
+  assert.deepEqual(
+    machinePaths('http://127.0.0.1:8080/v1/captions, GET /ort/:file, /usr/bin/chromium, runs/study/tmp/x'),
+    [],
+  );
+});
+
+test('committed JSON and Markdown name no absolute path of the machine they were made on', (t) => {
+  const files = committed('*.json', '*.md');
+  if (files === null) return t.skip('not a git clone');
+  assert.ok(files.includes('reports/results.json') && files.includes('models/base/checkpoint.json'));
+  const leaks = files.flatMap((f) =>
+    machinePaths(fs.readFileSync(path.join(root, f), 'utf8')).map((p) => `${f}: ${p}`),
+  );
+  assert.deepEqual(leaks, []);
+});
+
+test('runs record paths relative to the working directory', () => {
+  const cwd = path.join(path.sep, 'somewhere', 'rediff');
+  assert.equal(recordedPath(path.join(cwd, 'runs', 'study', 'stage1'), cwd), 'runs/study/stage1');
+  assert.equal(recordedPath('models/base', cwd), 'models/base');
+  assert.equal(recordedPath(cwd, cwd), '.');
+  // Outside the working directory a path would mean nothing elsewhere: its last name only.
+  assert.equal(recordedPath(path.join(path.sep, 'elsewhere', 'base'), cwd), 'base');
+});
