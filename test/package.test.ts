@@ -65,3 +65,19 @@ test('installed in an empty project, its import captions a scene, with types, an
     await model.dispose();
   }
 });
+
+test('rediff/web bundles for the browser: nothing in it needs Node', async () => {
+  const esbuild = await import('esbuild');
+  const out = await esbuild.build({
+    entryPoints: [path.join(ROOT, 'src', 'web', 'index.ts')],
+    bundle: true,
+    platform: 'browser',
+    format: 'esm',
+    write: false,
+    logLevel: 'silent',
+  });
+  assert.deepEqual(out.errors, []);
+  const text = out.outputFiles[0]!.text;
+  assert.match(text, /export \{[^}]*OrtDenoisingModel/);
+  assert.doesNotMatch(text, /from "(node:|onnxruntime-node|sharp)/);
+});

@@ -106,6 +106,7 @@ const model = await loadModel('rediff');
 const size = model.config.imageSize;
 const scene = generateBenchmarkSplit('test', 0, 1, size);
 const png: Uint8Array = renderScenePng(scene.records[0]!.scene, size).png;
+fs.writeFileSync('scene.png', png);
 const streamed: CaptionStep[] = [];
 const caption = await model.caption(png, { tokensPerStep: 4, onStep: (step) => streamed.push(step) });
 const decoded = await model.caption({ data: scene.rgb[0]!, width: size, height: size });

@@ -1,7 +1,7 @@
 /**
  * The packed tarball installed by npm itself in an empty project (test/package.test.ts links the
  * dependencies instead): `npm install --prefer-offline` of the tarball, with the allowScripts the
- * README asks of users, then the same TypeScript consumer. The dependencies' metadata comes from
+ * README asks of users, then the same TypeScript consumer, and the installed `rediff` command. The dependencies' metadata comes from
  * the registry, their tarballs from npm's cache where `npm ci` left them (about 600 MB unpacked).
  */
 import { after, test } from 'node:test';
@@ -35,4 +35,8 @@ test('npm install of the packed tarball in an empty project, then import and cap
   assert.ok(fs.existsSync(path.join(project, 'node_modules', 'onnxruntime-node', 'package.json')));
   const got = await checkConsumer(project, ROOT);
   t.diagnostic(`caption: ${got.text}`);
+  // The installed command line, on the consumer's scene.png, with the shipped model.
+  const png = path.join(project, 'scene.png');
+  const cli = await run(path.join(project, 'node_modules', '.bin', 'rediff'), ['generate', '--image', png, '--json']);
+  assert.equal((JSON.parse(cli.stdout) as { caption: string }).caption, got.text);
 });
