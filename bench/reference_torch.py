@@ -131,4 +131,7 @@ def run(threads):
 
 
 for threads in (1, 2):
-    print(json.dumps({"mode": MODE, "threads": threads, "ms_per_step": run(threads), "torch": torch.__version__}), flush=True)
+    print(
+        json.dumps({"mode": MODE, "threads": threads, "ms_per_step": run(threads), "torch": torch.__version__}),
+        flush=True,
+    )

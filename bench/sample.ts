@@ -119,7 +119,8 @@ async function main(): Promise<void> {
             return formatEstimate(e.mean, e.lo, e.hi, true);
           }),
           delta
-            ? `${formatEstimate(delta.mean, delta.lo, delta.hi, true)} [${(delta.lo * 100).toFixed(1)}, ${(delta.hi * 100).toFixed(1)}]`
+            ? `${formatEstimate(delta.mean, delta.lo, delta.hi, true)} [${(delta.lo * 100).toFixed(1)}, ` +
+              `${(delta.hi * 100).toFixed(1)}]`
             : '',
         ]);
         process.stderr.write(`  ${label}, ${d.label}: ${perSecond.toFixed(2)} captions/s\n`);
@@ -127,13 +128,15 @@ async function main(): Promise<void> {
     }
     const total = (performance.now() - t0) / 1000;
     console.log(
-      `${dir}: ${scenes} val scenes (seed 0), batch ${batchSize}, ${process.env.REDIFF_THREADS ?? 2} threads, block length 32`,
+      `${dir}: ${scenes} val scenes (seed 0), batch ${batchSize}, ${process.env.REDIFF_THREADS ?? 2} threads, block ` +
+        `length 32`,
     );
     console.log(renderPlain(table));
     console.log(
-      `speed-up: against lock-step decoding without a cache at the same setting; quality in %, mean ±95% interval half-width; ` +
-        `Δ CAPTURE: the cached decoding's CAPTURE minus compaction's without a cache, paired by scene, with its 95% interval; ` +
-        `graph compilation (${compileSeconds.toFixed(1)} s) left out of the times; ${total.toFixed(0)} s in all`,
+      `speed-up: against lock-step decoding without a cache at the same setting; quality in %, mean ±95% interval ` +
+        `half-width; Δ CAPTURE: the cached decoding's CAPTURE minus compaction's without a cache, paired by scene, ` +
+        `with its 95% interval; graph compilation (${compileSeconds.toFixed(1)} s) left out of the times; ` +
+        `${total.toFixed(0)} s in all`,
     );
   } finally {
     await model.dispose();

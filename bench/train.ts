@@ -209,17 +209,20 @@ const ours = await referenceOurs();
 const torch = torchReference('reference');
 line(`reference transformer (V512 D128 L4 H4 FF512, batch 32 x 96 tokens, Adam), median of ${STEPS} steps:`);
 line(
-  `  rediff (onnxruntime-node, ${threadsLabel}): ${ours.toFixed(1)} ms/step, ${Math.round((32 * 96) / (ours / 1000))} tokens/s`,
+  `  rediff (onnxruntime-node, ${threadsLabel}): ${ours.toFixed(1)} ms/step, ` +
+    `${Math.round((32 * 96) / (ours / 1000))} tokens/s`,
 );
 compare(ours, torch, 0.4);
 const small = presetConfig('small', 300);
 const smallMs = await presetTraining(small, 32);
 const smallTorch = torchReference('small');
 line(
-  `small preset (vocab 300, ${numPatches(small)} image + ${small.promptLength} prompt + ${small.responseLength} response tokens, batch 32, AdamW), median of ${SMALL_STEPS} steps:`,
+  `small preset (vocab 300, ${numPatches(small)} image + ${small.promptLength} prompt + ${small.responseLength} ` +
+    `response tokens, batch 32, AdamW), median of ${SMALL_STEPS} steps:`,
 );
 line(
-  `  rediff (${threadsLabel}): ${smallMs.toFixed(1)} ms/step, ${Math.round((32 * small.responseLength) / (smallMs / 1000))} response tokens/s`,
+  `  rediff (${threadsLabel}): ${smallMs.toFixed(1)} ms/step, ` +
+    `${Math.round((32 * small.responseLength) / (smallMs / 1000))} response tokens/s`,
 );
 compare(smallMs, smallTorch);
 line('small preset, one core kept busy by another thread (median of 10 steps):');
@@ -234,5 +237,6 @@ for (const s of settings) {
 }
 const inf = await inference(small);
 line(
-  `small preset inference, one sampling step (language graph): batch 1 ${inf.b1.toFixed(2)} ms, batch 32 ${inf.b32.toFixed(1)} ms; vision encoder batch 32 ${inf.vision32.toFixed(1)} ms`,
+  `small preset inference, one sampling step (language graph): batch 1 ${inf.b1.toFixed(2)} ms, batch 32 ` +
+    `${inf.b32.toFixed(1)} ms; vision encoder batch 32 ${inf.vision32.toFixed(1)} ms`,
 );

@@ -41,8 +41,9 @@ const config = presetConfig('tiny', tokenizer.size, {
   relativeBias: 3,
 });
 const params = initParams(config, 4);
+// learned, not the zero init
 for (const [name, p] of params)
-  if (name.endsWith('.attn.rel')) p.forEach((_, i) => (p[i] = Math.sin(3 * i + name.length))); // learned, not the zero init
+  if (name.endsWith('.attn.rel')) p.forEach((_, i) => (p[i] = Math.sin(3 * i + name.length)));
 const model = new DiffusionVLM(config, tokenizer, params, { prompt: BENCHMARK_PROMPT, stage: 'test' });
 const rgb = renderScene(generateScene(new Rng(5), { seed: 5 }), config.imageSize).rgb;
 const patches = nodePatchify(normaliseRgb(rgb), config.imageSize, config.patchSize);

@@ -443,7 +443,8 @@ export function writeCaption(scene: Scene, rng: Rng, options: CaptionOptions = {
   }
   if (best) return finish(best);
   throw new RangeError(
-    `cannot caption scene ${scene.id} (${scene.objects.length} objects) within ${o.maxTokens} tokens / ${o.maxWords} words`,
+    `cannot caption scene ${scene.id} (${scene.objects.length} objects) within ${o.maxTokens} tokens / ${o.maxWords} ` +
+      `words`,
   );
 }
 

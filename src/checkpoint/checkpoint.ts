@@ -319,7 +319,8 @@ export async function readCheckpointInfo(dir: string): Promise<CheckpointInfo> {
     }
     if (size !== ref.bytes) {
       throw new UserError(
-        `${file} is ${size < ref.bytes ? 'truncated' : 'wrong size'}: ${size} bytes, ${CHECKPOINT_FILE} says ${ref.bytes}`,
+        `${file} is ${size < ref.bytes ? 'truncated' : 'wrong size'}: ${size} bytes, ${CHECKPOINT_FILE} says ` +
+          `${ref.bytes}`,
       );
     }
   }

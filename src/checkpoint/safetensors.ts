@@ -119,7 +119,8 @@ export function encodeSafetensors(
     }
     if (elementCount(t.shape) !== t.data.length) {
       throw new RangeError(
-        `tensor ${name}: shape [${t.shape.join(', ')}] needs ${elementCount(t.shape)} elements, data has ${t.data.length}`,
+        `tensor ${name}: shape [${t.shape.join(', ')}] needs ${elementCount(t.shape)} elements, data has ` +
+          `${t.data.length}`,
       );
     }
     const bytes = leBytes(t.data);
@@ -214,7 +215,8 @@ export function parseSafetensorsHeader(buf: Uint8Array, file: string, fileSize =
     const expected = elementCount(shape) * BYTES[e.dtype];
     if (end - begin !== expected) {
       throw bad(
-        `corrupt: tensor ${name} (${e.dtype} [${shape.join(', ')}]) needs ${expected} bytes but its offsets span ${end - begin}`,
+        `corrupt: tensor ${name} (${e.dtype} [${shape.join(', ')}]) needs ${expected} bytes but its offsets span ` +
+          `${end - begin}`,
       );
     }
     if (end > dataSize) {

@@ -6,7 +6,8 @@ export function intOption(flag: string, min = 1, max = Number.MAX_SAFE_INTEGER) 
     const n = Number(value);
     if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
       throw new InvalidArgumentError(
-        `${flag} takes a whole number ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`}, got "${value}"`,
+        `${flag} takes a whole number ${max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`}, ` +
+          `got "${value}"`,
       );
     }
     return n;

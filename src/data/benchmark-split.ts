@@ -175,7 +175,8 @@ async function checkAgainstSiblings(dir: string, split: string, ids: Set<string>
     const shared = [...ids].filter((id) => otherIds.has(id));
     if (shared.length > 0) {
       throw new UserError(
-        `split "${split}" shares ${shared.length} scene(s) with ${other} (e.g. ${shared[0]}); use another split name or seed`,
+        `split "${split}" shares ${shared.length} scene(s) with ${other} (e.g. ${shared[0]}); use another split name ` +
+          `or seed`,
       );
     }
   }

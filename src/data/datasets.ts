@@ -22,7 +22,10 @@ export interface LoadOptions {
   onError?: OnError;
   /** Image paths are relative to this directory; default the JSONL file's directory. */
   imageRoot?: string;
-  /** Captions (and LLaVA prompts) must only use this tokenizer's vocabulary; default the benchmark's; null to skip the check. */
+  /**
+   * Captions (and LLaVA prompts) must only use this tokenizer's vocabulary; default the benchmark's; null to skip the
+   * check.
+   */
   vocabulary?: Tokenizer | null;
   /** Check that every image file exists; default true. */
   checkImages?: boolean;

@@ -42,7 +42,8 @@ export class ImageTooLarge extends UserError {
     readonly maxPixels: number,
   ) {
     super(
-      `image too large: ${name} is ${width} x ${height} pixels; at most ${maxPixels} pixels (width x height) are accepted`,
+      `image too large: ${name} is ${width} x ${height} pixels; at most ${maxPixels} pixels (width x height) are ` +
+        `accepted`,
     );
     this.name = 'ImageTooLarge';
   }

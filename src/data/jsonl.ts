@@ -143,7 +143,8 @@ export async function* readJsonlLines(
       if (text.trim() === '') continue;
       if (line === 1 && text.trimStart().startsWith('[')) {
         throw new UserError(
-          `${escapeControl(file)}: looks like a JSON array, not JSON Lines (convert with: jq -c '.[]' ${escapeControl(file)})`,
+          `${escapeControl(file)}: looks like a JSON array, not JSON Lines (convert with: jq -c '.[]' ` +
+            `${escapeControl(file)})`,
         );
       }
       let value: unknown;
@@ -166,7 +167,8 @@ export async function* readJsonlLines(
   } catch (err) {
     if (err instanceof UserError) throw err;
     throw new UserError(
-      `${escapeControl(file)}:${line + 1}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+      `${escapeControl(file)}:${line + 1}: cannot read ` +
+        `(${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
     );
   } finally {
     stream.destroy();

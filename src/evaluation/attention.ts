@@ -49,7 +49,10 @@ export interface Phrase {
   otherShapes: number[];
 }
 
-/** The place phrases of one caption whose object a shape word in the same sentence names (scenes with distinct shapes only). */
+/**
+ * The place phrases of one caption whose object a shape word in the same sentence names (scenes with distinct shapes
+ * only).
+ */
 export function placePhrases(scene: Scene, words: readonly string[], row: number): Phrase[] {
   const shapeOf = (w: string): number => scene.objects.findIndex((o) => o.shape === w || SHAPE_PLURAL[o.shape] === w);
   const places = new Set(PLACE_WORDS);
@@ -63,7 +66,8 @@ export function placePhrases(scene: Scene, words: readonly string[], row: number
       sentence.forEach((w, i) => {
         if (!places.has(w) || places.has(sentence[i - 1] ?? '')) return;
         const at = start + i;
-        // The nearest shape word names the phrase's object ("a red circle in the top left", "on the left, a red circle").
+        // The nearest shape word names the phrase's object ("a red circle in the top left", "on the left, a red
+        // circle").
         const named = shapes.reduce<(typeof shapes)[number] | undefined>(
           (best, s) => (!best || Math.abs(s.at - at) < Math.abs(best.at - at) ? s : best),
           undefined,
@@ -83,7 +87,9 @@ export function placePhrases(scene: Scene, words: readonly string[], row: number
   return out;
 }
 
-/** Where hidden place words look, on `records`' first reference captions (scenes of 2+ objects with distinct shapes). */
+/**
+ * Where hidden place words look, on `records`' first reference captions (scenes of 2+ objects with distinct shapes).
+ */
 export async function placeAttention(
   c: ModelConfig,
   params: Params,
@@ -166,13 +172,16 @@ export async function placeAttention(
 export function formatPlaceAttention(a: PlaceAttention): string {
   const f = (x: number): string => x.toFixed(3);
   const lines = [
-    `where hidden place words look (${a.phrases} place phrases in ${a.scenes} validation scenes of 2-6 objects with distinct shapes):`,
-    'layer head | image token of the named object / of each other object (phrases where the named one draws most) | shape word of the named object / of the others',
+    `where hidden place words look (${a.phrases} place phrases in ${a.scenes} validation scenes of 2-6 objects with ` +
+      `distinct shapes):`,
+    'layer head | image token of the named object / of each other object (phrases where the named one draws most) | ' +
+      'shape word of the named object / of the others',
   ];
   a.layers.forEach((heads, l) =>
     heads.forEach((x, h) => {
       lines.push(
-        `${String(l).padStart(5)} ${String(h).padStart(4)} | ${f(x.objectImage)} / ${f(x.otherImage)} (${(100 * x.objectWins).toFixed(0)}%) | ${f(x.objectShapeWord)} / ${f(x.otherShapeWords)}`,
+        `${String(l).padStart(5)} ${String(h).padStart(4)} | ${f(x.objectImage)} / ${f(x.otherImage)} ` +
+          `(${(100 * x.objectWins).toFixed(0)}%) | ${f(x.objectShapeWord)} / ${f(x.otherShapeWords)}`,
       );
     }),
   );

@@ -190,11 +190,17 @@ export interface ReviewAllOptions {
   concurrency?: number;
   /** Called once after the cache is read and after every answer. */
   onProgress?: (p: ReviewProgress) => void;
-  /** Aborting stops new requests, cancels those in flight and rejects with the signal's reason (answers written so far stay in the cache). */
+  /**
+   * Aborting stops new requests, cancels those in flight and rejects with the signal's reason (answers written so far
+   * stay in the cache).
+   */
   signal?: AbortSignal;
   /** When given, every `pairs` answer is run through filterPairs and the stats count kept / dropped pairs. */
   tokenizer?: Tokenizer;
-  /** Stop (UserError) after this many `error` answers in a row, e.g. a wrong key or a dead server. 0 = never. Default 10. */
+  /**
+   * Stop (UserError) after this many `error` answers in a row, e.g. a wrong key or a dead server. 0 = never. Default
+   * 10.
+   */
   maxConsecutiveErrors?: number;
   /** Warnings (truncated cache line, stale answers). Default: console.warn. */
   warn?: (message: string) => void;

@@ -18,30 +18,46 @@ import { redactSecrets, registerSecret, urlWithoutCredentials } from '../util/re
 import { Semaphore, abortReason } from '../util/semaphore.js';
 
 /** The review contract (SPEC 4 step 2), in our own words. */
-export const REVIEW_SYSTEM_PROMPT = `You check image captions written by another model and correct its mistakes with the smallest possible edits.
-
-For each task you get the image, the question the caption answers, a reference caption written by a person, and the draft caption to check.
-
-What counts as a mistake:
-1. A factual error: something the image contradicts, such as a wrong object, shape, colour, size, number, position or relation between objects. Judge against the image. The reference caption is only a help: a statement that is true of the image but phrased differently from the reference is NOT a mistake, and neither is a detail the draft leaves out.
-2. Broken text: repeated words or phrases, garbled fragments, ungrammatical phrasing.
-
-How to write each correction, as {"org": ..., "target": ...}:
-- "org" is a short segment of a few consecutive words from the draft, copied exactly as written there. It must occur exactly once in the draft; if a shorter segment would occur more than once, extend it with a neighbouring word until it is unique.
-- "target" replaces "org" and has exactly the same number of words as "org" (every punctuation mark counts as a word, so keep the punctuation as it is). Change only the wrong words and keep the others.
-- Corrections must not overlap one another. Prefer several small corrections over one long one.
-
-How to answer:
-- If the draft has no mistake, answer with exactly one word: right
-- Otherwise answer with a JSON list of corrections and nothing else: no explanation, no code fence. Example:
-[{"org": "two blue squares", "target": "three blue squares"}, {"org": "circle circle above", "target": "small circle above"}]`;
+export const REVIEW_SYSTEM_PROMPT = [
+  'You check image captions written by another model and correct its mistakes with the smallest possible edits.',
+  '',
+  'For each task you get the image, the question the caption answers, a reference caption written by a person, and ' +
+    'the draft caption to check.',
+  '',
+  'What counts as a mistake:',
+  '1. A factual error: something the image contradicts, such as a wrong object, shape, colour, size, number, ' +
+    'position or relation between objects. Judge against the image. The reference caption is only a help: a ' +
+    'statement that is true of the image but phrased differently from the reference is NOT a mistake, and neither is ' +
+    'a detail the draft leaves out.',
+  '2. Broken text: repeated words or phrases, garbled fragments, ungrammatical phrasing.',
+  '',
+  'How to write each correction, as {"org": ..., "target": ...}:',
+  '- "org" is a short segment of a few consecutive words from the draft, copied exactly as written there. It must ' +
+    'occur exactly once in the draft; if a shorter segment would occur more than once, extend it with a neighbouring ' +
+    'word until it is unique.',
+  '- "target" replaces "org" and has exactly the same number of words as "org" (every punctuation mark counts as a ' +
+    'word, so keep the punctuation as it is). Change only the wrong words and keep the others.',
+  '- Corrections must not overlap one another. Prefer several small corrections over one long one.',
+  '',
+  'How to answer:',
+  '- If the draft has no mistake, answer with exactly one word: right',
+  '- Otherwise answer with a JSON list of corrections and nothing else: no explanation, no code fence. Example:',
+  '[{"org": "two blue squares", "target": "three blue squares"}, {"org": "circle circle above", "target": "small ' +
+    'circle above"}]',
+].join('\n');
 
 export interface LlmExpertOptions {
-  /** Endpoint base, e.g. "https://api.openai.com/v1" or "http://127.0.0.1:8000/v1"; "/chat/completions" is appended unless present. */
+  /**
+   * Endpoint base, e.g. "https://api.openai.com/v1" or "http://127.0.0.1:8000/v1"; "/chat/completions" is appended
+   * unless present.
+   */
   baseUrl: string;
   /** Model name sent in the request, e.g. "o4-mini". */
   model: string;
-  /** Bearer token. Default: env REDIFF_EXPERT_API_KEY, else OPENAI_API_KEY; none -> no Authorization header (local servers). */
+  /**
+   * Bearer token. Default: env REDIFF_EXPERT_API_KEY, else OPENAI_API_KEY; none -> no Authorization header (local
+   * servers).
+   */
   apiKey?: string;
   /** Requests in flight at once, across all callers of this expert. Default 4. */
   concurrency?: number;
@@ -83,10 +99,9 @@ export function pngDataUrl(png: Uint8Array): string {
 /** The messages sent for one draft: the contract as the system message, then the task (text, then image). */
 export function buildReviewMessages(req: ReviewRequest, systemPrompt = REVIEW_SYSTEM_PROMPT): ChatMessage[] {
   const text =
-    `Question: ${req.question}\n\n` +
-    `Reference caption (a reference only; a correct draft may be phrased differently):\n${req.reference}\n\n` +
-    `Draft caption to check:\n${req.draft}\n\n` +
-    `Answer "right" or a JSON list of {"org", "target"} corrections.`;
+    `Question: ${req.question}\n\nReference caption (a reference only; a correct draft may be phrased ` +
+    `differently):\n${req.reference}\n\nDraft caption to check:\n${req.draft}\n\nAnswer "right" or a JSON list of ` +
+    `{"org", "target"} corrections.`;
   const content: ContentPart[] = [{ type: 'text', text }];
   if (req.imagePng) content.push({ type: 'image_url', image_url: { url: pngDataUrl(req.imagePng) } });
   return [

@@ -427,11 +427,15 @@ export class ReviewStats {
     };
   }
 
-  /** One line, e.g. "120 answers: 70 right, 45 with pairs, 3 malformed, 2 errors; pairs 80 kept, 12 dropped (length-mismatch 7, not-found 5)". */
+  /**
+   * One line, e.g. "120 answers: 70 right, 45 with pairs, 3 malformed, 2 errors; pairs 80 kept, 12 dropped
+   * (length-mismatch 7, not-found 5)".
+   */
   summary(): string {
     const drops = DROP_REASONS.filter((r) => this.dropped[r] > 0).map((r) => `${r} ${this.dropped[r]}`);
     return (
-      `${this.answers} answers: ${this.right} right, ${this.withPairs} with pairs, ${this.malformed} malformed, ${this.errors} errors; ` +
+      `${this.answers} answers: ${this.right} right, ${this.withPairs} with pairs, ${this.malformed} malformed, ` +
+      `${this.errors} errors; ` +
       `pairs ${this.pairsKept} kept, ${this.pairsDropped} dropped` +
       (drops.length > 0 ? ` (${drops.join(', ')})` : '')
     );

@@ -131,7 +131,10 @@ function windowIndices(positions: Value, heads: number): Value {
   return op.concat([rowHead, at], 3);
 }
 
-/** A layer's learned bias [buckets, H] for every (query, key) pair: [1, H, T, T], or [B, H, N, T] for queries at given positions. */
+/**
+ * A layer's learned bias [buckets, H] for every (query, key) pair: [1, H, T, T], or [B, H, N, T] for queries at given
+ * positions.
+ */
 function relativeBias(table: Value, r: RelativePositions): Value {
   const [t, tk] = r.buckets.shape as [number, number];
   const h = table.shape[1]!;

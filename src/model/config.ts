@@ -187,7 +187,9 @@ export const patchDim = (c: ModelConfig): number => c.patchSize * c.patchSize * 
 /** Full sequence length seen by the language model. */
 export const sequenceLength = (c: ModelConfig): number => numPatches(c) + c.promptLength + c.responseLength;
 
-/** Buckets of the relative position bias: offsets -R..R between text positions, then one for pairs with an image token. */
+/**
+ * Buckets of the relative position bias: offsets -R..R between text positions, then one for pairs with an image token.
+ */
 export const relativeBuckets = (c: ModelConfig): number => 2 * (c.relativeBias ?? 0) + 2;
 
 /** The relative-bias bucket of a (query, key) pair of sequence positions (ModelConfig.relativeBias). */

@@ -13,14 +13,18 @@ export interface ModelCardInput {
 
 const OBJECTIVES: Partial<Record<TrainStage, string>> = {
   vision:
-    '`vision` pretrains the vision tower with dense supervision from the scene graph (what each 3x3 grid cell holds; our stand-in for SigLIP)',
+    '`vision` pretrains the vision tower with dense supervision from the scene graph (what each 3x3 grid cell holds; ' +
+    'our stand-in for SigLIP)',
   language: '`language` trains the language model on caption text alone, the image hidden (our stand-in for LLaDA)',
   align: '`align` trains the projector alone',
   'mask-prediction':
     '`mask-prediction` trains everything on captions (the tower at the stated fraction of the learning rate)',
 };
 
-/** What the image tokens carry besides the projected tower features, and the language model's relative bias (r.settings.model). */
+/**
+ * What the image tokens carry besides the projected tower features, and the language model's relative bias
+ * (r.settings.model).
+ */
 function architectureNote(r: BaseRunRecord): string {
   const m = r.settings.model ?? {};
   const parts = [
@@ -28,12 +32,14 @@ function architectureNote(r: BaseRunRecord): string {
     m.imagePlace ? 'a learned embedding of their cell added' : null,
     m.imageCells ? "the probe head's reading of their cell (empty, shape, colour, size) embedded and added" : null,
     m.imageKeyBias
-      ? `their attention logits raised by ${m.imageKeyBias.toFixed(2)} (each weighs as ${Math.exp(m.imageKeyBias).toFixed(0)} text tokens)`
+      ? `their attention logits raised by ${m.imageKeyBias.toFixed(2)} (each weighs as ` +
+        `${Math.exp(m.imageKeyBias).toFixed(0)} text tokens)`
       : null,
   ].filter((x): x is string => x !== null);
   const tokens = parts.length ? `Image tokens: ${parts.join('; ')}.` : 'Image tokens: the projected tower features.';
   return m.relativeBias
-    ? `${tokens} Language model: besides its position rows, a learned bias per head for the offset between two text positions (up to ${m.relativeBias}; started as ALiBi).`
+    ? `${tokens} Language model: besides its position rows, a learned bias per head for the offset between two text ` +
+        `positions (up to ${m.relativeBias}; started as ALiBi).`
     : tokens;
 }
 
@@ -50,7 +56,10 @@ export function modelCard(m: ModelCardInput): string {
     const blocks = s.mix?.blockMask
       ? `${s.mix.blockMask.share * 100}% (blocks of ${s.mix.blockMask.blockLength})`
       : '-';
-    return `| ${s.name} | \`${s.stage}\` | ${scenes} | ${masks} | ${blocks} | ${b.steps} x ${b.batchSize} | ${b.lr}${scale} | ${formatDuration(r.timings[s.name])} |`;
+    return (
+      `| ${s.name} | \`${s.stage}\` | ${scenes} | ${masks} | ${blocks} | ${b.steps} x ${b.batchSize} | ` +
+      `${b.lr}${scale} | ${formatDuration(r.timings[s.name])} |`
+    );
   });
   const measured = r.settings.stages.map(
     (s) => `- **${s.name}**: ${(r.measurements[s.name] ?? '(not measured)').split('\n').join('; ')}`,
@@ -59,14 +68,23 @@ export function modelCard(m: ModelCardInput): string {
     '# rediff base model',
     '',
     'Our stand-in for LLaDA-V: the pretrained masked-diffusion captioner every system of the study starts from.',
-    `The \`${r.settings.modelPreset}\` preset, ${m.parameters.toLocaleString('en-US')} parameters (with the vision tower's per-cell probe head). ${architectureNote(r)}`,
+    `The \`${r.settings.modelPreset}\` preset, ${m.parameters.toLocaleString('en-US')} parameters (with the vision ` +
+      `tower's per-cell probe head). ${architectureNote(r)}`,
     '',
     '## Training',
     '',
-    `Produced by \`rediff pretrain --preset ${r.preset}\` (resumable; rerun it to re-create this model) on ${r.settings.trainScenes.toLocaleString('en-US')} generated training scenes (benchmark split \`train\`, seed 0), on ${r.machine.cpus} CPU cores (Node ${r.machine.node}), ${formatDuration(total)} of training in all.`,
-    `Each stage starts from the previous one's weights. ${[...new Set(r.settings.stages.map((s) => s.stage))].map((st) => OBJECTIVES[st] ?? `\`${st}\``).join('; ')}. Grounding masks hide every mention of one attribute (colour, shape or size words), or every place word, in that share of samples. Block masks show, in that share of samples, what decoding in blocks meets while it writes: the blocks before one written, that block masked, every later position masked and not scored. \`docs/diagnosis.md\` says why the pipeline is built this way.`,
+    `Produced by \`rediff pretrain --preset ${r.preset}\` (resumable; rerun it to re-create this model) on ` +
+      `${r.settings.trainScenes.toLocaleString('en-US')} generated training scenes (benchmark split \`train\`, seed ` +
+      `0), on ${r.machine.cpus} CPU cores (Node ${r.machine.node}), ${formatDuration(total)} of training in all.`,
+    `Each stage starts from the previous one's weights. ` +
+      `${[...new Set(r.settings.stages.map((s) => s.stage))].map((st) => OBJECTIVES[st] ?? `\`${st}\``).join('; ')}. ` +
+      `Grounding masks hide every mention of one attribute (colour, shape or size words), or every place word, in ` +
+      `that share of samples. Block masks show, in that share of samples, what decoding in blocks meets while it ` +
+      `writes: the blocks before one written, that block masked, every later position masked and not scored. ` +
+      `\`docs/diagnosis.md\` says why the pipeline is built this way.`,
     '',
-    '| stage | objective | training scenes | grounding masks | block masks | steps x batch | peak learning rate | wall time |',
+    '| stage | objective | training scenes | grounding masks | block masks | steps x batch | peak learning rate | ' +
+      'wall time |',
     '| --- | --- | --- | ---: | ---: | ---: | --- | ---: |',
     ...stages,
     '',
@@ -76,11 +94,16 @@ export function modelCard(m: ModelCardInput): string {
     '',
     '## Scores',
     '',
-    `\`rediff eval --checkpoint models/base --split ${m.evaluation.split} --scenes ${m.evaluation.scenes} --samplers llada --tokens-per-step 1,2,4,8\` (the default decoding: blocks of 32). Each cell: mean ±95% interval half-width, in % (length in tokens; the reference captions average ${m.evaluation.referenceTokens.toFixed(1)}).`,
+    `\`rediff eval --checkpoint models/base --split ${m.evaluation.split} --scenes ${m.evaluation.scenes} --samplers ` +
+      `llada --tokens-per-step 1,2,4,8\` (the default decoding: blocks of 32). Each cell: mean ±95% interval ` +
+      `half-width, in % (length in tokens; the reference captions average ` +
+      `${m.evaluation.referenceTokens.toFixed(1)}).`,
     '',
     renderMarkdown(evalTable(m.evaluation.rows)),
     '',
-    'factuality: true claims / (claims + unreadable spans), the always-true background left out; object claims: the same over claims about objects; described: objects whose size, colour, shape and place are all stated correctly; parses: captions that parse completely.',
+    'factuality: true claims / (claims + unreadable spans), the always-true background left out; object claims: the ' +
+      'same over claims about objects; described: objects whose size, colour, shape and place are all stated ' +
+      'correctly; parses: captions that parse completely.',
     '',
   ].join('\n');
 }

@@ -56,7 +56,10 @@ export interface ServerOptions {
    * then 408 and the connection is closed. 0 = none. Default 30,000.
    */
   requestTimeoutMs?: number;
-  /** A connection silent this long in either direction is closed, in ms (Fastify's connectionTimeout). 0 = never. Default 120,000. */
+  /**
+   * A connection silent this long in either direction is closed, in ms (Fastify's connectionTimeout). 0 = never.
+   * Default 120,000.
+   */
   idleTimeoutMs?: number;
   /** An idle keep-alive connection is closed after this long, in ms. Default 5,000. */
   keepAliveTimeoutMs?: number;

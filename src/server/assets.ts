@@ -37,7 +37,8 @@ export async function buildWebAssets(opts: { minify?: boolean } = {}): Promise<M
     esbuild = await import('esbuild');
   } catch {
     throw new Error(
-      'esbuild is not installed, so the page cannot be bundled: run "npm install" (it is a dev dependency) and "npm run build"',
+      'esbuild is not installed, so the page cannot be bundled: run "npm install" (it is a dev dependency) and "npm ' +
+        'run build"',
     );
   }
   const shim = (name: string): string => path.join(WEB_SOURCE_DIR, 'shims', name);

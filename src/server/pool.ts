@@ -99,7 +99,8 @@ export function workerEntry(): { script: string | URL; eval: boolean; execArgv: 
   if (ext !== '.ts') return { script: pathToFileURL(file), eval: false, execArgv };
   const api = import.meta.resolve('tsx/esm/api');
   const target = pathToFileURL(file).href;
-  const script = `import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(target)}); });`;
+  const script =
+    `import(${JSON.stringify(api)}).then((tsx) => { tsx.register(); return ` + `import(${JSON.stringify(target)}); });`;
   return { script, eval: true, execArgv };
 }
 

@@ -223,7 +223,10 @@ function stepsField(f: Record<string, unknown>, L: number): number {
   return stepsForTokensPerStep(L, k);
 }
 
-/** The prompt (the model's training prompt unless given), encoded; words outside the vocabulary are a 400 unless allowUnk. */
+/**
+ * The prompt (the model's training prompt unless given), encoded; words outside the vocabulary are a 400 unless
+ * allowUnk.
+ */
 function promptField(
   f: Record<string, unknown>,
   model: ModelView,
@@ -246,7 +249,8 @@ function promptField(
         .join(', ') + (outside.length > 8 ? ', ...' : '');
     throw bad(
       'prompt',
-      `prompt has ${outside.length} word(s) outside model ${model.name}'s vocabulary: ${shown} (rephrase it, or send allow_unk=true to read them as [UNK])`,
+      `prompt has ${outside.length} word(s) outside model ${model.name}'s vocabulary: ${shown} (rephrase it, or send ` +
+        `allow_unk=true to read them as [UNK])`,
     );
   }
   const prompt = model.tokenizer.encode(promptText);

@@ -25,7 +25,8 @@ export async function checkTokenizerFile(file: string, stored: Tokenizer, dir: s
   const given = await readTokenizerFile(file);
   if (!sameTokenizer(given, stored)) {
     throw new UserError(
-      `--tokenizer ${file}: ${dir} was trained with another tokenizer (${stored.size} tokens, ${given.size} in ${file}); ` +
+      `--tokenizer ${file}: ${dir} was trained with another tokenizer (${stored.size} tokens, ${given.size} in ` +
+        `${file}); ` +
         'the checkpoint carries its own, so --tokenizer can be left out',
     );
   }

@@ -150,7 +150,9 @@ export class HuggingFaceTokenizer implements Tokenizer {
       if (found !== undefined) return found;
       if (required) {
         throw new UserError(
-          `${where}: no ${role} token found (tried ${[...(fromConfig ? [fromConfig] : []), ...candidates].join(' ')}); name it with the "${role}" tokenizer option`,
+          `${where}: no ${role} token found (tried ` +
+            `${[...(fromConfig ? [fromConfig] : []), ...candidates].join(' ')}); name it with the "${role}" ` +
+            `tokenizer option`,
         );
       }
       return null;

@@ -248,7 +248,8 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
     let records = recordSets.get(key);
     if (!records) {
       log(
-        `[base] generating ${count} training scenes${scenes ? ` of ${scenes.minObjects}-${scenes.maxObjects} objects` : ''}`,
+        `[base] generating ${count} training ` +
+          `scenes${scenes ? ` of ${scenes.minObjects}-${scenes.maxObjects} objects` : ''}`,
       );
       const split = generateBenchmarkSplit('train', seed, count, config.imageSize, scenes);
       records = split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));

@@ -117,7 +117,8 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
     // The records were read with the initial tokenizer: it must be the one the run trains with.
     if (!sameTokenizer(saved.tokenizer, tokenizer))
       throw new UserError(
-        `${job.outDir}: the run being resumed has another tokenizer (${saved.tokenizer.size} tokens, now ${tokenizer.size}); give the same --tokenizer`,
+        `${job.outDir}: the run being resumed has another tokenizer (${saved.tokenizer.size} tokens, now ` +
+          `${tokenizer.size}); give the same --tokenizer`,
       );
   }
   checkRecordLengths(saved?.config ?? config, job.records);
@@ -175,8 +176,8 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
         const bad = [...params].find(([, p]) => !p.every(Number.isFinite));
         if (bad) {
           throw new UserError(
-            `training stopped: parameter ${bad[0]} became non-finite by step ${step + 1}; ` +
-              `the last good checkpoint (step ${lastSaved}) is kept in ${job.outDir}; try a lower --lr`,
+            `training stopped: parameter ${bad[0]} became non-finite by step ${step + 1}; the last good checkpoint ` +
+              `(step ${lastSaved}) is kept in ${job.outDir}; try a lower --lr`,
           );
         }
         await save(step + 1);

@@ -43,11 +43,13 @@ export function checkRecordLengths(
   }
   if (prompts > 0)
     throw new UserError(
-      `${prompts} training prompt(s) have more tokens than the model's prompt length ${c.promptLength} (the longest ${longestPrompt})`,
+      `${prompts} training prompt(s) have more tokens than the model's prompt length ${c.promptLength} (the longest ` +
+        `${longestPrompt})`,
     );
   if (responses > 0)
     throw new UserError(
-      `${responses} training caption(s) have no room for the EOS in the model's ${c.responseLength} response positions (the longest has ${longestResponse} tokens); shorten them`,
+      `${responses} training caption(s) have no room for the EOS in the model's ${c.responseLength} response ` +
+        `positions (the longest has ${longestResponse} tokens); shorten them`,
     );
 }
 

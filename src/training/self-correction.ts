@@ -84,8 +84,10 @@ export function expertFailure(
   const [cause, times] = [...reasons].sort((a, b) => b[1] - a[1])[0]!;
   const share = `${Math.round((100 * failed) / total)}%`;
   return (
-    `round ${round}: the expert ${expertName} failed on ${failed} of ${total} drafts (${share}; at most ${Math.round(maxShare * 100)}% allowed, --max-expert-failures): ` +
-    `${cause}${times < failed ? ` (${times} of them)` : ''}; nothing was trained, the answers are in ${cacheFile}; fix the cause and rerun`
+    `round ${round}: the expert ${expertName} failed on ${failed} of ${total} drafts (${share}; at most ` +
+    `${Math.round(maxShare * 100)}% allowed, --max-expert-failures): ` +
+    `${cause}${times < failed ? ` (${times} of them)` : ''}; nothing was trained, the answers are in ${cacheFile}; ` +
+    `fix the cause and rerun`
   );
 }
 
@@ -374,7 +376,8 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
     const failedReviews = answers.filter((a) => a?.kind === 'error').length;
     if (failedReviews > 0)
       process.stderr.write(
-        `warning: round ${round}: the expert failed on ${failedReviews} of ${drafts.length} drafts; they are left out (a rerun asks again)\n`,
+        `warning: round ${round}: the expert failed on ${failedReviews} of ${drafts.length} drafts; they are left ` +
+          `out (a rerun asks again)\n`,
       );
     // 3. Pairs -> span corrections over the draft's own tokens.
     const draftRecords: TrainingRecord[] = [];

@@ -92,7 +92,8 @@ export function createProgress(label: string, total: number, opts: ProgressOptio
     const pct = safeTotal > 0 ? Math.floor((100 * value) / safeTotal) : 100;
     const extra = formatPayload(payload);
     stream.write(
-      `${label}: ${pct}% (${value}/${safeTotal})${extra ? ' | ' + extra : ''} | ${formatDuration(Date.now() - start)}\n`,
+      `${label}: ${pct}% (${value}/${safeTotal})${extra ? ' | ' + extra : ''} | ` +
+        `${formatDuration(Date.now() - start)}\n`,
     );
     lastPrinted = value;
   };

@@ -19,10 +19,27 @@ export function registerSecret(value: string | undefined | null): void {
 
 type Rule = [RegExp, string | ((...m: string[]) => string)];
 
+/** Names of headers and fields whose value is a secret (a regular expression alternation). */
+const SECRET_NAMES = [
+  'authorization',
+  'proxy-authorization',
+  'x-api-key',
+  'api[_-]?key',
+  'access[_-]?token',
+  'refresh[_-]?token',
+  'client[_-]?secret',
+  'secret',
+  'password',
+  'passwd',
+].join('|');
+
 const RULES: Rule[] = [
   // Header-style values: "Authorization: Bearer abc", "authorization=abc", "x-api-key": "abc".
   [
-    /\b(authorization|proxy-authorization|x-api-key|api[_-]?key|access[_-]?token|refresh[_-]?token|client[_-]?secret|secret|password|passwd)(["']?\s*[:=]\s*["']?)(?:(bearer|basic|token|digest)\s+)?[^\s"'&,;})\]]+/gi,
+    new RegExp(
+      `\\b(${SECRET_NAMES})(["']?\\s*[:=]\\s*["']?)(?:(bearer|basic|token|digest)\\s+)?[^\\s"'&,;})\\]]+`,
+      'gi',
+    ),
     (_m, name, sep, scheme) => `${name}${sep}${scheme ? `${scheme} ` : ''}${REDACTED}`,
   ],
   // A bearer/basic token anywhere ("... provided: Bearer abc").

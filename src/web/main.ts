@@ -100,7 +100,8 @@ function newScene(seed?: number): void {
   const scene = generateScene(new Rng(s), { seed: s });
   current = { kind: 'scene', scene };
   drawScene(scene);
-  imageLabel.textContent = `benchmark scene ${scene.id} · ${scene.objects.length} object${scene.objects.length === 1 ? '' : 's'}`;
+  imageLabel.textContent =
+    `benchmark scene ${scene.id} · ${scene.objects.length} ` + `object${scene.objects.length === 1 ? '' : 's'}`;
   const list = $('scene-objects');
   list.replaceChildren(
     ...scene.objects.map((o) => {
@@ -147,7 +148,8 @@ async function useUpload(file: File): Promise<void> {
   ctx.fillStyle = '#000';
   ctx.fillRect(0, 0, view.width, view.height);
   ctx.drawImage(bitmap, 0, 0, view.width, view.height);
-  imageLabel.textContent = `${file.name} (${bitmap.width}×${bitmap.height}, stretched to a square as the model sees it)`;
+  imageLabel.textContent =
+    `${file.name} (${bitmap.width}×${bitmap.height}, stretched to a square as the model sees ` + `it)`;
   $('scene-box').hidden = true;
   imageChosen();
 }
@@ -438,7 +440,8 @@ async function runAll(): Promise<void> {
   for (const [name, p] of panels) p.reset(piecesByModel.get(name) ?? idPieces);
   updateScrubber();
   setStatus(
-    `running both models at ${tps} token${tps === 1 ? '' : 's'} per step ${mode === 'server' ? 'on the server' : 'in this browser'}…`,
+    `running both models at ${tps} token${tps === 1 ? '' : 's'} per step ` +
+      `${mode === 'server' ? 'on the server' : 'in this browser'}…`,
   );
   document.body.dataset.run = 'running';
   const runOne = async (m: ModelEntry): Promise<void> => {

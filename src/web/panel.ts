@@ -145,7 +145,9 @@ export class Panel {
 
   done(info: { steps: number; ms: number; where: string }): void {
     this.setState('done');
-    this.metaRight.textContent = `${info.steps} steps · ${info.ms.toFixed(0)} ms · ${info.where} · ${this.refinements} refinement${this.refinements === 1 ? '' : 's'}`;
+    this.metaRight.textContent =
+      `${info.steps} steps · ${info.ms.toFixed(0)} ms · ${info.where} · ${this.refinements} ` +
+      `refinement${this.refinements === 1 ? '' : 's'}`;
   }
 
   fail(message: string): void {
@@ -166,7 +168,9 @@ export class Panel {
     // One count everywhere (the slider's too): the frame's place in the run, out of the steps
     // taken once the run has ended (decoding stops early at EOS), else out of the most it may take.
     if (this.state !== 'error')
-      this.metaLeft.textContent = `step ${i} / ${ended ? this.frames.length : `at most ${this.maxSteps || this.frames.length}`}${finished ? ' (final)' : ''}`;
+      this.metaLeft.textContent =
+        `step ${i} / ` +
+        `${ended ? this.frames.length : `at most ${this.maxSteps || this.frames.length}`}${finished ? ' (final)' : ''}`;
   }
 
   get shownStep(): number {
@@ -240,7 +244,8 @@ export class Panel {
       row(
         'CAPTURE',
         score.capture.toFixed(3),
-        `F1 objects ${score.f1Object.toFixed(2)}, attributes ${score.f1Attribute.toFixed(2)}, relations ${score.f1Relation.toFixed(2)}`,
+        `F1 objects ${score.f1Object.toFixed(2)}, attributes ${score.f1Attribute.toFixed(2)}, relations ` +
+          `${score.f1Relation.toFixed(2)}`,
       );
       for (const e of score.errors.slice(0, 8))
         this.errorsBox.append(el('li', undefined, `“${e.text}”: ${e.message || e.reason}`));

@@ -32,8 +32,8 @@ async function tokenReport(dir: string, tokenizer: Tokenizer, file: string): Pro
   const mean = lengths.reduce((a, b) => a + b, 0) / Math.max(1, lengths.length);
   return (
     `in ${file}'s tokens: captions ${Math.min(...lengths)}-${Math.max(...lengths)} (mean ${mean.toFixed(1)}), ` +
-    `${lengths.filter((n) => n > room).length} longer than the ${room} a model writes before its EOS; ` +
-    `${unpaired} of ${pairs.length} hallucination pairs change the token count (training drops them)`
+    `${lengths.filter((n) => n > room).length} longer than the ${room} a model writes before its EOS; ${unpaired} ` +
+    `of ${pairs.length} hallucination pairs change the token count (training drops them)`
   );
 }
 
@@ -76,7 +76,8 @@ export function registerData(program: Command): void {
         .map(([k, v]) => `${k} ${v}`)
         .join(', ');
       console.log(
-        `${res.dir}: ${res.scenes} scenes, ${res.captions} captions, ${res.hallucinations} hallucination pairs (${types}) in ${(res.ms / 1000).toFixed(1)} s`,
+        `${res.dir}: ${res.scenes} scenes, ${res.captions} captions, ${res.hallucinations} hallucination pairs ` +
+          `(${types}) in ${(res.ms / 1000).toFixed(1)} s`,
       );
       if (tokenizer) console.log(await tokenReport(res.dir, tokenizer, f.tokenizer!));
     });

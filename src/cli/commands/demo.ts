@@ -42,7 +42,8 @@ export function registerDemo(program: Command): void {
       const tokenizer = benchmarkTokenizer();
       const config = presetConfig('tiny', tokenizer.size);
       console.log(
-        `rediff demo: tiny preset, ${countParams(config).toLocaleString('en-US')} parameters; training ${f.steps} steps on ${f.scenes} generated scenes`,
+        `rediff demo: tiny preset, ${countParams(config).toLocaleString('en-US')} parameters; training ${f.steps} ` +
+          `steps on ${f.scenes} generated scenes`,
       );
       const train = generateBenchmarkSplit('train', 0, f.scenes, config.imageSize);
       const records = train.records.map((r, i) => benchmarkTrainingRecord(r, train.rgb[i]!, tokenizer));
@@ -68,7 +69,8 @@ export function registerDemo(program: Command): void {
         },
       });
       console.log(
-        `trained in ${res.seconds.toFixed(0)} s: loss ${res.firstLoss.toFixed(2)} -> ${res.lastLoss.toFixed(2)} (checkpoint: ${out})\n`,
+        `trained in ${res.seconds.toFixed(0)} s: loss ${res.firstLoss.toFixed(2)} -> ${res.lastLoss.toFixed(2)} ` +
+          `(checkpoint: ${out})\n`,
       );
       const model = new DiffusionVLM(res.config, tokenizer, res.params, { prompt: BENCHMARK_PROMPT });
       const test = generateBenchmarkSplit('test', 0, 3, config.imageSize);
@@ -85,7 +87,8 @@ export function registerDemo(program: Command): void {
         caps.forEach((c, i) => {
           const s = scoreCaption(test.records[i]!.scene, c.text);
           console.log(
-            `scene ${i + 1} (${test.records[i]!.scene.objects.length} objects) factuality ${(100 * s.factuality).toFixed(0)}%, coverage ${(100 * s.coverage).toFixed(0)}%:\n  ${c.text}`,
+            `scene ${i + 1} (${test.records[i]!.scene.objects.length} objects) factuality ` +
+              `${(100 * s.factuality).toFixed(0)}%, coverage ${(100 * s.coverage).toFixed(0)}%:\n  ${c.text}`,
           );
           console.log(`  truth: ${test.records[i]!.captions[0]}`);
         });
@@ -111,10 +114,12 @@ async function sideBySide(seed: number, n: number): Promise<void> {
       const sb = scoreCaption(r.scene, b[i]!.text);
       console.log(`scene ${i + 1}: ${r.scene.objects.length} object(s); reference: ${r.captions[0]}`);
       console.log(
-        `  baseline (mask-pred, LLaDA sampler)  CAPTURE ${pct(sa.capture)}, factuality ${pct(sa.factuality)}, coverage ${pct(sa.coverage)}:\n    ${a[i]!.text}`,
+        `  baseline (mask-pred, LLaDA sampler)  CAPTURE ${pct(sa.capture)}, factuality ${pct(sa.factuality)}, ` +
+          `coverage ${pct(sa.coverage)}:\n    ${a[i]!.text}`,
       );
       console.log(
-        `  ReDiff (refining sampler)            CAPTURE ${pct(sb.capture)}, factuality ${pct(sb.factuality)}, coverage ${pct(sb.coverage)}:\n    ${b[i]!.text}\n`,
+        `  ReDiff (refining sampler)            CAPTURE ${pct(sb.capture)}, factuality ${pct(sb.factuality)}, ` +
+          `coverage ${pct(sb.coverage)}:\n    ${b[i]!.text}\n`,
       );
     });
   } finally {

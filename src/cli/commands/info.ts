@@ -32,14 +32,17 @@ export function registerInfo(program: Command): void {
       console.log(`stage        ${summary.stage ?? '-'} at step ${summary.step ?? '-'}`);
       console.log(`parameters   ${summary.parameters.toLocaleString('en-US')}`);
       console.log(
-        `vision       ${c.imageSize}x${c.imageSize} image, ${c.patchSize}px patches, width ${c.vision.width}, ${c.vision.layers} layers, ${c.vision.heads} heads, FF ${c.vision.ff}`,
+        `vision       ${c.imageSize}x${c.imageSize} image, ${c.patchSize}px patches, width ${c.vision.width}, ` +
+          `${c.vision.layers} layers, ${c.vision.heads} heads, FF ${c.vision.ff}`,
       );
       console.log(
-        `language     width ${c.lm.width}, ${c.lm.layers} layers, ${c.lm.heads} heads, FF ${c.lm.ff}, vocabulary ${c.vocabSize}`,
+        `language     width ${c.lm.width}, ${c.lm.layers} layers, ${c.lm.heads} heads, FF ${c.lm.ff}, vocabulary ` +
+          `${c.vocabSize}`,
       );
       console.log(`sequence     prompt ${c.promptLength} + response ${c.responseLength} tokens`);
       console.log(
-        `files        weights ${(summary.weightsBytes / 1e6).toFixed(2)} MB, optimizer ${(summary.optimizerBytes / 1e6).toFixed(2)} MB`,
+        `files        weights ${(summary.weightsBytes / 1e6).toFixed(2)} MB, optimizer ` +
+          `${(summary.optimizerBytes / 1e6).toFixed(2)} MB`,
       );
     });
 }

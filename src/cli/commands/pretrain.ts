@@ -8,7 +8,8 @@ export function registerPretrain(program: Command): void {
   program
     .command('pretrain')
     .description(
-      'train the base model from nothing: the vision tower, a grounding curriculum on one-object scenes, mask-prediction fine-tuning of everything, then a stage on the masks of block decoding (resumable)',
+      'train the base model from nothing: the vision tower, a grounding curriculum on one-object scenes, ' +
+        'mask-prediction fine-tuning of everything, then a stage on the masks of block decoding (resumable)',
     )
     .addOption(
       new Option('--preset <name>', 'quick: seconds, tiny model; full: the shipped base, small model')

@@ -33,7 +33,8 @@ export function registerRepair(program: Command): void {
   program
     .command('repair')
     .description(
-      "measure how much of a drafter's own mistakes (as the grounded expert corrects them) each model fixes in one refining pass, on held-out scenes",
+      "measure how much of a drafter's own mistakes (as the grounded expert corrects them) each model fixes in one " +
+        'refining pass, on held-out scenes',
     )
     .requiredOption('--drafter <dir>', 'checkpoint that writes the drafts (e.g. ReDiff-Base)')
     .option('--checkpoints <list>', 'comma-separated checkpoints to measure (default: the drafter itself)')

@@ -40,13 +40,15 @@ export function registerReproduce(program: Command): void {
     .addOption(
       new Option(
         '--base <dir>',
-        'the base checkpoint every system starts from (default: the shipped models/base; with --preset quick, a tiny base trained first)',
+        'the base checkpoint every system starts from (default: the shipped models/base; with --preset quick, a tiny ' +
+          'base trained first)',
       ).conflicts('fromScratch'),
     )
     .option('--from-scratch', "train the base first with the preset's base pipeline (rediff pretrain), into OUT/base")
     .option(
       '--threshold <x>',
-      "confidence threshold of the threshold samplers (default: the preset's: 0.55 full, 0.9 quick); on a finished study only the new settings are evaluated",
+      "confidence threshold of the threshold samplers (default: the preset's: 0.55 full, 0.9 quick); on a finished " +
+        'study only the new settings are evaluated',
       floatOption('--threshold', 0, 1, { exclusiveMin: true }),
     )
     .option('--out <dir>', 'study directory (checkpoints, drafts, expert answers, results)', 'runs/study')

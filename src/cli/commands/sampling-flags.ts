@@ -65,7 +65,8 @@ export function addSamplingFlags(cmd: Command, { rates = true } = {}): Command {
     .addOption(
       new Option(
         '--cache <mode>',
-        'K/V cache within a block (Fast-dLLM, approximate): none, prefix (reuse image, prompt and finished blocks) or dual (also the later blocks)',
+        'K/V cache within a block (Fast-dLLM, approximate): none, prefix (reuse image, prompt and finished blocks) ' +
+          'or dual (also the later blocks)',
       )
         .default('none')
         .argParser(choiceOption('--cache', CACHE_MODES)),

@@ -76,7 +76,8 @@ export function modelsToServe(f: { baseline?: string; rediff?: string }): {
   }
   if (models.length === 0) {
     throw new UserError(
-      `no models to serve: no shipped model at ${missing.join(' or ')}; train one with "rediff train" or pass --baseline/--rediff <checkpoint>`,
+      `no models to serve: no shipped model at ${missing.join(' or ')}; train one with "rediff train" or pass ` +
+        `--baseline/--rediff <checkpoint>`,
     );
   }
   return { models, missing };

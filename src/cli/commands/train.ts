@@ -93,16 +93,20 @@ export function mixFromFlags(
 
 /**
  * What the printed loss is, for the objectives whose numbers surprise (src/training/loss.ts):
- * revision sums, per sample, 1/p times the mean cross-entropy of each token type present, so
- * it is neither per token nor comparable with mask prediction's.
+ * revision sums, per sample, 1/p times the mean cross-entropy of each token type present (p = 1
+ * for a span correction, which is fed unmasked), so it is neither per token nor comparable with
+ * mask prediction's.
  */
 export const REVISION_LOSS_NOTE =
-  "note: the revision loss is, per sample, 1/p (p = the sample's mask ratio, 0.001 to 1) times the sum of the mean cross-entropies " +
-  'of its masked, noised and clean tokens (or of a corrected span), averaged over the batch; 1/p averages about 7 and reaches 1000, ' +
-  'so values from tens to over a hundred are normal and noisy, where mask prediction (about the cross-entropy per masked token) ' +
-  'reads ~2.5: follow its trend, not its size';
+  "note: the revision loss is, per sample, 1/p (p = the sample's mask ratio, 0.001 to 1) times the sum of the mean " +
+  "cross-entropies of its masked, noised and clean tokens (a hallucination pair's sample is not masked, p = 1: the " +
+  'mean cross-entropy of its corrected span), averaged over the batch; 1/p averages about 7 and reaches 1000, so ' +
+  'values from tens to over a hundred are normal and noisy, where mask prediction (about the cross-entropy per ' +
+  'masked token) reads ~2.5: follow its trend, not its size';
 
-/** The data the flags name: the user's own (--llava, --vicrit), a benchmark split on disk (--data), or generated scenes. */
+/**
+ * The data the flags name: the user's own (--llava, --vicrit), a benchmark split on disk (--data), or generated scenes.
+ */
 async function loadData(
   f: TrainFlags,
   tokenizer: Tokenizer,
@@ -144,7 +148,8 @@ export function registerTrain(program: Command): void {
   program
     .command('train')
     .description(
-      "train a model: the base model's stages (vision, language, align, mask-prediction), ReDiff Stage I (revision) or Stage II (self-correct)",
+      "train a model: the base model's stages (vision, language, align, mask-prediction), ReDiff Stage I (revision) " +
+        'or Stage II (self-correct)',
     )
     .requiredOption('--out <dir>', 'checkpoint directory to write')
     .addOption(
@@ -157,7 +162,8 @@ export function registerTrain(program: Command): void {
     )
     .option(
       '--tokenizer <file>',
-      "a Hugging Face tokenizer.json for a model trained from scratch (default: the benchmark's words); with --init, checked against its checkpoint's",
+      "a Hugging Face tokenizer.json for a model trained from scratch (default: the benchmark's words); with --init, " +
+        "checked against its checkpoint's",
     )
     .option('--data <dir>', 'a benchmark split written by "rediff data make"')
     .option('--llava <file>', 'your own captions: LLaVA-style conversations JSONL')
@@ -227,7 +233,8 @@ export function registerTrain(program: Command): void {
     )
     .option(
       '--span-only',
-      "self-correct: score only a draft's corrected spans (the paper's Eq. 5), not also its other tokens as ones to keep",
+      "self-correct: score only a draft's corrected spans (the paper's Eq. 5), not also its other tokens as ones to " +
+        'keep',
       false,
     )
     .addOption(
@@ -297,7 +304,8 @@ export function registerTrain(program: Command): void {
         ...(f.visionLrScale !== 1 ? { visionLrScale: f.visionLrScale } : {}),
       };
       process.stderr.write(
-        `training ${f.stage}: ${countParams(initial.config).toLocaleString('en-US')} parameters, ${records.length} images, ${f.steps} steps of ${f.batchSize}\n`,
+        `training ${f.stage}: ${countParams(initial.config).toLocaleString('en-US')} parameters, ${records.length} ` +
+          `images, ${f.steps} steps of ${f.batchSize}\n`,
       );
       if (f.stage === 'revision') process.stderr.write(`${REVISION_LOSS_NOTE}\n`);
       // runTraining trains by the stage's plan, the tower at settings.visionLrScale.
@@ -311,7 +319,8 @@ export function registerTrain(program: Command): void {
         meta: { prompt: BENCHMARK_PROMPT, init: f.init ? recordedPath(f.init) : null },
       });
       console.log(
-        `done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s; checkpoint in ${f.out}`,
+        `done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s; ` +
+          `checkpoint in ${f.out}`,
       );
       if (f.measureScenes === 0) return;
       // The measurement reads benchmark scenes in the benchmark's word ids.
@@ -349,7 +358,8 @@ async function selfCorrectionData(
     );
   if (f.llava && f.expert === 'grounded')
     throw new UserError(
-      'the grounded expert checks drafts against benchmark scene graphs; with --llava use --expert llm --expert-url URL',
+      'the grounded expert checks drafts against benchmark scene graphs; with --llava use --expert llm --expert-url ' +
+        'URL',
     );
   const data = await loadData(f, tokenizer, imageSize);
   if ('user' in data)
@@ -370,7 +380,8 @@ async function selfCorrect(f: TrainFlags): Promise<void> {
     : "the corrected spans' mean cross-entropy plus the mean over the draft's other tokens (kept)";
   if (f.stage1Share > 0)
     process.stderr.write(
-      `note: the Stage II loss averages ${draftLoss} with a share (--stage1-share) of Stage I samples, whose loss is the revision loss below\n${REVISION_LOSS_NOTE}\n`,
+      `note: the Stage II loss averages ${draftLoss} with a share (--stage1-share) of Stage I samples, whose loss is ` +
+        `the revision loss below\n${REVISION_LOSS_NOTE}\n`,
     );
   const reports = await runSelfCorrection({
     outDir: f.out,
@@ -406,7 +417,8 @@ async function selfCorrect(f: TrainFlags): Promise<void> {
   for (const r of reports) {
     const v = r.reviews;
     console.log(
-      `round ${r.round}: ${r.drafts} drafts, ${v.right} judged right, ${v.pairsKept} pairs kept of ${v.pairsProposed} (${r.trainingPairs} drafts used), draft errors ${JSON.stringify(r.draftErrors)}`,
+      `round ${r.round}: ${r.drafts} drafts, ${v.right} judged right, ${v.pairsKept} pairs kept of ` +
+        `${v.pairsProposed} (${r.trainingPairs} drafts used), draft errors ${JSON.stringify(r.draftErrors)}`,
     );
   }
   console.log(`final model in ${f.out}`);

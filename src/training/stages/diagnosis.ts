@@ -118,7 +118,9 @@ export async function probeAccuracy(
   };
 }
 
-/** Mean captioning loss (mask prediction, fixed masks) of a model over records, by a graph that computes no gradient. */
+/**
+ * Mean captioning loss (mask prediction, fixed masks) of a model over records, by a graph that computes no gradient.
+ */
 export class CaptionLossMeter {
   private readonly sessions = new SessionCache();
   private readonly read: (name: string) => boolean;
@@ -252,7 +254,9 @@ export function hiddenWordsRow(
 interface ReadBack {
   /** The reference, padded with EOS to the response length. */
   target: number[];
-  /** The reference with every hidden word replaced by the model's argmax, with the right image and with another scene's. */
+  /**
+   * The reference with every hidden word replaced by the model's argmax, with the right image and with another scene's.
+   */
   rightImage: number[];
   shuffledImage: number[];
 }
@@ -357,7 +361,10 @@ export async function attributeBinding(
 }
 
 export interface PlaceClaims {
-  /** Share of the reference's place claims that still hold once the model has named the places, with the right image and another scene's. */
+  /**
+   * Share of the reference's place claims that still hold once the model has named the places, with the right image and
+   * another scene's.
+   */
   rightImage: number;
   shuffledImage: number;
   /** Place claims in the references. */

@@ -14,7 +14,9 @@ import type { TrainStage } from './plans.js';
 
 const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 
-/** Validation scenes; `scenes` narrows them to a stage's own object counts (the grounding stage's one-object scenes). */
+/**
+ * Validation scenes; `scenes` narrows them to a stage's own object counts (the grounding stage's one-object scenes).
+ */
 export function validationRecords(c: ModelConfig, n: number, seed = 0, scenes: RecordOptions = {}): TrainingRecord[] {
   const split = generateBenchmarkSplit('val', seed, n, c.imageSize, scenes);
   const tokenizer = benchmarkTokenizer();
@@ -34,7 +36,8 @@ export async function measureStage(
   if (c.cellProbe) {
     const a = await probeAccuracy(c, params, records);
     lines.push(
-      `vision probe on ${a.n} ${where}: cells ${pct(a.cells)}, objects ${pct(a.objects)}, whole images ${pct(a.images)}`,
+      `vision probe on ${a.n} ${where}: cells ${pct(a.cells)}, objects ${pct(a.objects)}, whole images ` +
+        `${pct(a.images)}`,
     );
   }
   if (stage === 'language') {
@@ -42,15 +45,18 @@ export async function measureStage(
   } else if (stage !== 'vision') {
     const r = await imageReliance(c, params, records);
     lines.push(
-      `caption loss on ${r.n} ${where}: right image ${r.rightImage.toFixed(3)}, shuffled image ${r.shuffledImage.toFixed(3)} (the image is worth ${(r.shuffledImage - r.rightImage).toFixed(3)})`,
+      `caption loss on ${r.n} ${where}: right image ${r.rightImage.toFixed(3)}, shuffled image ` +
+        `${r.shuffledImage.toFixed(3)} (the image is worth ${(r.shuffledImage - r.rightImage).toFixed(3)})`,
     );
     const bound = await attributeBinding(c, params, records);
     lines.push(
-      `binding (masked ${bound.map((b) => b.kind).join(' / ')} words named right, right image vs shuffled): ${bound.map((b) => `${pct(b.rightImage)} vs ${pct(b.shuffledImage)}`).join(' / ')}`,
+      `binding (masked ${bound.map((b) => b.kind).join(' / ')} words named right, right image vs shuffled): ` +
+        `${bound.map((b) => `${pct(b.rightImage)} vs ${pct(b.shuffledImage)}`).join(' / ')}`,
     );
     const places = await placeClaims(c, params, records);
     lines.push(
-      `place claims that hold once every place word is hidden and named by the model: ${pct(places.rightImage)} vs ${pct(places.shuffledImage)} with a shuffled image (${places.claims} claims)`,
+      `place claims that hold once every place word is hidden and named by the model: ${pct(places.rightImage)} vs ` +
+        `${pct(places.shuffledImage)} with a shuffled image (${places.claims} claims)`,
     );
   }
   return lines.join('\n');
