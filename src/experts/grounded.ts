@@ -1,46 +1,12 @@
 /**
- * The grounded expert (SPEC 4 step 2, issue 5): reviews a draft caption against the scene graph
- * it describes and answers `right`, or minimal same-length corrections `{org, target}`.
- *
- * The metrics (../benchmark/metrics.ts) are the judge: a draft is `right` when every claim it
- * makes is true and it has no syntactic chaos (no immediately repeated token, no unreadable
- * span, every sentence complete). A correct claim is never touched, however it is worded:
- * edits are searched only inside the tokens the metrics blame for a false claim, and around
- * repeats and unreadable spans.
- *
- * Search (greedy, one issue at a time, every candidate re-scored on the whole caption):
- *  - a false claim: the metrics' own replacement when it has the same length; then one-word
- *    substitutions inside the blamed tokens (a colour by a colour or size, a shape by a shape,
- *    a number by a number, left/right/above/below, ...; "a"/"an" follow the next word); then
- *    every same-length place or relation phrase; then two-word substitutions; then, when the
- *    true phrase has a different length, the phrase plus one same-sentence paraphrase that
- *    makes up the difference ("there is" / "you can see", "is" / "can be seen", "left of" /
- *    "to the left of", "the star" / "the blue star", ...). A candidate is taken when it has
- *    fewer false claims and no more unreadable tokens, broken sentences, repeats, nor fewer
- *    claims. Among those: the least bad, then the most true claims, then the most scene facts
- *    covered, then the fewest changed tokens.
- *  - chaos (a repeat "the the", an unreadable span): one token at or next to it replaced by any
- *    vocabulary word ("a a small" -> "a red small"... whichever reads and is true); failing
- *    that, for a token too many ("at the the top"), the token dropped and the sentence or a
- *    neighbour made up to length by one inserted word or a paraphrase one token longer ("at
- *    the the top" -> "in the top center"). Taken when the caption gets more readable without
- *    a new false claim or fewer claims. A chaos fix is kept only if its sentence parses
- *    completely in the end; otherwise the chaos is left alone (nothing is invented).
- *  - when no word-level fix is accepted (drafts at 4 or 8 tokens per step, "in in bottom bottom
- *    and and"; an object described twice): the sentence, alone or with the next one, rewritten
- *    to one or two sentences the captioner writes about this scene with the same token count,
- *    those keeping most tokens in place first. Taken when it removes the problem and loses no
- *    true claim or covered fact.
- *  - the parser is lenient (it reads "there we can see", "an red"), so every edited word pair
- *    must also be one the captioner writes (class bigrams, e.g. "COLOR SHAPE", "there is"),
- *    with "a"/"an" agreeing.
- * Pairs: the changed tokens, grouped into runs, widened to `minSegmentTokens` (default 2, the
- * contract's "short multi-word segments") and then with identical neighbours on both sides
- * until `org` occurs exactly once in the draft; overlapping segments merge. Each pair must help
- * (the caption is worse without it), and filterPairs (./pairs.ts) must keep every pair.
- *
- * A draft that has problems but no fix that helps is answered with an empty pair list (not
- * `right`): it is not right, there is just nothing to train on.
+ * The grounded expert: reviews a draft caption against the scene graph it describes and
+ * answers `right`, or minimal same-length corrections `{org, target}` (the paper's Stage II
+ * review). The metrics (../benchmark/metrics.ts) are the judge, and a correct claim is never
+ * touched: edits are searched only inside the tokens the metrics blame for a false claim, and
+ * around repeats and unreadable spans. The search, greedy and one issue at a time, tries word
+ * substitutions, then same-sentence paraphrases, then whole captioner sentences; each step and
+ * its acceptance rule: docs/design.md#the-grounded-experts-search. A draft with problems but no
+ * fix that helps is answered with an empty pair list (not `right`): there is nothing to train on.
  */
 import { benchmarkTokenizer, writeCaption } from '../benchmark/captioner.js';
 import {
@@ -391,14 +357,14 @@ const classAlts =
 const range = (a: number, b: number): number[] => Array.from({ length: Math.max(0, b - a) }, (_, k) => a + k);
 
 /** The span covering all of an error's blamed tokens. */
-function blameWindow(e: ClaimError): Span {
-  const spans = e.blame.length > 0 ? e.blame : [e.span];
-  return [Math.min(...spans.map((s) => s[0])), Math.max(...spans.map((s) => s[1]))];
+function blameWindow(error: ClaimError): Span {
+  const spans = error.blame.length > 0 ? error.blame : [error.span];
+  return [Math.min(...spans.map((span) => span[0])), Math.max(...spans.map((span) => span[1]))];
 }
 
 function sentenceOf(parse: ParseResult, at: number): Span {
-  const s = parse.sentences.find((x) => x.span[0] <= at && at < x.span[1]);
-  return s ? s.span : [0, parse.tokens.length];
+  const sentence = parse.sentences.find((x) => x.span[0] <= at && at < x.span[1]);
+  return sentence ? sentence.span : [0, parse.tokens.length];
 }
 
 /** Same-sentence paraphrase families: any member may replace any other (the judge has the last word). */
@@ -468,14 +434,14 @@ function* widenedPhrases(
   claim: Claim,
 ): Generator<string[]> {
   if (claim.kind !== 'place' && claim.kind !== 'relation') return;
-  const [s, e] = claim.span;
-  const len = e - s;
+  const [claimStart, claimEnd] = claim.span;
+  const claimLength = claimEnd - claimStart;
   const table = claim.kind === 'place' ? PLACE_TABLE : RELATION_TABLE;
-  const alts = table.map((p) => [...p.tokens]).filter((p) => p.length !== len);
-  const [ss, se] = sentenceOf(parse, s);
+  const alts = table.map((p) => [...p.tokens]).filter((p) => p.length !== claimLength);
+  const [sentenceStart, sentenceEnd] = sentenceOf(parse, claimStart);
   const slots: Slot[] = [];
   const taken = (a: number, b: number): boolean =>
-    (a < e && s < b) || slots.some((x) => a < x.start + x.length && x.start < b);
+    (a < claimEnd && claimStart < b) || slots.some((x) => a < x.start + x.length && x.start < b);
   if (claim.kind === 'relation') {
     for (const d of [claim.subject, claim.object]) {
       const v = refVariants(scene, tokens, d);
@@ -483,21 +449,21 @@ function* widenedPhrases(
         slots.push({ start: d.span[0], length: d.span[1] - d.span[0], alts: v });
     }
   }
-  for (let i = ss; i < se; i++) {
+  for (let i = sentenceStart; i < sentenceEnd; i++) {
     for (const p of FAMILY_PHRASES) {
-      if (i + p.length > se || taken(i, i + p.length) || !p.every((w, k) => tokens[i + k] === w)) continue;
+      if (i + p.length > sentenceEnd || taken(i, i + p.length) || !p.every((w, k) => tokens[i + k] === w)) continue;
       slots.push({ start: i, length: p.length, alts: FAMILY_INDEX.get(p.join(' '))! });
       break;
     }
   }
   for (const alt of alts) {
-    const d = alt.length - len;
+    const lengthChange = alt.length - claimLength;
     for (const slot of slots) {
-      for (const salt of slot.alts) {
-        if (salt.length - slot.length !== -d) continue;
+      for (const slotAlt of slot.alts) {
+        if (slotAlt.length - slot.length !== -lengthChange) continue;
         const parts: { start: number; length: number; rep: string[] }[] = [
-          { start: s, length: len, rep: alt },
-          { start: slot.start, length: slot.length, rep: salt },
+          { start: claimStart, length: claimLength, rep: alt },
+          { start: slot.start, length: slot.length, rep: slotAlt },
         ].sort((a, b) => a.start - b.start);
         const out: string[] = [];
         let at = 0;
@@ -506,7 +472,7 @@ function* widenedPhrases(
           at = p.start + p.length;
         }
         out.push(...tokens.slice(at));
-        agreeArticles(tokens, out, Math.min(s, slot.start), Math.max(e, slot.start + slot.length));
+        agreeArticles(tokens, out, Math.min(claimStart, slot.start), Math.max(claimEnd, slot.start + slot.length));
         yield out;
       }
     }
@@ -514,28 +480,29 @@ function* widenedPhrases(
 }
 
 /** Candidate stages for one false claim, smallest edits first. */
-function factStages(scene: Scene, q: Quality, e: ClaimError): (() => Iterable<string[]>)[] {
+function factStages(scene: Scene, q: Quality, error: ClaimError): (() => Iterable<string[]>)[] {
   const t = q.tokens;
-  const claim = q.parse.claims[e.claim]!;
-  const [a, b] = blameWindow(e);
+  const claim = q.parse.claims[error.claim]!;
+  const [a, b] = blameWindow(error);
   const win = range(a, b);
   const stages: (() => Iterable<string[]>)[] = [];
   stages.push(function* () {
-    if (e.correct !== undefined && e.blame.length === 1) {
-      const rep = splitWords(e.correct);
+    if (error.correct !== undefined && error.blame.length === 1) {
+      const rep = splitWords(error.correct);
       if (rep.length === b - a) yield replaced(t, a, rep);
     }
   });
   stages.push(() => substitutions(t, win, 1, classAlts(t)));
-  if (e.reason === 'place' || e.reason === 'relation') {
+  if (error.reason === 'place' || error.reason === 'relation') {
     stages.push(function* () {
-      const [s, f] = claim.span;
+      const [start, end] = claim.span;
       const table = claim.kind === 'place' ? PLACE_TABLE : RELATION_TABLE;
-      for (const p of table) if (p.tokens.length === f - s) yield replaced(t, s, p.tokens);
+      for (const p of table) if (p.tokens.length === end - start) yield replaced(t, start, p.tokens);
     });
   }
   if (win.length <= 6) stages.push(() => substitutions(t, win, 2, classAlts(t)));
-  if (e.reason === 'place' || e.reason === 'relation') stages.push(() => widenedPhrases(scene, t, q.parse, claim));
+  if (error.reason === 'place' || error.reason === 'relation')
+    stages.push(() => widenedPhrases(scene, t, q.parse, claim));
   // Wider: the claim's own tokens (and a relation's references), when the blame was too narrow.
   const wide = new Set<number>(range(claim.span[0], claim.span[1]));
   if (claim.kind === 'relation')
@@ -552,10 +519,10 @@ function factStages(scene: Scene, q: Quality, e: ClaimError): (() => Iterable<st
 /** Positions a chaos issue may change: the repeat, or an unreadable span and its neighbours. */
 function chaosPositions(q: Quality, issue: Span): number[] {
   const [a, b] = issue;
-  const [ss, se] = sentenceOf(q.parse, a);
+  const [sentenceStart, sentenceEnd] = sentenceOf(q.parse, a);
   // The issue's own tokens first (a repeat: the second copy), so that ties keep the first word.
   const own = range(a, b).slice(0, 6);
-  const around = [a - 1, b].filter((i) => i >= ss && i < se && !own.includes(i));
+  const around = [a - 1, b].filter((i) => i >= sentenceStart && i < sentenceEnd && !own.includes(i));
   return [...own, ...around];
 }
 
@@ -662,8 +629,10 @@ function issuesOf(q: Quality): Issue[] {
 
 function issueKey(q: Quality, issue: Issue): string {
   const [a, b] = issue.kind === 'fact' ? blameWindow(issue.error) : issue.span;
-  const [ss, se] = sentenceOf(q.parse, a);
-  return `${issue.kind}:${issue.kind === 'fact' ? issue.error.reason : ''}:${a}:${b}:${q.tokens.slice(ss, Math.max(se, b)).join(' ')}`;
+  const [sentenceStart, sentenceEnd] = sentenceOf(q.parse, a);
+  const reason = issue.kind === 'fact' ? issue.error.reason : '';
+  const text = q.tokens.slice(sentenceStart, Math.max(sentenceEnd, b)).join(' ');
+  return `${issue.kind}:${reason}:${a}:${b}:${text}`;
 }
 
 /**
@@ -672,13 +641,14 @@ function issueKey(q: Quality, issue: Issue): string {
  * ("at the top" -> "in the top center", "there is" -> "you can see"). Nearest places first.
  */
 function* deleteAndPad(tokens: readonly string[], issue: Span, region: Span): Generator<string[]> {
-  const [ss, se] = region;
+  const [regionStart, regionEnd] = region;
   for (const p of range(issue[0], issue[1]).slice(0, 2)) {
     const del = [...tokens.slice(0, p), ...tokens.slice(p + 1)];
-    const last = se - 1; // in `del`, the region is [ss, se - 1)
-    const at = range(ss, last + 1).sort((x, y) => Math.abs(x - p) - Math.abs(y - p) || x - y);
+    // In `del`, the region is [regionStart, regionEnd - 1).
+    const last = regionEnd - 1;
+    const at = range(regionStart, last + 1).sort((x, y) => Math.abs(x - p) - Math.abs(y - p) || x - y);
     for (const j of at) for (const w of CHAOS_WORDS) yield [...del.slice(0, j), w, ...del.slice(j)];
-    for (let i = ss; i < last; i++) {
+    for (let i = regionStart; i < last; i++) {
       for (const ph of FAMILY_PHRASES) {
         if (i + ph.length > last || !ph.every((w, k) => del[i + k] === w)) continue;
         for (const alt of FAMILY_INDEX.get(ph.join(' '))!) {
@@ -739,7 +709,7 @@ function sentencePool(scene: Scene): SentencePool {
 const POOL_CAPTIONS = 64;
 
 /**
- * The chaotic sentence [ss, se) (alone, or with the next sentence) rewritten to one or two pool
+ * The chaotic sentence (alone, or with the next sentence) rewritten to one or two pool
  * sentences of the same total length, those keeping most of its tokens in place first.
  */
 function* sentenceRewrites(
@@ -756,14 +726,14 @@ function* sentenceRewrites(
   const first = k === 0 ? pool.opening : pool.body;
   const kept = (rep: readonly string[], start: number): number =>
     rep.reduce((n, w, j) => n + (tokens[start + j] === w ? 1 : 0), 0);
-  for (const [ss, se] of spans) {
-    const n = se - ss;
+  for (const [start, end] of spans) {
+    const n = end - start;
     const reps: string[][] = [...(first.get(n) ?? [])];
     for (const [len, heads] of first)
       for (const head of heads)
         for (const tail of pool.body.get(n - len) ?? []) if (head !== tail) reps.push([...head, ...tail]);
-    reps.sort((x, y) => kept(y, ss) - kept(x, ss));
-    for (const rep of reps.slice(0, MAX_REWRITES)) yield [...tokens.slice(0, ss), ...rep, ...tokens.slice(se)];
+    reps.sort((x, y) => kept(y, start) - kept(x, start));
+    for (const rep of reps.slice(0, MAX_REWRITES)) yield [...tokens.slice(0, start), ...rep, ...tokens.slice(end)];
   }
 }
 const MAX_REWRITES = 150;
