@@ -1,6 +1,6 @@
 /**
  * The base model: its stages train what they say and nothing else, and the checks of
- * docs/diagnosis.md fail when the image stops mattering.
+ * `rediff diagnose` fail when the image stops mattering.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';

@@ -99,7 +99,7 @@ test('training feeds never touch image or prompt tokens', () => {
   assert.deepEqual(feeds.patches!.data, Float32Array.from([...sample[0]!.patches, ...sample[1]!.patches]));
 });
 
-test('revision loss equals a direct computation of SPEC 3, including empty types', async () => {
+test('revision loss equals a direct computation of the Stage I loss (Eqs. 3-4), including empty types', async () => {
   const c: ModelConfig = {
     vocabSize: 40,
     imageSize: 8,

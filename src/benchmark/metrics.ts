@@ -18,7 +18,7 @@
  * word that matches no object, the place phrase, the relation phrase...), so a UI can highlight
  * them and an expert can correct exactly those tokens.
  *
- * Scores that cannot be flattered (docs/diagnosis.md):
+ * Scores that cannot be flattered (docs/design.md#metrics):
  *  - the background claim is always true here, so it is left out of factuality and reported
  *    apart (`backgroundClaims`);
  *  - every unreadable span counts as one false claim, so broken text never scores above

@@ -4,7 +4,7 @@
  * object's words from the text, then attend to that object's image token. This measures both
  * halves, per layer and head: the attention a hidden place word pays to the named object's image
  * token against the scene's other objects' tokens, and to the object's shape word against the
- * other objects' shape words (docs/diagnosis.md, point 29).
+ * other objects' shape words (docs/design.md#relative-position-bias).
  */
 import { benchmarkTokenizer } from '../benchmark/captioner.js';
 import { PLACE_WORDS, SHAPE_PLURAL } from '../benchmark/lexicon.js';

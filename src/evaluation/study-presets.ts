@@ -68,7 +68,7 @@ export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
     stage1Share: 0.2,
     tokensPerStep: [1, 2, 4, 8],
     // The highest threshold (in steps of 0.05) at which ReDiff's threshold-rediff decoding
-    // reached 4 tokens per step on the validation split (docs/diagnosis.md, point 32).
+    // reached 4 tokens per step on the validation split (docs/design.md#threshold).
     threshold: 0.55,
     oracleCaptions: [8000, 2000],
     canonical: { scenes: 5000, captions: 1000 },

@@ -1,5 +1,5 @@
 /**
- * The expert reviser of Stage II (SPEC 4 step 2): it reads one of the model's own drafts and
+ * The expert reviser of Stage II (the paper's expert revision): it reads one of the model's own drafts and
  * answers `right`, or a list of same-length segment corrections `{org, target}`.
  *
  * Two implementations: the LLM expert over a chat-completions endpoint (./llm.ts) and the

@@ -1,7 +1,7 @@
 /**
  * The LLM expert: reviews drafts with a vision-language model behind any OpenAI-compatible
  * chat-completions endpoint (OpenAI, vLLM, llama.cpp server, Ollama, ...). The paper used
- * o4-mini this way (SPEC 4 step 2). Only node built-ins are used (global fetch).
+ * o4-mini this way (the paper's expert revision). Only node built-ins are used (global fetch).
  *
  * Failure handling, per request:
  *  - 429, 5xx, network errors, timeouts, and a 2xx whose body is not chat-completions JSON are
@@ -17,7 +17,7 @@ import { UserError } from '../util/errors.js';
 import { redactSecrets, registerSecret, urlWithoutCredentials } from '../util/redact.js';
 import { Semaphore, abortReason } from '../util/semaphore.js';
 
-/** The review contract (SPEC 4 step 2), in our own words. */
+/** The review contract (the paper's expert revision), in our own words. */
 export const REVIEW_SYSTEM_PROMPT = [
   'You check image captions written by another model and correct its mistakes with the smallest possible edits.',
   '',

@@ -1,5 +1,5 @@
 /**
- * Stage II pair extraction and filtering (SPEC 4 step 3).
+ * Stage II pair extraction and filtering (the paper's draft-refined pairs).
  *
  *  - parseAnswer: an expert's answer text -> `right` | pairs | `malformed` (code fences
  *    stripped, "right" recognised in any case and with punctuation, a JSON list of
@@ -193,7 +193,7 @@ function locate(
 }
 
 /**
- * Checks an expert's pairs against the draft (SPEC 4 step 3), comparing on token ids.
+ * Checks an expert's pairs against the draft (the paper's draft-refined pairs), comparing on token ids.
  * The draft is encoded with `tokenizer.encode(draft)`; see DropReason for the checks.
  */
 export function filterPairs(draft: string, pairs: readonly SegmentPair[], tokenizer: Tokenizer): FilterResult {

@@ -498,7 +498,7 @@ export function gelu(x: Value): Value {
 
 /**
  * sum_i w_i * CE(logits_i, target_i): logits [N, V], targets int64 [N], weights [N].
- * One per-token weight input expresses every loss of SPEC 2-4 (1/p factors, per-type
+ * One per-token weight input expresses every loss of the paper (1/p factors, per-type
  * normalisation, batch mean) without a new graph.
  */
 export function weightedCrossEntropy(logits: Value, targets: Value, weights: Value): Value {

@@ -40,13 +40,13 @@ export interface ModelConfig {
    * Image tokens are centred over the image (each token minus the image's mean token) and
    * LayerNormed without a bias before the language model sees them: no constant part the
    * language model could turn into an attention sink, so what differs between places is all
-   * there is (docs/diagnosis.md).
+   * there is (docs/design.md#image-normalisation).
    */
   imageNorm?: boolean;
   /**
    * Each normalised image token also gets a learned embedding of its cell, initialised at the
    * content's own (unit) scale: the language model's position rows (0.02) are too small beside
-   * normalised content for it to tell which cell a token came from (docs/diagnosis.md, point 26).
+   * normalised content for it to tell which cell a token came from (docs/design.md#image-place-and-cell-reading).
    * Needs imageNorm.
    */
   imagePlace?: boolean;
@@ -54,14 +54,14 @@ export interface ModelConfig {
    * Each image token also carries the tower's own reading of its cell: the probe head's
    * distribution over cell classes, summed into empty / shape / colour / size and embedded by a
    * learned table (`projector.cells`). A language model trained from scratch learned to read
-   * colour from the projected features but not shape (docs/diagnosis.md, point 27). Needs cellProbe.
+   * colour from the projected features but not shape (docs/design.md#image-place-and-cell-reading). Needs cellProbe.
    */
   imageCells?: boolean;
   /**
    * Added to the attention logit of every image key, so an image token weighs as e^b text
    * tokens. In LLaDA-V the image tokens (729 per crop) outnumber the text and draw most of the
    * attention of an untrained language model; here 9 image tokens sit among 104 text tokens and
-   * draw 8% of it, and the model was slow to start reading them (docs/diagnosis.md, point 27).
+   * draw 8% of it, and the model was slow to start reading them (docs/design.md#image-key-bias).
    */
   imageKeyBias?: number;
   /**
@@ -70,7 +70,7 @@ export interface ModelConfig {
    * text query and a text key (clipped to +-R), and one more for every pair with an image token.
    * It starts as ALiBi (minus a per-head slope times the distance; params.ts `distancePenalty`).
    * LLaDA uses relative positions (RoPE); with absolute position rows alone, a place word barely
-   * attended to the object named three words before it (docs/diagnosis.md, point 29).
+   * attended to the object named three words before it (docs/design.md#relative-position-bias).
    */
   relativeBias?: number;
 }
@@ -87,7 +87,7 @@ export const PRESETS = {
   },
   /**
    * The default for real runs on a 2-core CPU. 48 px cut into 16 px patches gives one image
-   * token per cell of the scene's 3x3 grid (docs/diagnosis.md: an unaligned 8x8 patch grid
+   * token per cell of the scene's 3x3 grid (docs/design.md#grid-aligned-image-patches: an unaligned 8x8 patch grid
    * made binding words to image tokens much slower to learn), and 9 instead of 64 image tokens
    * make every step cheaper.
    */

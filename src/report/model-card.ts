@@ -81,7 +81,7 @@ export function modelCard(m: ModelCardInput): string {
       `Grounding masks hide every mention of one attribute (colour, shape or size words), or every place word, in ` +
       `that share of samples. Block masks show, in that share of samples, what decoding in blocks meets while it ` +
       `writes: the blocks before one written, that block masked, every later position masked and not scored. ` +
-      `\`docs/diagnosis.md\` says why the pipeline is built this way.`,
+      `\`docs/design.md#base-pipeline\` says why the pipeline is built this way.`,
     '',
     '| stage | objective | training scenes | grounding masks | block masks | steps x batch | peak learning rate | ' +
       'wall time |',

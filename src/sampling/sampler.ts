@@ -1,5 +1,5 @@
 /**
- * The diffusion sampler (SPEC 5). One loop, two policy choices:
+ * The diffusion sampler (the paper's Section 3.4). One loop, two policy choices:
  * - commit policy: how many masked positions of the current block become tokens each step
  *   ("schedule": LLaDA's even split of the block's masks over its steps; "threshold":
  *   every masked position at or above a confidence threshold, at least one, as Fast-dLLM);
@@ -61,8 +61,8 @@ export interface SamplerOptions {
   trace: boolean;
   /**
    * Finished rows leave the batch and rows move to their next block on their own (default true).
-   * False runs every row at every step and the blocks in lock-step, as rediff did before;
-   * results are the same either way, only the cost differs.
+   * False runs every row at every step and the blocks in lock-step, as LLaDA's generate does;
+   * results are the same either way, only the cost differs (docs/design.md#compaction).
    */
   compaction?: boolean;
   /** K/V cache of block decoding (default 'none'): see CACHE_MODES. */
@@ -121,7 +121,7 @@ export function transferSchedule(masks: number, steps: number): number[] {
 /**
  * Semi-autoregressive blocks of 32, as LLaDA's own evaluations decode: with the whole response
  * as one block, low-confidence remasking commits the EOS tail first and captions come out about
- * half as long as the references (docs/diagnosis.md).
+ * half as long as the references (docs/design.md#blocks-of-32).
  */
 export const DEFAULT_BLOCK_LENGTH = 32;
 

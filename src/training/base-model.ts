@@ -7,10 +7,10 @@
  *   3. base:   mask-prediction fine-tuning of everything on all scenes, the pretrained tower
  *              at a lower rate;
  *   4. blocks: a shorter, low-rate phase where half the samples carry the masks that decoding in
- *              blocks of 32 meets while it writes (docs/diagnosis.md, point 31).
+ *              blocks of 32 meets while it writes (docs/design.md#block-masks).
  * LLaDA-V's text-only language model and projector-only alignment (the `language` and `align`
  * stages of `rediff train`) are not in the presets: a model that first learned captions from
- * text alone did not learn to read the image afterwards (docs/diagnosis.md, point 23).
+ * text alone did not learn to read the image afterwards (docs/design.md#base-pipeline).
  * Each stage starts from the previous stage's weights, keeps its checkpoint in OUT/<n>-<name>,
  * and is skipped on a rerun once finished; the measurements and wall times go to OUT/base.json.
  */
@@ -61,7 +61,7 @@ export interface BaseStage {
 
 /**
  * The base's caption stages hide every mention of one attribute, or every place word, in half
- * of their samples (docs/diagnosis.md, points 19 and 26): with a copy always visible elsewhere
+ * of their samples (docs/design.md#base-pipeline): with a copy always visible elsewhere
  * in the caption, the image is rarely needed.
  */
 const GROUNDED_GROUPS = groundedWordIds();
@@ -74,7 +74,7 @@ export const GROUNDING_MIX: MixOptions = {
  * The grounding stage: one-object scenes, an attribute or the place hidden in every sample. With one object
  * the image token to read is the only one that is not empty; a model that has learned to read
  * it then learns the lookup by place on full scenes, which it does not find from full scenes
- * alone (docs/diagnosis.md, point 21).
+ * alone (docs/design.md#base-pipeline).
  */
 const GROUNDING_STAGE_MIX: MixOptions = {
   ...MASK_PREDICTION_MIX,
@@ -89,7 +89,7 @@ export const BLOCK_MIX: MixOptions = {
 
 /**
  * The image path of every base: normalised image tokens with place embeddings, the tower's own
- * reading of each cell, and image keys weighted up in attention (docs/diagnosis.md, points 26-27);
+ * reading of each cell, and image keys weighted up in attention (docs/design.md#image-key-bias);
  * and a relative position bias in the language model, with which a place word finds the object
  * named a few words before it (points 29-30).
  */
@@ -149,7 +149,7 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
         budget: { batchSize: 64, checkpointEvery: 200, steps: 600, lr: 2e-3, warmupSteps: 50 },
       },
       {
-        // Colour, shape and size are read after 1,000 steps, place after 1,500 (docs/diagnosis.md, point 27).
+        // Colour, shape and size are read after 1,000 steps, place after 1,500 (docs/design.md#image-key-bias).
         name: 'ground',
         stage: 'mask-prediction',
         mix: GROUNDING_STAGE_MIX,
@@ -162,7 +162,7 @@ export const BASE_PRESETS: Record<'quick' | 'full', BasePreset> = {
         budget: { ...FULL_STEP, steps: 12000, lr: 1e-3, warmupSteps: 200, visionLrScale: 0.1 },
         mix: GROUNDING_MIX,
       },
-      // Uniform masks rarely show the context block decoding writes in (docs/diagnosis.md, point 31); plain
+      // Uniform masks rarely show the context block decoding writes in (docs/design.md#block-masks); plain
       // mask prediction at this rate (point 28's polish) changed nothing once the relative bias was in.
       {
         name: 'blocks',

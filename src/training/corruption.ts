@@ -1,6 +1,6 @@
 /**
- * The forward (corruption) process of training. SPEC 2: response-only masking with
- * p = (1 - 1e-3) t + 1e-3. SPEC 3: synthetic "syntax" noise on unmasked tokens with
+ * The forward (corruption) process of training. Mask prediction (LLaDA-V): response-only masking
+ * with p = (1 - 1e-3) t + 1e-3. Stage I (revision): synthetic "syntax" noise on unmasked tokens with
  * probability q, and hallucination samples fed unmasked with the wrong span in place.
  * Every response position gets a type; the loss weights follow from the types (./loss.ts).
  */
@@ -49,7 +49,7 @@ export function padResponse(ids: readonly number[], length: number, what = 'capt
  * blocks before block k written, block k masked at the usual rate p(t), every later position
  * masked but not scored. Uniform masks almost never show a model this context, a written prefix
  * and nothing but masks after the block, which is where it decides what to say next (and where
- * the base described objects twice; docs/diagnosis.md, point 31). Block k is drawn uniformly from
+ * the base described objects twice; docs/design.md#block-masks). Block k is drawn uniformly from
  * the blocks of text, those wholly before the first EOS; where the caption ends stays learned
  * from uniform masks alone, since a model that also learned to end captions in this context
  * committed the EOS tail of a block first and wrote captions a fifth shorter (point 31). The

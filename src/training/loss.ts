@@ -1,14 +1,14 @@
 /**
  * Per-token loss weights. The training graph computes sum_i w_i * CE_i, so each objective
- * of SPEC 2-4 is just a weighting of the typed positions, and the batch mean is a 1/B factor.
+ * of the paper is just a weighting of the typed positions, and the batch mean is a 1/B factor.
  */
 import type { CorruptedResponse, TokenType } from './corruption.js';
 
 export type Objective = 'mask-prediction' | 'revision';
 
 /**
- * mask-prediction (SPEC 2, LLaDA-V): masked positions weigh 1/p, summed and divided by L.
- * revision (SPEC 3): each type (mask, syntax, clean, hallucination) weighs 1/p divided by
+ * mask-prediction (LLaDA-V): masked positions weigh 1/p, summed and divided by L.
+ * revision (Stage I, the paper's Eq. 4): each type (mask, syntax, clean, hallucination) weighs 1/p divided by
  * its own count; an empty type contributes nothing.
  */
 export function lossWeights(sample: CorruptedResponse, objective: Objective): Float32Array {

@@ -66,7 +66,7 @@ export interface MixOptions {
    * randomly chosen word group (say all colour words) is masked as well. A caption names an
    * object's colour several times ("a red circle ... the circle is red"), so random masking
    * nearly always leaves a copy to read; with every mention hidden only the image can answer
-   * (docs/diagnosis.md). These tokens carry the sample's usual 1/p weight.
+   * (docs/design.md#base-pipeline). These tokens carry the sample's usual 1/p weight.
    */
   groundingMask?: { share: number; groups: readonly (readonly number[])[] };
   /**

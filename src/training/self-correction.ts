@@ -1,5 +1,5 @@
 /**
- * ReDiff Stage II, online self-correction (SPEC 4): the model drafts captions of training
+ * ReDiff Stage II, online self-correction (the paper's Section 3.3): the model drafts captions of training
  * images at several step budgets, an expert marks and corrects the draft's own mistakes with
  * same-length edits, and the model is trained to make exactly those corrections (loss only on
  * the flagged spans, the draft fed unmasked), mixed with a share of Stage I samples. Rounds
@@ -46,7 +46,7 @@ export interface SelfCorrectionSettings {
    * Also score a corrected draft's other tokens, as clean tokens to keep (default true). The
    * paper's Eq. 5 scores only the flagged spans (false): then every scored position of a draft
    * sample asks for a change, and a small model learns to rewrite correct tokens too, which the
-   * refining sampler then does at every step (docs/diagnosis.md, point 32).
+   * refining sampler then does at every step (docs/design.md#keep-term-and-block-context).
    */
   keepTerm?: boolean;
   /** Training of each round; `mix` applies to the Stage I samples. */

@@ -1,5 +1,5 @@
 /**
- * The overfit check of docs/diagnosis.md (about 30 s, so it runs in `npm run test:slow`): a tiny
+ * The overfit check of docs/history.md (about 30 s, so it runs in `npm run test:slow`): a tiny
  * model trained on a few dozen scenes must describe their objects, and only with their own
  * images. It proves the plumbing from pixels through patches, positions and attention to the
  * response.

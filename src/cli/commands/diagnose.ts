@@ -5,7 +5,7 @@ import { formatPlaceAttention, placeAttention } from '../../evaluation/attention
 import { intOption } from '../options.js';
 import { resolveCheckpoint } from '../models.js';
 
-/** `rediff diagnose`: does a model look at the image? (docs/diagnosis.md) */
+/** `rediff diagnose`: does a model look at the image? (docs/cli.md#diagnose) */
 export function registerDiagnose(program: Command): void {
   program
     .command('diagnose')

@@ -76,7 +76,7 @@ interface TrainFlags {
   maxExpertFailures: number;
 }
 
-/** The Stage I mix flags (SPEC 3) as MixOptions; the paper's Table 5 ablations are flag settings. */
+/** The Stage I mix flags (the paper's Eq. 4) as MixOptions; the paper's Table 5 ablations are flag settings. */
 export function mixFromFlags(
   f: Pick<TrainFlags, 'stage' | 'syntaxNoise' | 'dynamicNoise' | 'hallucinationShare'>,
 ): MixOptions {
@@ -367,7 +367,7 @@ async function selfCorrectionData(
   return { images: draftImagesFromSplit(data.split), stage1Records: splitRecords(data.split, tokenizer) };
 }
 
-/** Stage II: rounds of draft -> expert review -> training on the corrections (SPEC 4). */
+/** Stage II: rounds of draft -> expert review -> training on the corrections (the paper's Stage II). */
 async function selfCorrect(f: TrainFlags): Promise<void> {
   if (!f.init)
     throw new UserError('--stage self-correct needs --init (the model whose drafts are corrected, e.g. ReDiff-Base)');
