@@ -147,7 +147,8 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   for (const step of studySteps(ctx)) await journal.run(step);
   await journal.save(true);
   log(
-    `[reproduce] finished in ${journal.seconds().toFixed(0)} s of work (the base's training not counted); results in ${out}`,
+    `[reproduce] finished in ${journal.seconds().toFixed(0)} s of work (the base's training not ` +
+      `counted); results in ${out}`,
   );
 }
 
@@ -212,7 +213,8 @@ function openJournal(out: string, preset: string, p: StudyPreset, log: (line: st
   const setBase = async (current: StudyBase): Promise<void> => {
     if (base && base.weights !== current.weights) {
       throw new UserError(
-        `${out} is a study started from the base at ${base.dir}; ${current.dir} holds other weights (use another --out, or the same base)`,
+        `${out} is a study started from the base at ${base.dir}; ${current.dir} holds other weights ` +
+          `(use another --out, or the same base)`,
       );
     }
     base = current;

@@ -21,7 +21,9 @@ export function resultRows(file: string): EvalRowJSON[] {
   return fs.existsSync(file) ? (readJsonFileSync(file, 'study results') as SystemResults).rows : [];
 }
 
-/** The settings a system's results file does not have yet (rows of older studies carry no label: rowLabel names them). */
+/**
+ * The settings a system's results file does not have yet (rows of older studies carry no label: rowLabel names them).
+ */
 export function missingSettings(file: string, settings: readonly EvalSetting[]): EvalSetting[] {
   const done = new Set(resultRows(file).map(rowLabel));
   return settings.filter((s) => !done.has(s.label));
@@ -89,7 +91,10 @@ export async function evaluateSystem(
   }
 }
 
-/** Three test scenes at 4 tokens per step: the baseline (LLaDA sampler) against ReDiff (refining sampler, with its trace). */
+/**
+ * Three test scenes at 4 tokens per step: the baseline (LLaDA sampler) against ReDiff (refining sampler, with its
+ * trace).
+ */
 export async function writeExamples(
   baselineDir: string,
   rediffDir: string,

@@ -136,7 +136,9 @@ export function traceSpec(cells: readonly TraceCell[], title: string): TopLevelS
     width: { step: 40 },
     height: { step: 22 },
     background: 'white',
-    data: { values: cells.map((c) => ({ ...c, label: c.state === 'refined' ? `${c.from} →\n${c.token}` : c.token })) },
+    data: {
+      values: cells.map((c) => ({ ...c, label: c.state === 'refined' ? `${c.from} →\n${c.token}` : c.token })),
+    },
     encoding: {
       x: { field: 'pos', type: 'ordinal', title: 'response position', axis: { orient: 'top', labelAngle: 0 } },
       y: { field: 'step', type: 'ordinal', title: 'step' },

@@ -265,7 +265,8 @@ function summaryOf(study: Study, s: Setting, key: string): EstimateJSON | undefi
 }
 
 const settingName = (s: Setting): string =>
-  `${systemName(s.system)} (${samplerName(s.sampler)})${s.tokensPerStep === null ? '' : ` at ${s.tokensPerStep} tok/step`}`;
+  `${systemName(s.system)} ` +
+  `(${samplerName(s.sampler)})${s.tokensPerStep === null ? '' : ` at ${s.tokensPerStep} tok/step`}`;
 
 function lacking(study: Study, needs: Setting[]): string | undefined {
   const gaps = needs.filter((n) => summaryOf(study, n, 'capture') === undefined);
@@ -298,7 +299,11 @@ function pairedText(d: EstimateJSON | undefined): string {
   if (d === undefined) return '';
   const sign = d.mean >= 0 ? '+' : '';
   const excludesZero = d.lo > 0 || d.hi < 0;
-  return ` Paired difference over the same ${d.n} test scenes: ${sign}${pct(d.mean)} points (95% CI ${pct(d.lo)} to ${pct(d.hi)}; ${excludesZero ? 'the interval excludes 0' : 'the interval includes 0'}).`;
+  return (
+    ` Paired difference over the same ${d.n} test scenes: ${sign}${pct(d.mean)} points (95% CI ` +
+    `${pct(d.lo)} to ${pct(d.hi)}; ` +
+    `${excludesZero ? 'the interval excludes 0' : 'the interval includes 0'}).`
+  );
 }
 
 /** The study's wall-time budget (issue: at most 2 hours with nothing else running). */
@@ -338,7 +343,8 @@ export function evaluateTargets(study: Study, rediff = 'rediff'): TargetResult[]
     () => ({
       met: kept(4) >= 0.97 && kept(8) >= 0.85,
       detail:
-        `As measured: ${pct(get(R(4)).mean)} at 4 and ${pct(get(R(8)).mean)} at 8 tok/step of ${pct(get(R(1)).mean)} at 1: ` +
+        `As measured: ${pct(get(R(4)).mean)} at 4 and ${pct(get(R(8)).mean)} at 8 tok/step of ` +
+        `${pct(get(R(1)).mean)} at 1: ` +
         `${(100 * kept(4)).toFixed(1)}% and ${(100 * kept(8)).toFixed(1)}% kept.` +
         pairedText(pairedDifference(study, R(4), R(1), 'capture')),
     }),
@@ -351,7 +357,8 @@ export function evaluateTargets(study: Study, rediff = 'rediff'): TargetResult[]
     () => ({
       met: get(R(4)).mean >= get(B(1)).mean && get(R(4)).mean >= get(Base(1)).mean,
       detail:
-        `As measured: ReDiff at 4 tok/step ${est(get(R(4)))}; the baseline at 1 ${est(get(B(1)))}; the base at 1 ${est(get(Base(1)))}.` +
+        `As measured: ReDiff at 4 tok/step ${est(get(R(4)))}; the baseline at 1 ${est(get(B(1)))}; ` +
+        `the base at 1 ${est(get(Base(1)))}.` +
         pairedText(pairedDifference(study, R(4), B(1), 'capture')).replace('Paired', 'Against the baseline, paired') +
         pairedText(pairedDifference(study, R(4), Base(1), 'capture')).replace('Paired', 'Against the base, paired'),
     }),
@@ -366,7 +373,9 @@ export function evaluateTargets(study: Study, rediff = 'rediff'): TargetResult[]
       const p4 = summaryOf(study, R(4), 'parses');
       return {
         met: p1 !== undefined && p4 !== undefined && p1.mean >= 0.95 && p4.mean >= 0.8,
-        detail: `As measured, captions that parse, in %: ${p1 ? est(p1) : 'unknown'} at 1 tok/step, ${p4 ? est(p4) : 'unknown'} at 4.`,
+        detail:
+          `As measured, captions that parse, in %: ${p1 ? est(p1) : 'unknown'} at 1 tok/step, ` +
+          `${p4 ? est(p4) : 'unknown'} at 4.`,
       };
     },
   );
@@ -389,7 +398,8 @@ export function evaluateTargets(study: Study, rediff = 'rediff'): TargetResult[]
   if (paper)
     add(
       'stages',
-      'Stage I + II scores at least Stage I alone and Stage II alone at 1 and at 4 tok/step (refining sampler; Table 4)',
+      'Stage I + II scores at least Stage I alone and Stage II alone at 1 and at 4 tok/step ' +
+        '(refining sampler; Table 4)',
       [R(1), S1(1), S2(1), R(4), S1(4), S2(4)],
       () => {
         const parts: string[] = [];
@@ -425,7 +435,8 @@ export function evaluateTargets(study: Study, rediff = 'rediff'): TargetResult[]
   };
   add(
     'threshold',
-    'ReDiff with threshold-rediff decoding writes at least 4 caption tokens per step (the EOS fill not counted), within 1 point of ReDiff at 1 tok/step',
+    'ReDiff with threshold-rediff decoding writes at least 4 caption tokens per step (the EOS fill ' +
+      'not counted), within 1 point of ReDiff at 1 tok/step',
     [T, R(1)],
     () => {
       const row = settingRow(study, T)!;
@@ -436,7 +447,8 @@ export function evaluateTargets(study: Study, rediff = 'rediff'): TargetResult[]
       return {
         met,
         detail:
-          `As measured (${rowLabel(row)}): ${rate === undefined ? 'caption tokens per step not recorded' : `${rate.toFixed(2)} caption tok/step`} ` +
+          `As measured (${rowLabel(row)}): ` +
+          `${rate === undefined ? 'caption tokens per step not recorded' : `${rate.toFixed(2)} caption tok/step`} ` +
           `(${row.achievedTokensPerStep.toFixed(2)} with the EOS fill), ${est(t)}; ReDiff at 1 tok/step ${est(r1)}.` +
           pairedText(pairedDifference(study, T, R(1), 'capture')),
       };
@@ -445,7 +457,9 @@ export function evaluateTargets(study: Study, rediff = 'rediff'): TargetResult[]
 
   if (!paper) return out;
   const seconds = study.info?.seconds;
-  const target = `The whole study runs in at most ${STUDY_BUDGET_SECONDS / 3600} hours on this machine (the base's own training not counted)`;
+  const target =
+    `The whole study runs in at most ${STUDY_BUDGET_SECONDS / 3600} hours on this machine (the base's ` +
+    `own training not counted)`;
   if (seconds === undefined || !Number.isFinite(seconds) || study.info?.finishedAt === undefined) {
     out.push({
       id: 'time',
@@ -458,7 +472,9 @@ export function evaluateTargets(study: Study, rediff = 'rediff'): TargetResult[]
       id: 'time',
       target,
       verdict: seconds <= STUDY_BUDGET_SECONDS ? 'MET' : 'MISSED',
-      detail: `As measured: ${(seconds / 60).toFixed(1)} minutes of work, summed over the study's steps (the time table above).`,
+      detail:
+        `As measured: ${(seconds / 60).toFixed(1)} minutes of work, summed over the study's steps ` +
+        `(the time table above).`,
     });
   }
   return out;

@@ -37,16 +37,25 @@ export {
 export type CommitPolicy = { kind: 'schedule' } | { kind: 'threshold'; threshold: number };
 
 export interface RefinePolicy {
-  /** Refine only from this fraction of each block's steps on (0 = from the first step), as the authors' revise_start_step. */
+  /**
+   * Refine only from this fraction of each block's steps on (0 = from the first step), as the authors'
+   * revise_start_step.
+   */
   fromFraction: number;
-  /** Refine only the most confident fraction of the already-unmasked positions (1 = all), int(n * f) of them as the authors' revise_topk. */
+  /**
+   * Refine only the most confident fraction of the already-unmasked positions (1 = all), int(n * f) of them as the
+   * authors' revise_topk.
+   */
   topFraction: number;
 }
 
 export interface SamplerOptions {
   /** Total steps for the whole response (schedule policy); also the cap for threshold. */
   steps: number;
-  /** Block length for semi-autoregressive decoding; default DEFAULT_BLOCK_LENGTH where it fits (see defaultBlockLength). */
+  /**
+   * Block length for semi-autoregressive decoding; default DEFAULT_BLOCK_LENGTH where it fits (see
+   * defaultBlockLength).
+   */
   blockLength?: number;
   /** 0 = argmax; > 0 = Gumbel-max sampling at this temperature. */
   temperature: number;
@@ -56,7 +65,9 @@ export interface SamplerOptions {
   refine: RefinePolicy | null;
   /** Positions after the first committed EOS are finished (filled with EOS). */
   stopAtEos: boolean;
-  /** Row i draws its random numbers from Rng(seed + i), so a row's caption does not depend on the others in its batch. */
+  /**
+   * Row i draws its random numbers from Rng(seed + i), so a row's caption does not depend on the others in its batch.
+   */
   seed: number;
   trace: boolean;
   /**
@@ -67,7 +78,10 @@ export interface SamplerOptions {
   compaction?: boolean;
   /** K/V cache of block decoding (default 'none'): see CACHE_MODES. */
   cache?: CacheMode;
-  /** Called after each step for every row that took part in it (e.g. to stream progress); `tokens` is the row's live state: copy it to keep it. */
+  /**
+   * Called after each step for every row that took part in it (e.g. to stream progress); `tokens` is the row's live
+   * state: copy it to keep it.
+   */
   onStep?: (row: number, step: StepTrace, tokens: readonly number[]) => void;
 }
 
@@ -342,7 +356,10 @@ function predictBlock(d: Decoding, r: Row, logits: RowLogits): Map<number, Predi
   return preds;
 }
 
-/** How many masks this step commits: the schedule's share (all that remain at the block's last step), or every one above the threshold (at least one). */
+/**
+ * How many masks this step commits: the schedule's share (all that remain at the block's last step), or every one
+ * above the threshold (at least one).
+ */
 function commitCount(d: Decoding, r: Row, s: number, masked: number[], preds: Map<number, Prediction>): number {
   const c = d.o.commit;
   if (c.kind === 'threshold') return Math.max(1, masked.filter((i) => preds.get(i)!.conf >= c.threshold).length);
@@ -368,7 +385,10 @@ function commit(
   }
 }
 
-/** ReDiff: rewrites positions decoded before this step with this step's prediction (the most confident fraction of them). */
+/**
+ * ReDiff: rewrites positions decoded before this step with this step's prediction (the most confident fraction of
+ * them).
+ */
 function refine(r: Row, preds: Map<number, Prediction>, decodedBefore: number[], top: number, trace: StepTrace): void {
   let targets = decodedBefore;
   if (top < 1) {

@@ -105,11 +105,14 @@ export function registerEval(program: Command): void {
       const refLengths = scenes.records.flatMap((r) => r.captions.map((c) => model.tokenizer.encode(c).length));
       const refMean = refLengths.reduce((a, b) => a + b, 0) / Math.max(1, refLengths.length);
       console.log(
-        `(${scenes.records.length} scenes; each cell: mean ±95% interval half-width, in % except length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`,
+        `(${scenes.records.length} scenes; each cell: mean ±95% interval half-width, in % except ` +
+          `length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`,
       );
       console.log(
-        'factuality: true claims / (claims + unreadable spans), the always-true background left out; object claims: the same over claims about objects; ' +
-          'described: objects whose size, colour, shape and place are all stated correctly; parses: captions that parse completely',
+        'factuality: true claims / (claims + unreadable spans), the always-true background left ' +
+          'out; object claims: the same over claims about objects; ' +
+          'described: objects whose size, colour, shape and place are all stated correctly; parses: ' +
+          'captions that parse completely',
       );
       if (f.out) {
         const w = new JsonlWriter(f.out);
