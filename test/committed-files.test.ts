@@ -49,6 +49,36 @@ test('committed JSON and Markdown name no absolute path of the machine they were
   assert.deepEqual(leaks, []);
 });
 
+/** GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens. */
+const anchorOf = (heading: string): string =>
+  heading
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N} _-]/gu, '')
+    .replace(/ /g, '-');
+
+test('every docs/PAGE.md#anchor that code and docs cite is a heading of that page', (t) => {
+  const files = committed('src/**/*.ts', '*.md');
+  if (files === null) return t.skip('not a git clone');
+  const cited = files.flatMap((f) =>
+    [...fs.readFileSync(path.join(root, f), 'utf8').matchAll(/docs\/([\w-]+\.md)#([\w-]+)/g)].map((m) => ({
+      f,
+      page: m[1]!,
+      anchor: m[2]!,
+    })),
+  );
+  assert.ok(
+    cited.some((c) => c.page === 'design.md'),
+    'the code cites the design notes',
+  );
+  const missing = cited.filter(({ page, anchor }) => {
+    const file = path.join(root, 'docs', page);
+    if (!fs.existsSync(file)) return true;
+    const headings = fs.readFileSync(file, 'utf8').match(/^#+ .*$/gm) ?? [];
+    return !headings.some((h) => anchorOf(h.replace(/^#+ /, '')) === anchor);
+  });
+  assert.deepEqual(missing, []);
+});
+
 test('runs record paths relative to the working directory', () => {
   const cwd = path.join(path.sep, 'somewhere', 'rediff');
   assert.equal(recordedPath(path.join(cwd, 'runs', 'study', 'stage1'), cwd), 'runs/study/stage1');
