@@ -17,7 +17,7 @@ import {
 } from '../src/experts/llm.js';
 import { readAnswerCache, reviewAll } from '../src/experts/cache.js';
 
-import { type Received, type Reply, type TestServer, draftOf, startServer, withServer } from './helpers/chat-server.js';
+import { startServer, withServer } from './helpers/chat-server.js';
 
 function tmpDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-experts-'));

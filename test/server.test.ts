@@ -5,15 +5,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../src/benchmark/captioner.js';
+import { BENCHMARK_PROMPT } from '../src/benchmark/captioner.js';
 import { renderScenePng } from '../src/benchmark/render.js';
 import { generateScene } from '../src/benchmark/scene.js';
-import { presetConfig } from '../src/model/config.js';
-import { saveModel } from '../src/model/io.js';
-import { initParams } from '../src/model/params.js';
 import { decodeImageBuffer } from '../src/data/image.js';
 import { type ImageDecoder, type RediffServer, createServer } from '../src/server/app.js';
 import { connect, pngDeclaring, trickle, whenClosed } from './helpers/hostile.js';

@@ -97,14 +97,6 @@ test('setup: two tokenizer.json files, three images and a LLaVA caption file', a
   fs.writeFileSync(at('captions.jsonl'), lines.join('\n') + '\n');
 });
 
-const train = (...extra: string[]) =>
-  rediff(
-    'train',
-    ...['--preset', 'tiny', '--stage', 'mask-prediction', '--llava', at('captions.jsonl')],
-    ...['--steps', '4', '--batch-size', '2', '--warmup', '1', '--checkpoint-every', '4', '--no-progress'],
-    ...extra,
-  );
-
 test('train --tokenizer trains from scratch on captions the word vocabulary cannot read', async () => {
   // The benchmark's words refuse the captions.
   await assert.rejects(

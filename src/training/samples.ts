@@ -3,7 +3,7 @@
  * training row for the chosen objective and mix.
  */
 import { normaliseRgb, patchify } from '../data/image.js';
-import type { SpanPair, TrainingRecord } from '../data/training-record.js';
+import type { TrainingRecord } from '../data/training-record.js';
 import { patchCellTargets } from '../benchmark/cells.js';
 import { type ModelConfig, numPatches } from '../model/config.js';
 import { UserError } from '../util/errors.js';
