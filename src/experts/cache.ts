@@ -235,125 +235,169 @@ export async function reviewAll(
   const concurrency = options.concurrency ?? expert.concurrency ?? 4;
   if (!Number.isInteger(concurrency) || concurrency < 1)
     throw new UserError(`review concurrency must be an integer >= 1, got ${concurrency}`);
-  const maxConsecutiveErrors = options.maxConsecutiveErrors ?? 10;
   const signal = options.signal;
+  checkUniqueIds(requests);
+  const answers = new Answers(options.tokenizer);
+  const cached = options.cacheFile
+    ? await cachedAnswers(expert, requests, options.cacheFile, answers, warn)
+    : { contents: undefined, pending: [...requests], fromCache: 0 };
+  const { pending, fromCache } = cached;
+  const total = requests.length;
+  const progress = (): void =>
+    options.onProgress?.({ done: fromCache + answers.fresh, total, fromCache, stats: answers.stats });
+  progress();
+  if (pending.length === 0) return { answers: answers.byId, stats: answers.stats, asked: 0, fromCache };
+  if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
 
+  const writer = options.cacheFile
+    ? await AnswerCacheWriter.open(options.cacheFile, cached.contents, options.sync ?? true)
+    : undefined;
+  const run = new ReviewRun(expert, pending, answers, writer, options.maxConsecutiveErrors ?? 10, signal, progress);
+  try {
+    await run.start(concurrency);
+  } finally {
+    await writer?.close();
+  }
+  if (run.failure !== undefined) throw run.failure;
+  if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
+  if (run.stopped) {
+    const where = options.cacheFile ? `; answers so far are in ${options.cacheFile}, rerun to resume` : '';
+    const last = `last: ${run.lastError}`;
+    throw new UserError(
+      redactSecrets(`expert ${expert.name} failed ${run.consecutiveErrors} times in a row (${last})${where}`),
+    );
+  }
+  return { answers: answers.byId, stats: answers.stats, asked: run.asked, fromCache };
+}
+
+function checkUniqueIds(requests: readonly ReviewRequest[]): void {
   const seen = new Set<string>();
   for (const r of requests) {
     if (seen.has(r.id)) throw new UserError(`review requests: duplicate id ${JSON.stringify(r.id)}`);
     seen.add(r.id);
   }
+}
 
-  const stats = new ReviewStats();
-  const answers = new Map<string, ReviewAnswer>();
-  const record = (req: ReviewRequest, answer: ReviewAnswer): void => {
-    answers.set(req.id, answer);
-    stats.recordAnswer(answer);
-    if (options.tokenizer && answer.kind === 'pairs')
-      stats.recordFilter(filterPairs(req.draft, answer.pairs, options.tokenizer));
-  };
+/** The answers so far, by request id, with their stats (and the pair filter's, given a tokenizer). */
+class Answers {
+  readonly byId = new Map<string, ReviewAnswer>();
+  readonly stats = new ReviewStats();
+  /** Answers recorded from the expert in this run (not from the cache). */
+  fresh = 0;
+  constructor(private readonly tokenizer: Tokenizer | undefined) {}
 
-  // 1. The cache.
-  let contents: CacheContents | undefined;
+  record(req: ReviewRequest, answer: ReviewAnswer): void {
+    this.byId.set(req.id, answer);
+    this.stats.recordAnswer(answer);
+    if (this.tokenizer && answer.kind === 'pairs')
+      this.stats.recordFilter(filterPairs(req.draft, answer.pairs, this.tokenizer));
+  }
+}
+
+/** The settled cached answers to these very drafts are recorded; the other requests are pending. */
+async function cachedAnswers(
+  expert: Expert,
+  requests: readonly ReviewRequest[],
+  file: string,
+  answers: Answers,
+  warn: (message: string) => void,
+): Promise<{ contents: CacheContents; pending: ReviewRequest[]; fromCache: number }> {
+  const contents = await readAnswerCache(file);
+  if (contents.truncatedTail)
+    warn(`${file}: ignoring a truncated last line (an interrupted write); it will be asked again`);
+  if (contents.badLines > 0) warn(`${file}: ignoring ${contents.badLines} unreadable line(s)`);
+  for (const e of contents.entries.values()) {
+    if (e.expert !== expert.name) {
+      throw new UserError(
+        `${file} holds answers from expert "${e.expert}", not "${expert.name}"; use another cache file`,
+      );
+    }
+  }
   const pending: ReviewRequest[] = [];
   let fromCache = 0;
-  if (options.cacheFile) {
-    const file = options.cacheFile;
-    contents = await readAnswerCache(file);
-    if (contents.truncatedTail)
-      warn(`${file}: ignoring a truncated last line (an interrupted write); it will be asked again`);
-    if (contents.badLines > 0) warn(`${file}: ignoring ${contents.badLines} unreadable line(s)`);
-    for (const e of contents.entries.values()) {
-      if (e.expert !== expert.name) {
-        throw new UserError(
-          `${file} holds answers from expert "${e.expert}", not "${expert.name}"; use another cache file`,
-        );
-      }
-    }
-    let stale = 0;
-    for (const req of requests) {
-      const e = contents.entries.get(req.id);
-      if (e && e.draft !== req.draft) stale++;
-      if (e && e.draft === req.draft && isSettled(e.answer)) {
-        record(req, e.answer);
-        fromCache++;
-      } else pending.push(req);
-    }
-    if (stale > 0) warn(`${file}: ${stale} cached answer(s) are for a different draft under the same id; asking again`);
-  } else pending.push(...requests);
+  let stale = 0;
+  for (const req of requests) {
+    const e = contents.entries.get(req.id);
+    if (e && e.draft !== req.draft) stale++;
+    if (e && e.draft === req.draft && isSettled(e.answer)) {
+      answers.record(req, e.answer);
+      fromCache++;
+    } else pending.push(req);
+  }
+  if (stale > 0) warn(`${file}: ${stale} cached answer(s) are for a different draft under the same id; asking again`);
+  return { contents, pending, fromCache };
+}
 
-  const total = requests.length;
-  let done = fromCache;
-  const progress = (): void => options.onProgress?.({ done, total, fromCache, stats });
-  progress();
-  if (pending.length === 0) return { answers, stats, asked: 0, fromCache };
-  if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
+/**
+ * The pending requests asked of the expert by `concurrency` workers, each answer written to the
+ * cache before it counts. Stops at the first failure to write, on abort, or after
+ * `maxConsecutiveErrors` error answers in a row.
+ */
+class ReviewRun {
+  private next = 0;
+  asked = 0;
+  consecutiveErrors = 0;
+  lastError = '';
+  failure: unknown;
+  stopped = false;
 
-  // 2. The pool.
-  const writer = options.cacheFile
-    ? await AnswerCacheWriter.open(options.cacheFile, contents, options.sync ?? true)
-    : undefined;
-  let next = 0;
-  let asked = 0;
-  let consecutiveErrors = 0;
-  let lastError = '';
-  let failure: unknown;
-  let stopped = false;
-  const worker = async (): Promise<void> => {
-    while (!stopped && failure === undefined && !signal?.aborted && next < pending.length) {
-      const req = pending[next++]!;
-      asked++;
-      let answer: ReviewAnswer;
+  constructor(
+    private readonly expert: Expert,
+    private readonly pending: readonly ReviewRequest[],
+    private readonly answers: Answers,
+    private readonly writer: AnswerCacheWriter | undefined,
+    private readonly maxConsecutiveErrors: number,
+    private readonly signal: AbortSignal | undefined,
+    private readonly progress: () => void,
+  ) {}
+
+  async start(concurrency: number): Promise<void> {
+    const workers = Array.from({ length: Math.min(concurrency, this.pending.length) }, () =>
+      this.worker().catch((err: unknown) => {
+        this.failure ??= err;
+      }),
+    );
+    await Promise.all(workers);
+  }
+
+  private async worker(): Promise<void> {
+    while (!this.stopped && this.failure === undefined && !this.signal?.aborted && this.next < this.pending.length) {
+      const req = this.pending[this.next++]!;
+      this.asked++;
+      const answer = await this.ask(req);
+      if (answer === null) return;
       try {
-        answer = await expert.review(req, signal);
-      } catch (err) {
-        if (isAbort(err, signal)) return;
-        answer = {
-          kind: 'error',
-          reason: redactSecrets(`expert failed: ${String((err as Error)?.message ?? err).split('\n')[0]}`),
-        };
-      }
-      try {
-        await writer?.append({
+        await this.writer?.append({
           id: req.id,
-          expert: expert.name,
+          expert: this.expert.name,
           at: new Date().toISOString(),
           draft: req.draft,
           raw: answer.raw ?? null,
           answer,
         });
       } catch (err) {
-        failure ??= err;
+        this.failure ??= err;
         return;
       }
-      record(req, answer);
-      done++;
+      this.answers.record(req, answer);
+      this.answers.fresh++;
       if (answer.kind === 'error') {
-        consecutiveErrors++;
-        lastError = answer.reason;
-        if (maxConsecutiveErrors > 0 && consecutiveErrors >= maxConsecutiveErrors) stopped = true;
-      } else consecutiveErrors = 0;
-      progress();
+        this.consecutiveErrors++;
+        this.lastError = answer.reason;
+        if (this.maxConsecutiveErrors > 0 && this.consecutiveErrors >= this.maxConsecutiveErrors) this.stopped = true;
+      } else this.consecutiveErrors = 0;
+      this.progress();
     }
-  };
-  try {
-    await Promise.all(
-      Array.from({ length: Math.min(concurrency, pending.length) }, () =>
-        worker().catch((err: unknown) => {
-          failure ??= err;
-        }),
-      ),
-    );
-  } finally {
-    await writer?.close();
   }
-  if (failure !== undefined) throw failure;
-  if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
-  if (stopped) {
-    const where = options.cacheFile ? `; answers so far are in ${options.cacheFile}, rerun to resume` : '';
-    throw new UserError(
-      redactSecrets(`expert ${expert.name} failed ${consecutiveErrors} times in a row (last: ${lastError})${where}`),
-    );
+
+  /** The expert's answer; a thrown error is an `error` answer, an abort is null. */
+  private async ask(req: ReviewRequest): Promise<ReviewAnswer | null> {
+    try {
+      return await this.expert.review(req, this.signal);
+    } catch (err) {
+      if (isAbort(err, this.signal)) return null;
+      const message = String((err as Error)?.message ?? err).split('\n')[0];
+      return { kind: 'error', reason: redactSecrets(`expert failed: ${message}`) };
+    }
   }
-  return { answers, stats, asked, fromCache };
 }

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CHECKPOINT_FILE } from '../checkpoint/checkpoint.js';
 import type { ModelConfig } from '../model/config.js';
-import { loadModelState, saveModel } from '../model/io.js';
+import { type LoadedModel, loadModelState, saveModel } from '../model/io.js';
 import type { Params } from '../model/params.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { sameTokenizer } from '../tokenizer/file.js';
@@ -94,42 +94,15 @@ function settingsKey(s: TrainSettings): string {
 export async function runTraining(job: TrainJob): Promise<TrainResult> {
   const s = job.settings;
   if (job.records.length === 0) throw new UserError('no training data');
-  const exists = fs.existsSync(path.join(job.outDir, CHECKPOINT_FILE));
-  let { config, tokenizer, params } = job.initial;
-  let startStep = 0;
-  let trainer: Trainer;
   const adamw = { ...DEFAULT_ADAMW, weightDecay: s.weightDecay, clipNorm: s.clipNorm };
   const plan = job.plan ?? stagePlan(isTrainStage(s.stage) ? s.stage : 'self-correct', s.visionLrScale ?? 1);
-  if (exists && !job.resume) {
-    throw new UserError(
-      `${job.outDir} already holds a checkpoint; pass --resume to continue it, or choose another --out`,
-    );
-  }
-  const saved = exists ? await loadModelState(job.outDir, { withOptimizer: true }) : null;
-  if (saved) {
-    const before = settingsKey(saved.state.settings as TrainSettings);
-    const now = settingsKey(s);
-    if (before !== now) {
-      throw new UserError(
-        `${job.outDir}: the training settings differ from the run being resumed (saved ${before}, now ${now})`,
-      );
-    }
-    // The records were read with the initial tokenizer: it must be the one the run trains with.
-    if (!sameTokenizer(saved.tokenizer, tokenizer))
-      throw new UserError(
-        `${job.outDir}: the run being resumed has another tokenizer (${saved.tokenizer.size} tokens, now ` +
-          `${tokenizer.size}); give the same --tokenizer`,
-      );
-  }
-  checkRecordLengths(saved?.config ?? config, job.records);
-  if (saved) {
-    ({ config, tokenizer, params } = saved);
-    startStep = Number(saved.state.step ?? 0);
-    trainer = new Trainer(config, params, saved.optimizer, adamw, plan);
-  } else {
-    params = new Map([...params].map(([k, v]) => [k, Float32Array.from(v)]));
-    trainer = new Trainer(config, params, undefined, adamw, plan);
-  }
+  const saved = await runToResume(job);
+  checkRecordLengths(saved?.config ?? job.initial.config, job.records);
+  const { config, tokenizer } = saved ?? job.initial;
+  // A fresh run trains copies: the caller's initial weights stay as they were.
+  const params = saved?.params ?? new Map([...job.initial.params].map(([k, v]) => [k, Float32Array.from(v)]));
+  const startStep = saved ? Number(saved.state.step ?? 0) : 0;
+  const trainer = new Trainer(config, params, saved?.optimizer, adamw, plan);
   const cells = plan.graph.loss === 'cells';
 
   const save = async (step: number): Promise<void> =>
@@ -158,28 +131,15 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
       );
       const lr = learningRate(step, schedule);
       const { loss, gradNorm } = await trainer.step(batch, lr);
-      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-        throw new UserError(
-          `training stopped: the loss became ${loss} (gradient norm ${gradNorm}) at step ${step + 1}; ` +
-            (lastSaved > 0
-              ? `the last good checkpoint (step ${lastSaved}) is kept in ${job.outDir}`
-              : 'no checkpoint was written') +
-            '; try a lower --lr',
-        );
-      }
+      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm))
+        throw nonFiniteLoss(loss, gradNorm, step, lastSaved, job.outDir);
       losses.push(loss);
       tokens += s.batchSize * config.responseLength;
       job.onStep?.(step + 1, loss);
       const secs = (performance.now() - t0) / 1000;
       bar.update(step + 1, { loss: loss, lr, 'tok/s': Math.round(tokens / secs) });
       if ((step + 1) % s.checkpointEvery === 0 || step + 1 === s.steps) {
-        const bad = [...params].find(([, p]) => !p.every(Number.isFinite));
-        if (bad) {
-          throw new UserError(
-            `training stopped: parameter ${bad[0]} became non-finite by step ${step + 1}; the last good checkpoint ` +
-              `(step ${lastSaved}) is kept in ${job.outDir}; try a lower --lr`,
-          );
-        }
+        checkFiniteParams(params, step, lastSaved, job.outDir);
         await save(step + 1);
         lastSaved = step + 1;
       }
@@ -201,4 +161,53 @@ export async function runTraining(job: TrainJob): Promise<TrainResult> {
     seconds,
     tokensPerSecond: tokens / Math.max(1e-9, seconds),
   };
+}
+
+/**
+ * The run in job.outDir to continue, with its optimizer state, or null for a fresh run. A
+ * checkpoint there needs `resume`, the same settings and the same tokenizer.
+ */
+async function runToResume(job: TrainJob): Promise<LoadedModel | null> {
+  if (!fs.existsSync(path.join(job.outDir, CHECKPOINT_FILE))) return null;
+  if (!job.resume) {
+    throw new UserError(
+      `${job.outDir} already holds a checkpoint; pass --resume to continue it, or choose another --out`,
+    );
+  }
+  const saved = await loadModelState(job.outDir, { withOptimizer: true });
+  const before = settingsKey(saved.state.settings as TrainSettings);
+  const now = settingsKey(job.settings);
+  if (before !== now) {
+    throw new UserError(
+      `${job.outDir}: the training settings differ from the run being resumed (saved ${before}, now ${now})`,
+    );
+  }
+  // The records were read with the initial tokenizer: it must be the one the run trains with.
+  const tokenizer = job.initial.tokenizer;
+  if (!sameTokenizer(saved.tokenizer, tokenizer))
+    throw new UserError(
+      `${job.outDir}: the run being resumed has another tokenizer (${saved.tokenizer.size} tokens, now ` +
+        `${tokenizer.size}); give the same --tokenizer`,
+    );
+  return saved;
+}
+
+function nonFiniteLoss(loss: number, gradNorm: number, step: number, lastSaved: number, outDir: string): UserError {
+  return new UserError(
+    `training stopped: the loss became ${loss} (gradient norm ${gradNorm}) at step ${step + 1}; ` +
+      (lastSaved > 0
+        ? `the last good checkpoint (step ${lastSaved}) is kept in ${outDir}`
+        : 'no checkpoint was written') +
+      '; try a lower --lr',
+  );
+}
+
+function checkFiniteParams(params: Params, step: number, lastSaved: number, outDir: string): void {
+  const bad = [...params].find(([, p]) => !p.every(Number.isFinite));
+  if (bad) {
+    throw new UserError(
+      `training stopped: parameter ${bad[0]} became non-finite by step ${step + 1}; the last good checkpoint ` +
+        `(step ${lastSaved}) is kept in ${outDir}; try a lower --lr`,
+    );
+  }
 }

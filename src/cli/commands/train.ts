@@ -13,7 +13,7 @@ import {
 import { PRESET_NAMES, presetConfig } from '../../model/config.js';
 import { loadModelState } from '../../model/io.js';
 import { countParams, initParams } from '../../model/params.js';
-import { type TrainSettings, runTraining } from '../../training/run.js';
+import { type TrainJob, type TrainSettings, runTraining } from '../../training/run.js';
 import { TRAIN_STAGES, type TrainStage } from '../../training/stages/plans.js';
 import { measureStage } from '../../training/stages/measure.js';
 import type { MixOptions } from '../../training/samples.js';
@@ -145,7 +145,7 @@ async function loadRecords(f: TrainFlags, tokenizer: Tokenizer, imageSize: numbe
 }
 
 export function registerTrain(program: Command): void {
-  program
+  const command = program
     .command('train')
     .description(
       "train a model: the base model's stages (vision, language, align, mask-prediction), ReDiff Stage I (revision) " +
@@ -159,7 +159,33 @@ export function registerTrain(program: Command): void {
       new Option('--stage <name>', 'training objective')
         .default('mask-prediction')
         .argParser(choiceOption('--stage', TRAIN_STAGES)),
+    );
+  selfCorrectFlags(badDataFlags(revisionFlags(optimiserFlags(dataFlags(command)))))
+    .option(
+      '--vision-lr-scale <x>',
+      'mask-prediction, revision: learning-rate multiplier of a pretrained vision tower',
+      floatOption('--vision-lr-scale', 0, 1),
+      1,
     )
+    .option(
+      '--measure-scenes <n>',
+      'validation scenes of the measurement printed after the stage (0 = none)',
+      intOption('--measure-scenes', 0),
+      256,
+    )
+    .option(
+      '--max-expert-failures <share>',
+      "self-correct: stop when the expert fails on more than this share of a round's drafts (on all of them, always)",
+      floatOption('--max-expert-failures', 0, 1),
+      0.5,
+    )
+    .option('--no-progress', 'no progress bar')
+    .action(trainStage);
+}
+
+/** Where the records come from: a split, your own files, or scenes generated in memory; and the start. */
+function dataFlags(c: Command): Command {
+  return c
     .option(
       '--tokenizer <file>',
       "a Hugging Face tokenizer.json for a model trained from scratch (default: the benchmark's words); with --init, " +
@@ -171,7 +197,12 @@ export function registerTrain(program: Command): void {
     .option('--scenes <n>', 'without --data: benchmark scenes generated in memory', intOption('--scenes'), 20000)
     .option('--data-seed <n>', 'seed of the generated scenes', intOption('--data-seed', 0), 0)
     .option('--init <dir>', 'start from the weights of this checkpoint (e.g. Stage I from a mask-prediction model)')
-    .option('--resume', 'continue the run in --out where it stopped')
+    .option('--resume', 'continue the run in --out where it stopped');
+}
+
+/** AdamW, its schedule and the checkpoints. */
+function optimiserFlags(c: Command): Command {
+  return c
     .option('--steps <n>', 'optimisation steps', intOption('--steps'), 3000)
     .option('--batch-size <n>', 'samples per step', intOption('--batch-size'), 32)
     .option('--lr <x>', 'peak learning rate', floatOption('--lr', 0, 1, { exclusiveMin: true }), 1e-3)
@@ -185,7 +216,12 @@ export function registerTrain(program: Command): void {
     .option('--weight-decay <x>', 'AdamW weight decay', floatOption('--weight-decay', 0), 0.01)
     .option('--clip <x>', 'gradient-norm clipping (0 = off)', floatOption('--clip', 0), 1)
     .option('--seed <n>', 'training seed (initialisation and batches)', intOption('--seed', 0), 0)
-    .option('--checkpoint-every <n>', 'steps between checkpoints', intOption('--checkpoint-every'), 500)
+    .option('--checkpoint-every <n>', 'steps between checkpoints', intOption('--checkpoint-every'), 500);
+}
+
+/** Stage I's corruption (the paper's Table 5 ablations are settings of these). */
+function revisionFlags(c: Command): Command {
+  return c
     .option(
       '--syntax-noise <q>',
       "revision: share of unmasked tokens replaced by random tokens (paper 0.1, authors' code 0.05)",
@@ -198,7 +234,12 @@ export function registerTrain(program: Command): void {
       'revision: share of samples that are hallucination pairs (0 = syntax only)',
       floatOption('--hallucination-share', 0, 1),
       0.25,
-    )
+    );
+}
+
+/** What a bad line of your own data does. */
+function badDataFlags(c: Command): Command {
+  return c
     .addOption(
       new Option(
         '--on-error <mode>',
@@ -216,7 +257,12 @@ export function registerTrain(program: Command): void {
     .option(
       '--allow-unk',
       'your own data (--llava, --vicrit): read words outside the vocabulary as [UNK] instead of reporting the line',
-    )
+    );
+}
+
+/** Stage II: rounds of drafts, an expert, and training on its corrections. */
+function selfCorrectFlags(c: Command): Command {
+  return c
     .option('--rounds <n>', 'self-correct: rounds of draft, review, train', intOption('--rounds', 1, 20), 1)
     .option('--draft-images <n>', 'self-correct: training images drafted per round', intOption('--draft-images'), 1000)
     .option(
@@ -248,86 +294,73 @@ export function registerTrain(program: Command): void {
     )
     .option('--expert-model <name>', 'llm expert: model name', 'o4-mini')
     .option('--expert-concurrency <n>', 'llm expert: requests in flight', intOption('--expert-concurrency'), 4)
-    .option('--expert-timeout <s>', 'llm expert: seconds per request', intOption('--expert-timeout'), 120)
-    .option(
-      '--vision-lr-scale <x>',
-      'mask-prediction, revision: learning-rate multiplier of a pretrained vision tower',
-      floatOption('--vision-lr-scale', 0, 1),
-      1,
-    )
-    .option(
-      '--measure-scenes <n>',
-      'validation scenes of the measurement printed after the stage (0 = none)',
-      intOption('--measure-scenes', 0),
-      256,
-    )
-    .option(
-      '--max-expert-failures <share>',
-      "self-correct: stop when the expert fails on more than this share of a round's drafts (on all of them, always)",
-      floatOption('--max-expert-failures', 0, 1),
-      0.5,
-    )
-    .option('--no-progress', 'no progress bar')
-    .action(async (f: TrainFlags) => {
-      if (f.warmup >= f.steps) throw new UserError(`--warmup (${f.warmup}) must be smaller than --steps (${f.steps})`);
-      if (f.stage === 'self-correct') return selfCorrect(f);
-      let initial;
-      if (f.init) {
-        const init = await loadModelState(f.init, { tokenizer: f.tokenizer });
-        initial = { config: init.config, tokenizer: init.tokenizer, params: init.params };
-      } else {
-        const tokenizer = f.tokenizer ? await readTokenizerFile(f.tokenizer) : benchmarkTokenizer();
-        const config = presetConfig(
-          f.preset,
-          tokenizer.size,
-          f.stage === 'vision' ? { cellProbe: true, cellFactors: [...CELL_FACTORS] } : {},
-        );
-        initial = { config, tokenizer, params: initParams(config, f.seed) };
-      }
-      if (f.stage === 'align' && !initial.config.cellProbe)
-        process.stderr.write(
-          'warning: aligning a vision tower that was not pretrained (no --init from the vision stage)\n',
-        );
-      const records = await loadRecords(f, initial.tokenizer, initial.config.imageSize);
-      const settings: TrainSettings = {
-        stage: f.stage,
-        steps: f.steps,
-        batchSize: f.batchSize,
-        lr: f.lr,
-        warmupSteps: f.warmup,
-        minLrRatio: f.minLrRatio,
-        weightDecay: f.weightDecay,
-        clipNorm: f.clip,
-        seed: f.seed,
-        checkpointEvery: f.checkpointEvery,
-        mix: mixFromFlags(f),
-        ...(f.visionLrScale !== 1 ? { visionLrScale: f.visionLrScale } : {}),
-      };
-      process.stderr.write(
-        `training ${f.stage}: ${countParams(initial.config).toLocaleString('en-US')} parameters, ${records.length} ` +
-          `images, ${f.steps} steps of ${f.batchSize}\n`,
-      );
-      if (f.stage === 'revision') process.stderr.write(`${REVISION_LOSS_NOTE}\n`);
-      // runTraining trains by the stage's plan, the tower at settings.visionLrScale.
-      const res = await runTraining({
-        outDir: f.out,
-        records,
-        initial,
-        settings,
-        resume: Boolean(f.resume),
-        progress: f.progress,
-        meta: { prompt: BENCHMARK_PROMPT, init: f.init ? recordedPath(f.init) : null },
-      });
-      console.log(
-        `done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s; ` +
-          `checkpoint in ${f.out}`,
-      );
-      if (f.measureScenes === 0) return;
-      // The measurement reads benchmark scenes in the benchmark's word ids.
-      if (sameTokenizer(res.tokenizer, benchmarkTokenizer()))
-        console.log(await measureStage(f.stage, res.config, res.params, f.measureScenes));
-      else console.log('(no benchmark measurement: the model has its own tokenizer)');
-    });
+    .option('--expert-timeout <s>', 'llm expert: seconds per request', intOption('--expert-timeout'), 120);
+}
+
+/** The model a run starts from: --init's weights, or a fresh one of --preset with --tokenizer or the benchmark's words. */
+async function initialModel(f: TrainFlags): Promise<TrainJob['initial']> {
+  if (f.init) {
+    const init = await loadModelState(f.init, { tokenizer: f.tokenizer });
+    return { config: init.config, tokenizer: init.tokenizer, params: init.params };
+  }
+  const tokenizer = f.tokenizer ? await readTokenizerFile(f.tokenizer) : benchmarkTokenizer();
+  const probe = f.stage === 'vision' ? { cellProbe: true, cellFactors: [...CELL_FACTORS] } : {};
+  const config = presetConfig(f.preset, tokenizer.size, probe);
+  return { config, tokenizer, params: initParams(config, f.seed) };
+}
+
+function trainSettings(f: TrainFlags): TrainSettings {
+  return {
+    stage: f.stage,
+    steps: f.steps,
+    batchSize: f.batchSize,
+    lr: f.lr,
+    warmupSteps: f.warmup,
+    minLrRatio: f.minLrRatio,
+    weightDecay: f.weightDecay,
+    clipNorm: f.clip,
+    seed: f.seed,
+    checkpointEvery: f.checkpointEvery,
+    mix: mixFromFlags(f),
+    ...(f.visionLrScale !== 1 ? { visionLrScale: f.visionLrScale } : {}),
+  };
+}
+
+/** `rediff train` for every stage but self-correct (which selfCorrect runs). */
+async function trainStage(f: TrainFlags): Promise<void> {
+  if (f.warmup >= f.steps) throw new UserError(`--warmup (${f.warmup}) must be smaller than --steps (${f.steps})`);
+  if (f.stage === 'self-correct') return selfCorrect(f);
+  const initial = await initialModel(f);
+  if (f.stage === 'align' && !initial.config.cellProbe)
+    process.stderr.write(
+      'warning: aligning a vision tower that was not pretrained (no --init from the vision stage)\n',
+    );
+  const records = await loadRecords(f, initial.tokenizer, initial.config.imageSize);
+  const settings = trainSettings(f);
+  process.stderr.write(
+    `training ${f.stage}: ${countParams(initial.config).toLocaleString('en-US')} parameters, ${records.length} ` +
+      `images, ${f.steps} steps of ${f.batchSize}\n`,
+  );
+  if (f.stage === 'revision') process.stderr.write(`${REVISION_LOSS_NOTE}\n`);
+  // runTraining trains by the stage's plan, the tower at settings.visionLrScale.
+  const res = await runTraining({
+    outDir: f.out,
+    records,
+    initial,
+    settings,
+    resume: Boolean(f.resume),
+    progress: f.progress,
+    meta: { prompt: BENCHMARK_PROMPT, init: f.init ? recordedPath(f.init) : null },
+  });
+  console.log(
+    `done: loss ${res.firstLoss.toFixed(3)} -> ${res.lastLoss.toFixed(3)}, ${res.seconds.toFixed(0)} s; ` +
+      `checkpoint in ${f.out}`,
+  );
+  if (f.measureScenes === 0) return;
+  // The measurement reads benchmark scenes in the benchmark's word ids.
+  if (sameTokenizer(res.tokenizer, benchmarkTokenizer()))
+    console.log(await measureStage(f.stage, res.config, res.params, f.measureScenes));
+  else console.log('(no benchmark measurement: the model has its own tokenizer)');
 }
 
 function makeExpert(f: TrainFlags): Expert {
