@@ -17,10 +17,10 @@ import type { LlavaRecord } from '../data/datasets.js';
 import { normaliseRgb } from '../data/image.js';
 import { JsonlWriter, IssueLog, readJsonl } from '../data/jsonl.js';
 import type { InMemorySplit } from '../data/training-data.js';
-import { reviewAll } from '../experts/cache.js';
+import { type ReviewAllResult, reviewAll } from '../experts/cache.js';
 import type { Expert, ReviewAnswer, ReviewRequest } from '../experts/expert.js';
 import { filterPairs, pairsToSpans, ReviewStats } from '../experts/pairs.js';
-import { loadModel, loadModelState, saveModel } from '../model/io.js';
+import { type LoadedModel, loadModel, loadModelState, saveModel } from '../model/io.js';
 import { captionImages, stepsForTokensPerStep } from '../sampling/caption.js';
 import { samplerOptions } from '../sampling/sampler.js';
 import { EOS_ID, type Tokenizer } from '../tokenizer/tokenizer.js';
@@ -333,74 +333,15 @@ function countDraftErrors(drafts: readonly Draft[], images: readonly DraftImage[
 /** Runs (or resumes) all rounds; returns one report per round and writes the final model to outDir. */
 export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundReport[]> {
   const s = job.settings;
-  const progress = job.progress !== false;
-  const keepTerm = s.keepTerm !== false;
   let current = job.init;
   const reports: RoundReport[] = [];
   for (let round = 1; round <= s.rounds; round++) {
     const dir = path.join(job.outDir, `round-${round}`);
     fs.mkdirSync(dir, { recursive: true });
-    // 1. Drafts (new images each round, cycling through the split).
-    const draftsFile = path.join(dir, 'drafts.jsonl');
-    let drafts: Draft[];
-    if (fs.existsSync(draftsFile)) {
-      drafts = (await readJsonl(draftsFile, new IssueLog('fail'))).map((l) => l.value as Draft);
-    } else {
-      const n = Math.min(s.draftImages, job.images.length);
-      const indices = Array.from({ length: n }, (_, i) => ((round - 1) * n + i) % job.images.length);
-      drafts = await generateDrafts(current, job.images, indices, s, s.train.seed + round, progress);
-      const w = new JsonlWriter(draftsFile);
-      for (const d of drafts) await w.write(d);
-      await w.close();
-    }
-    // 2. Expert review (resumable cache).
+    const drafts = await roundDrafts(job, round, dir, current);
     const model = await loadModelState(current);
-    const tokenizer = model.tokenizer;
-    const bar = createProgress(`review (${job.expert.name})`, drafts.length, { enabled: progress });
-    const cacheFile = path.join(dir, 'reviews.jsonl');
-    const reviewed = await reviewAll(
-      job.expert,
-      drafts.map((d) => reviewRequest(d, job.images[d.record]!, s.sendImages)),
-      {
-        cacheFile,
-        tokenizer,
-        onProgress: (p) => bar.update(p.done),
-      },
-    );
-    bar.stop();
-    // A run whose expert failed (a wrong key, a dead endpoint) must not look like a run whose
-    // expert found nothing to correct: too many failures stop it, fewer are a warning.
-    const answers = drafts.map((d) => reviewed.answers.get(d.id));
-    const tooMany = expertFailure(round, job.expert.name, answers, s.maxExpertFailures ?? 0.5, cacheFile);
-    if (tooMany) throw new UserError(redactSecrets(tooMany));
-    const failedReviews = answers.filter((a) => a?.kind === 'error').length;
-    if (failedReviews > 0)
-      process.stderr.write(
-        `warning: round ${round}: the expert failed on ${failedReviews} of ${drafts.length} drafts; they are left ` +
-          `out (a rerun asks again)\n`,
-      );
-    // 3. Pairs -> span corrections over the draft's own tokens.
-    const draftRecords: TrainingRecord[] = [];
-    const pairsOut: object[] = [];
-    for (const d of drafts) {
-      const pair = draftCorrection(d, reviewed.answers.get(d.id), tokenizer, model.config.responseLength);
-      if (!pair) continue;
-      const img = job.images[d.record]!;
-      draftRecords.push({
-        rgb: img.rgb,
-        prompt: tokenizer.encode(img.question),
-        captions: [],
-        corrections: [{ ...pair, keepRest: keepTerm }],
-      });
-      pairsOut.push({
-        id: d.id,
-        draft: d.text,
-        corrected: tokenizer.decode(pair.correct),
-        spans: pair.spans,
-        image: img.id,
-      });
-    }
-    await writeFileAtomic(path.join(dir, 'pairs.jsonl'), pairsOut.map((p) => JSON.stringify(p) + '\n').join(''));
+    const reviewed = await reviewDrafts(job, round, dir, drafts, model.tokenizer);
+    const draftRecords = await draftCorrections(job, dir, drafts, reviewed, model);
     const report: RoundReport = {
       round,
       drafts: drafts.length,
@@ -410,41 +351,8 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
       checkpoint: recordedPath(path.join(dir, 'model')),
     };
     await writeFileAtomic(path.join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
-    // 4. Train on the corrections, mixed with Stage I samples.
-    const ckpt = path.join(dir, 'model');
-    const finished =
-      fs.existsSync(path.join(ckpt, 'checkpoint.json')) &&
-      Number((await loadModelState(ckpt)).state.step) >= s.train.steps;
-    if (!finished && draftRecords.length === 0) {
-      // Nothing to learn from (e.g. drafts too broken for same-length fixes): the round keeps
-      // its starting weights, and the report says so (trainingPairs 0).
-      process.stderr.write(
-        `warning: round ${round}: the expert produced no usable correction; the model is kept unchanged\n`,
-      );
-      await saveModel(ckpt, {
-        config: model.config,
-        tokenizer,
-        params: model.params,
-        state: { step: s.train.steps, stage: `self-correct round ${round}`, untrained: true, prompt: BENCHMARK_PROMPT },
-      });
-    } else if (!finished) {
-      const pick = (rng: Rng): TrainingRecord =>
-        job.stage1Records.length > 0 && rng.next() < s.stage1Share
-          ? job.stage1Records[rng.int(job.stage1Records.length)]!
-          : draftRecords[rng.int(draftRecords.length)]!;
-      await runTraining({
-        outDir: ckpt,
-        records: [...draftRecords, ...job.stage1Records],
-        pick,
-        initial: { config: model.config, tokenizer, params: model.params },
-        settings: { ...s.train, stage: `self-correct round ${round}` },
-        resume: fs.existsSync(path.join(ckpt, 'checkpoint.json')),
-        progress,
-        meta: { prompt: BENCHMARK_PROMPT, init: recordedPath(current), round, stage1Share: s.stage1Share, keepTerm },
-      });
-    }
+    current = await trainRound(job, round, dir, model, draftRecords, current);
     reports.push(report);
-    current = ckpt;
   }
   // The final model also goes to outDir itself, so `--checkpoint outDir` works like any run.
   const last = await loadModelState(current);
@@ -456,4 +364,134 @@ export async function runSelfCorrection(job: SelfCorrectionJob): Promise<RoundRe
   });
   await writeFileAtomic(path.join(job.outDir, 'rounds.json'), JSON.stringify(reports, null, 2) + '\n');
   return reports;
+}
+
+/** Step 1: the round's drafts, new images each round cycling through the split (kept in drafts.jsonl). */
+async function roundDrafts(job: SelfCorrectionJob, round: number, dir: string, current: string): Promise<Draft[]> {
+  const s = job.settings;
+  const draftsFile = path.join(dir, 'drafts.jsonl');
+  if (fs.existsSync(draftsFile))
+    return (await readJsonl(draftsFile, new IssueLog('fail'))).map((l) => l.value as Draft);
+  const n = Math.min(s.draftImages, job.images.length);
+  const indices = Array.from({ length: n }, (_, i) => ((round - 1) * n + i) % job.images.length);
+  const drafts = await generateDrafts(current, job.images, indices, s, s.train.seed + round, job.progress !== false);
+  const w = new JsonlWriter(draftsFile);
+  for (const d of drafts) await w.write(d);
+  await w.close();
+  return drafts;
+}
+
+/** Step 2: the expert's review of every draft (resumable cache, reviews.jsonl). */
+async function reviewDrafts(
+  job: SelfCorrectionJob,
+  round: number,
+  dir: string,
+  drafts: readonly Draft[],
+  tokenizer: Tokenizer,
+): Promise<ReviewAllResult> {
+  const s = job.settings;
+  const bar = createProgress(`review (${job.expert.name})`, drafts.length, { enabled: job.progress !== false });
+  const cacheFile = path.join(dir, 'reviews.jsonl');
+  const requests = drafts.map((d) => reviewRequest(d, job.images[d.record]!, s.sendImages));
+  const reviewed = await reviewAll(job.expert, requests, {
+    cacheFile,
+    tokenizer,
+    onProgress: (p) => bar.update(p.done),
+  });
+  bar.stop();
+  // A run whose expert failed (a wrong key, a dead endpoint) must not look like a run whose
+  // expert found nothing to correct: too many failures stop it, fewer are a warning.
+  const answers = drafts.map((d) => reviewed.answers.get(d.id));
+  const tooMany = expertFailure(round, job.expert.name, answers, s.maxExpertFailures ?? 0.5, cacheFile);
+  if (tooMany) throw new UserError(redactSecrets(tooMany));
+  const failedReviews = answers.filter((a) => a?.kind === 'error').length;
+  if (failedReviews > 0)
+    process.stderr.write(
+      `warning: round ${round}: the expert failed on ${failedReviews} of ${drafts.length} drafts; they are left ` +
+        `out (a rerun asks again)\n`,
+    );
+  return reviewed;
+}
+
+/** Step 3: the expert's pairs as span corrections over each draft's own tokens (also written to pairs.jsonl). */
+async function draftCorrections(
+  job: SelfCorrectionJob,
+  dir: string,
+  drafts: readonly Draft[],
+  reviewed: ReviewAllResult,
+  model: LoadedModel,
+): Promise<TrainingRecord[]> {
+  const { tokenizer } = model;
+  const keepRest = job.settings.keepTerm !== false;
+  const draftRecords: TrainingRecord[] = [];
+  const pairsOut: object[] = [];
+  for (const d of drafts) {
+    const pair = draftCorrection(d, reviewed.answers.get(d.id), tokenizer, model.config.responseLength);
+    if (!pair) continue;
+    const img = job.images[d.record]!;
+    draftRecords.push({
+      rgb: img.rgb,
+      prompt: tokenizer.encode(img.question),
+      captions: [],
+      corrections: [{ ...pair, keepRest }],
+    });
+    pairsOut.push({
+      id: d.id,
+      draft: d.text,
+      corrected: tokenizer.decode(pair.correct),
+      spans: pair.spans,
+      image: img.id,
+    });
+  }
+  await writeFileAtomic(path.join(dir, 'pairs.jsonl'), pairsOut.map((p) => JSON.stringify(p) + '\n').join(''));
+  return draftRecords;
+}
+
+/**
+ * Step 4: training on the corrections, mixed with Stage I samples, into round-K/model (resumed
+ * when begun, skipped when finished); returns that checkpoint. Without a usable correction the
+ * round keeps its starting weights, and its report says so (trainingPairs 0).
+ */
+async function trainRound(
+  job: SelfCorrectionJob,
+  round: number,
+  dir: string,
+  model: LoadedModel,
+  draftRecords: TrainingRecord[],
+  current: string,
+): Promise<string> {
+  const s = job.settings;
+  const ckpt = path.join(dir, 'model');
+  const begun = fs.existsSync(path.join(ckpt, 'checkpoint.json'));
+  if (begun && Number((await loadModelState(ckpt)).state.step) >= s.train.steps) return ckpt;
+  const { config, tokenizer, params } = model;
+  if (draftRecords.length === 0) {
+    process.stderr.write(
+      `warning: round ${round}: the expert produced no usable correction; the model is kept unchanged\n`,
+    );
+    const state = {
+      step: s.train.steps,
+      stage: `self-correct round ${round}`,
+      untrained: true,
+      prompt: BENCHMARK_PROMPT,
+    };
+    await saveModel(ckpt, { config, tokenizer, params, state });
+    return ckpt;
+  }
+  const pick = (rng: Rng): TrainingRecord =>
+    job.stage1Records.length > 0 && rng.next() < s.stage1Share
+      ? job.stage1Records[rng.int(job.stage1Records.length)]!
+      : draftRecords[rng.int(draftRecords.length)]!;
+  const keepTerm = s.keepTerm !== false;
+  await runTraining({
+    outDir: ckpt,
+    records: [...draftRecords, ...job.stage1Records],
+    pick,
+    initial: { config, tokenizer, params },
+    settings: { ...s.train, stage: `self-correct round ${round}` },
+    resume: begun,
+    progress: job.progress !== false,
+    meta: { prompt: BENCHMARK_PROMPT, init: recordedPath(current), round, stage1Share: s.stage1Share, keepTerm },
+  });
+  return ckpt;
 }
