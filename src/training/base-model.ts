@@ -216,47 +216,72 @@ export function baseConfig(preset: 'quick' | 'full'): ModelConfig {
   });
 }
 
+/** OUT/base.json, the run's record (a new one for a new run), and how to save it. */
+function openRunRecord(out: string, preset: 'quick' | 'full'): { record: BaseRunRecord; save: () => Promise<void> } {
+  fs.mkdirSync(out, { recursive: true });
+  const recordFile = path.join(out, 'base.json');
+  const previous = fs.existsSync(recordFile)
+    ? (JSON.parse(fs.readFileSync(recordFile, 'utf8')) as BaseRunRecord)
+    : null;
+  if (previous && previous.preset !== preset)
+    throw new UserError(`${out} holds a "${previous.preset}" base run; use another --out for "${preset}"`);
+  const record: BaseRunRecord = previous ?? {
+    preset,
+    startedAt: new Date().toISOString(),
+    timings: {},
+    measurements: {},
+    settings: BASE_PRESETS[preset],
+    machine: { cpus: os.cpus().length, node: process.version },
+  };
+  return { record, save: () => writeFileAtomic(recordFile, `${JSON.stringify(record, null, 2)}\n`) };
+}
+
+/** The training records of a stage's scenes, generated once per kind of scene and shared by the stages. */
+function trainingRecordsOf(
+  p: BasePreset,
+  seed: number,
+  imageSize: number,
+  log: (line: string) => void,
+): (scenes?: BaseStage['scenes']) => TrainingRecord[] {
+  const tokenizer = benchmarkTokenizer();
+  const recordSets = new Map<string, TrainingRecord[]>();
+  return (scenes) => {
+    const count = scenes?.count ?? p.trainScenes;
+    const key = scenes ? `${scenes.minObjects}-${scenes.maxObjects}-${count}` : 'all';
+    let records = recordSets.get(key);
+    if (!records) {
+      const objects = scenes ? ` of ${scenes.minObjects}-${scenes.maxObjects} objects` : '';
+      log(`[base] generating ${count} training scenes${objects}`);
+      const split = generateBenchmarkSplit('train', seed, count, imageSize, scenes);
+      records = split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
+      recordSets.set(key, records);
+    }
+    return records;
+  };
+}
+
+function stageSettings(s: BaseStage, seed: number): TrainSettings {
+  return {
+    stage: s.stage,
+    seed,
+    weightDecay: 0.01,
+    clipNorm: 1,
+    mix: s.mix ?? MASK_PREDICTION_MIX,
+    ...s.budget,
+    minLrRatio: s.budget.minLrRatio ?? 0.1,
+  };
+}
+
 export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecord> {
   const p = BASE_PRESETS[opts.preset];
   if (!p) throw new UserError(`unknown base preset "${opts.preset}" (quick or full)`);
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   const seed = opts.seed ?? 0;
   const out = path.resolve(opts.out);
-  fs.mkdirSync(out, { recursive: true });
-  const recordFile = path.join(out, 'base.json');
-  const previous = fs.existsSync(recordFile)
-    ? (JSON.parse(fs.readFileSync(recordFile, 'utf8')) as BaseRunRecord)
-    : null;
-  if (previous && previous.preset !== opts.preset)
-    throw new UserError(`${out} holds a "${previous.preset}" base run; use another --out for "${opts.preset}"`);
-  const record: BaseRunRecord = previous ?? {
-    preset: opts.preset,
-    startedAt: new Date().toISOString(),
-    timings: {},
-    measurements: {},
-    settings: p,
-    machine: { cpus: os.cpus().length, node: process.version },
-  };
-  const save = (): Promise<void> => writeFileAtomic(recordFile, `${JSON.stringify(record, null, 2)}\n`);
-
+  const { record, save } = openRunRecord(out, opts.preset);
   const tokenizer = benchmarkTokenizer();
   const config = baseConfig(opts.preset);
-  const recordSets = new Map<string, TrainingRecord[]>();
-  const trainRecords = (scenes?: BaseStage['scenes']): TrainingRecord[] => {
-    const count = scenes?.count ?? p.trainScenes;
-    const key = scenes ? `${scenes.minObjects}-${scenes.maxObjects}-${count}` : 'all';
-    let records = recordSets.get(key);
-    if (!records) {
-      log(
-        `[base] generating ${count} training ` +
-          `scenes${scenes ? ` of ${scenes.minObjects}-${scenes.maxObjects} objects` : ''}`,
-      );
-      const split = generateBenchmarkSplit('train', seed, count, config.imageSize, scenes);
-      records = split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
-      recordSets.set(key, records);
-    }
-    return records;
-  };
+  const trainRecords = trainingRecordsOf(p, seed, config.imageSize, log);
 
   let prevDir: string | null = null;
   for (const [i, s] of p.stages.entries()) {
@@ -272,15 +297,7 @@ export async function trainBaseModel(opts: BaseRunOptions): Promise<BaseRunRecor
     delete record.finishedAt;
     record.settings = p;
     const initial = from ? await loadModelState(from) : { config, tokenizer, params: initParams(config, seed) };
-    const settings: TrainSettings = {
-      stage: s.stage,
-      seed,
-      weightDecay: 0.01,
-      clipNorm: 1,
-      mix: s.mix ?? MASK_PREDICTION_MIX,
-      ...s.budget,
-      minLrRatio: s.budget.minLrRatio ?? 0.1,
-    };
+    const settings = stageSettings(s, seed);
     const before = record.timings[s.name] ?? 0;
     const { res, m } = await withWallTime(
       async () => {

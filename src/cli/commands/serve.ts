@@ -84,13 +84,34 @@ export function modelsToServe(f: { baseline?: string; rediff?: string }): {
 }
 
 export function registerServe(program: Command): void {
-  program
+  const command = program
     .command('serve')
     .description('serve the captioning API and the page that shows the models refine, live')
     .option('--port <n>', 'port to listen on', intOption('--port', 0, 65535), 8080)
     .option('--host <addr>', 'address to listen on', '127.0.0.1')
     .option('--baseline <dir>', 'baseline (mask-prediction) checkpoint (default: the shipped one)')
-    .option('--rediff <dir>', 'ReDiff checkpoint (default: the shipped one)')
+    .option('--rediff <dir>', 'ReDiff checkpoint (default: the shipped one)');
+  limitFlags(command)
+    .option('--threads <n>', 'onnxruntime threads for inference', intOption('--threads', 1, 256))
+    .option(
+      '--step-delay <ms>',
+      'pause before every sampling step (slow motion, to watch the refinement)',
+      intOption('--step-delay', 0, 10000),
+      0,
+    )
+    .option(
+      '--web <source>',
+      'the page: auto, build (bundle now) or prebuilt (dist/public)',
+      choiceOption('--web', ['auto', 'build', 'prebuilt'] as const),
+      'auto',
+    )
+    .option('--log', 'log every request')
+    .action(serve);
+}
+
+/** The limits a client meets: upload and image size, the queue, decoders, timeouts. */
+function limitFlags(c: Command): Command {
+  return c
     .option(
       '--max-upload <bytes>',
       'largest accepted image upload',
@@ -133,54 +154,42 @@ export function registerServe(program: Command): void {
       'seconds an idle keep-alive connection stays open',
       floatOption('--keep-alive-timeout', 0, 3600),
       SERVER_DEFAULTS.keepAliveTimeoutMs / 1000,
-    )
-    .option('--threads <n>', 'onnxruntime threads for inference', intOption('--threads', 1, 256))
-    .option(
-      '--step-delay <ms>',
-      'pause before every sampling step (slow motion, to watch the refinement)',
-      intOption('--step-delay', 0, 10000),
-      0,
-    )
-    .option(
-      '--web <source>',
-      'the page: auto, build (bundle now) or prebuilt (dist/public)',
-      choiceOption('--web', ['auto', 'build', 'prebuilt'] as const),
-      'auto',
-    )
-    .option('--log', 'log every request')
-    .action(async (f: ServeFlags) => {
-      const { models, missing } = modelsToServe(f);
-      for (const m of missing) process.stderr.write(`rediff: no shipped model ${m}; serving without it\n`);
-      process.stderr.write(`loading ${models.map((m) => `${m.name} from ${m.dir}`).join(', ')} ...\n`);
-      const server = await createServer({
-        models,
-        ...serverLimits(f),
-        web: f.web,
-        stepDelayMs: f.stepDelay,
-        logger: Boolean(f.log),
-        ...(f.threads ? { threads: f.threads } : {}),
-      });
-      let url: string;
-      try {
-        url = await server.listen(f.port, f.host);
-      } catch (e) {
-        await server.close();
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'EADDRINUSE') throw new UserError(`port ${f.port} is in use; pick another with --port`);
-        if (code === 'EACCES') throw new UserError(`not allowed to listen on port ${f.port}`);
-        throw e;
-      }
-      console.log(
-        `rediff serving ${models.map((m) => m.name).join(' and ')} at ${url}/  (API: ${url}/v1/models; Ctrl-C stops)`,
-      );
-      await new Promise<void>((resolve) => {
-        const stop = (): void => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          server.close().then(resolve, resolve);
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
-    });
+    );
+}
+
+/** `rediff serve`: load the models, listen, and serve until SIGINT or SIGTERM. */
+async function serve(f: ServeFlags): Promise<void> {
+  const { models, missing } = modelsToServe(f);
+  for (const m of missing) process.stderr.write(`rediff: no shipped model ${m}; serving without it\n`);
+  process.stderr.write(`loading ${models.map((m) => `${m.name} from ${m.dir}`).join(', ')} ...\n`);
+  const server = await createServer({
+    models,
+    ...serverLimits(f),
+    web: f.web,
+    stepDelayMs: f.stepDelay,
+    logger: Boolean(f.log),
+    ...(f.threads ? { threads: f.threads } : {}),
+  });
+  let url: string;
+  try {
+    url = await server.listen(f.port, f.host);
+  } catch (e) {
+    await server.close();
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') throw new UserError(`port ${f.port} is in use; pick another with --port`);
+    if (code === 'EACCES') throw new UserError(`not allowed to listen on port ${f.port}`);
+    throw e;
+  }
+  console.log(
+    `rediff serving ${models.map((m) => m.name).join(' and ')} at ${url}/  (API: ${url}/v1/models; Ctrl-C stops)`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      server.close().then(resolve, resolve);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
 }
