@@ -22,10 +22,12 @@ import {
   BENCHMARK_PROMPT,
   BENCHMARK_VOCABULARY,
   benchmarkTokenizer,
+  canonicalCaption,
   exhaustiveCaption,
   writeCaption,
   writeCaptions,
 } from '../src/benchmark/captioner.js';
+import { sceneRecord } from '../src/benchmark/dataset.js';
 import { parseCaption } from '../src/benchmark/parser.js';
 import {
   errorSpans,
@@ -382,4 +384,20 @@ test('summaries: means with Student-t 95% intervals', () => {
   assert.equal(summarize(bad).unreadableShare.mean, 1);
   const d = pairedDifference(good, bad, 'capture');
   assert.ok(d.lo > 0, 'good captions beat broken ones with a CI excluding 0');
+});
+
+test('the canonical caption is one fixed style: the same for a scene every time, and perfect', () => {
+  const openings = new Set<string>();
+  for (const r of Array.from({ length: 60 }, (_, i) => sceneRecord('val', 0, i))) {
+    const c = canonicalCaption(r.scene);
+    assert.equal(canonicalCaption(r.scene).text, c.text);
+    const score = scoreCaption(r.scene, c.text);
+    assert.equal(score.objectFactuality, 1, c.text);
+    assert.equal(score.coverage, 1, c.text);
+    assert.equal(score.parses, 1, c.text);
+    // The count comes last, in one form.
+    assert.match(c.text, /In total, there (is only one shape|are \w+ shapes)\.( The background is black\.)?$/, c.text);
+    openings.add(c.tokens.slice(0, 2).join(' '));
+  }
+  assert.ok(openings.size <= 4, `openings: ${[...openings].join(' | ')}`);
 });

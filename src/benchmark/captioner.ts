@@ -15,7 +15,7 @@
  * the tests compare with what the metrics find.
  */
 import { WordTokenizer, joinWords } from '../tokenizer/word.js';
-import type { Rng } from '../util/rng.js';
+import { Rng } from '../util/rng.js';
 import {
   GROUNDED_WORDS,
   BENCHMARK_PROMPT,
@@ -446,6 +446,33 @@ export function writeCaption(scene: Scene, rng: Rng, options: CaptionOptions = {
     `cannot caption scene ${scene.id} (${scene.objects.length} objects) within ${o.maxTokens} tokens / ${o.maxWords} ` +
       `words`,
   );
+}
+
+/** Every random choice takes its first option (the first of a list, the order as given). */
+class FirstChoice extends Rng {
+  constructor() {
+    super(0);
+  }
+  override nextUint32(): number {
+    return 0;
+  }
+  override next(): number {
+    return 0;
+  }
+  override shuffle<T>(items: T[]): T[] {
+    return items;
+  }
+}
+
+/**
+ * The canonical caption: the one the captioner writes when every choice takes its first option,
+ * so one fixed style for every scene (objects in reading order, alone or two to a sentence, the
+ * count last). A caption the captioner can write, so as correct as any; as a
+ * training target it leaves a model one caption per image instead of a hedge between
+ * paraphrases (docs/oracle.md#canonical-captions).
+ */
+export function canonicalCaption(scene: Scene, options: CaptionOptions = {}): Caption {
+  return writeCaption(scene, new FirstChoice(), options);
 }
 
 /** `count` distinct captions (fewer only if the scene admits fewer after many tries). */

@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../benchmark/captioner.js';
+import { BENCHMARK_PROMPT, benchmarkTokenizer, canonicalCaption } from '../benchmark/captioner.js';
 import { makeSplit } from '../data/benchmark-split.js';
 import { type InMemorySplit, benchmarkTrainingRecord, generateBenchmarkSplit } from '../data/training-data.js';
 import { GroundedExpert } from '../experts/grounded.js';
@@ -26,11 +26,10 @@ import { type TrainSettings, runTraining } from '../training/run.js';
 import type { MixOptions } from '../training/samples.js';
 import type { TrainingRecord } from '../data/training-record.js';
 import { draftImagesFromSplit, runSelfCorrection } from '../training/self-correction.js';
-import { readJsonFileSync, writeFileAtomic } from '../util/atomic.js';
+import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { withWallTime } from '../util/wall-time.js';
 import type { EvalSetting } from './evaluate.js';
-import { canonicalCaptions } from './canonical.js';
 import { CaptionerOracle } from './oracle.js';
 import {
   ABLATIONS,
@@ -287,7 +286,6 @@ function studySteps(ctx: StudyContext): StudyStep[] {
     selfCorrectStep(ctx, 'stage2', 'stage1', 2),
     trainedEvalStep(ctx, 'rediff-round2'),
     // Beyond the paper: Stage I and one Stage II round on one canonical caption per image.
-    canonicalStep(ctx),
     trainStep(ctx, 'stage1-canonical', 'revision', p.finetune, STAGE1_MIX, () => canonicalRecords(ctx)),
     trainedEvalStep(ctx, 'stage1-canonical'),
     selfCorrectStep(ctx, 'stage2-canonical', 'stage1-canonical', 1, () => canonicalRecords(ctx)),
@@ -295,30 +293,13 @@ function studySteps(ctx: StudyContext): StudyStep[] {
   ];
 }
 
-const canonicalFile = (ctx: StudyContext): string => path.join(ctx.out, 'canonical', 'captions.json');
-
-/** The canonical caption of each of the preset's first training scenes, written once. */
-function canonicalStep(ctx: StudyContext): StudyStep {
-  const file = canonicalFile(ctx);
-  return {
-    name: 'canonical captions',
-    isDone: () => fs.existsSync(file),
-    run: async () => {
-      const n = Math.min(ctx.p.canonical.scenes, ctx.train.records.length);
-      const split = { records: ctx.train.records.slice(0, n), rgb: ctx.train.rgb.slice(0, n) };
-      const L = ctx.base.config.responseLength;
-      const captions = await canonicalCaptions(split, { captions: ctx.p.canonical.captions, responseLength: L });
-      fs.mkdirSync(path.dirname(file), { recursive: true });
-      await writeFileAtomic(file, JSON.stringify(captions) + '\n');
-    },
-  };
-}
-
-/** Those scenes' training records with their canonical caption as the only target. */
+/** The training records with their canonical caption as the only target (same images, one caption each). */
 function canonicalRecords(ctx: StudyContext): TrainingRecord[] {
-  const captions = readJsonFileSync(canonicalFile(ctx), 'canonical captions') as string[];
   const tokenizer = benchmarkTokenizer();
-  return captions.map((c, i) => ({ ...ctx.records[i]!, captions: [tokenizer.encode(c)] }));
+  return ctx.records.map((r, i) => ({
+    ...r,
+    captions: [tokenizer.encode(canonicalCaption(ctx.train.records[i]!.scene).text)],
+  }));
 }
 
 function oracle(ctx: StudyContext, captions: number): StudyModel {

@@ -27,11 +27,6 @@ export interface StudyPreset {
    * others show how it moves with the sample (docs/oracle.md).
    */
   oracleCaptions: number[];
-  /**
-   * Beyond the paper: the training scenes (the first ones of the split) whose canonical caption
-   * (./canonical.ts) the canonical systems train on, and the oracle's draws per scene for it.
-   */
-  canonical: { scenes: number; captions: number };
 }
 
 const common = { batchSize: 32, minLrRatio: 0.1, weightDecay: 0.01, clipNorm: 1, seed: 0 };
@@ -50,7 +45,6 @@ export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
     tokensPerStep: [1, 2, 4, 8],
     threshold: 0.9,
     oracleCaptions: [200, 50],
-    canonical: { scenes: 48, captions: 50 },
   },
   /**
    * The committed study, from the shipped base (small model): about 1.5-2 hours on 2 cores.
@@ -71,7 +65,6 @@ export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
     // reached 4 tokens per step on the validation split (docs/design.md#threshold).
     threshold: 0.55,
     oracleCaptions: [8000, 2000],
-    canonical: { scenes: 5000, captions: 1000 },
   },
 };
 

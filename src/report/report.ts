@@ -203,7 +203,8 @@ function buildReadme(
     '## Beyond the paper: one canonical caption per image',
     '',
     'The same Stage I and one Stage II round, trained on one caption per training image (the ' +
-      "benchmark captioner's greedy decode, `docs/oracle.md`) instead of its three paraphrases.",
+      'canonical caption: the captioner with every choice at its first option, `docs/oracle.md`) ' +
+      'instead of its three paraphrases.',
     '',
     table(ablationTable(study, CANONICAL_ROWS, ['capture', 'parses', 'coverage'])),
     '',

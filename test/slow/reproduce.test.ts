@@ -52,8 +52,6 @@ test('rediff reproduce --preset quick runs the whole study, writes the report, a
     1,
     'a perfect model parses',
   );
-  const canonical = JSON.parse(fs.readFileSync(path.join(study, 'canonical', 'captions.json'), 'utf8')) as string[];
-  assert.equal(canonical.length, 48, "one caption for each of the preset's canonical scenes");
   assert.equal(examples.length, 3);
   assert.ok(examples[0]!.rediff.trace.length > 0);
   const { files } = await writeReport(study, path.join(dir, 'report'));
