@@ -65,7 +65,7 @@ const settings = (stage: string, steps: number, lr: number, batchSize = 16): Tra
 
 const tmp = (name: string): string => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-base-')), name);
 
-test('cells: every (shape, colour, size) has its own class, read back exactly; patches map to the cell under their centre', () => {
+test("cells: each (shape, colour, size) is a class, read back exactly; a patch maps to its centre's cell", () => {
   const seen = new Set<number>();
   for (const shape of SHAPES)
     for (const color of COLORS)
@@ -130,7 +130,7 @@ test('vision stage: the per-cell probe learns to read unseen scenes', async () =
   assert.ok(untrained.objects < 0.05, `an untrained probe reads ${untrained.objects}`);
 });
 
-test('image reliance: text-only training ignores the image; the loss with a shuffled image is reported against the right one', async () => {
+test('image reliance: text-only training ignores the image; the loss with a shuffled image is reported', async () => {
   const { recs } = records('train', 64);
   const lang = await runTraining({
     outDir: tmp('language'),
@@ -156,7 +156,7 @@ test('image reliance: text-only training ignores the image; the loss with a shuf
   assert.ok(Math.abs(r.shuffledImage - r.rightImage) < 0.05, JSON.stringify(r));
 });
 
-test("place claims: a reference keeps every place claim; naming one object's place wrong (a synonym is no error) loses exactly that claim", () => {
+test('place claims: a reference keeps all; one place named wrong (not a synonym) loses exactly that one', () => {
   const { split } = records('val', 100, { minObjects: 2, maxObjects: 2 });
   const i = split.records.findIndex(
     (r) => / in the top left(?! corner)/.test(r.captions[0]!) && !r.captions[0]!.includes('top right'),
@@ -174,7 +174,7 @@ test("place claims: a reference keeps every place claim; naming one object's pla
   assert.deepEqual(wrong, { claims: reference.claims, held: reference.claims - 1 });
 });
 
-test('place attention: each place phrase is tied to the object its sentence names; relations and counts are left out; the measure runs per layer and head', async () => {
+test("place attention: each place phrase tied to its sentence's object (no relations, counts), per head", async () => {
   const scene = {
     id: 's',
     seed: 0,
@@ -186,7 +186,8 @@ test('place attention: each place phrase is tied to the object its sentence name
   } as Scene;
   const words = tokenizer.pieces(
     tokenizer.encode(
-      'There are two shapes. There is a small red circle in the top left and on the right side a large blue square. The circle is left of the square.',
+      'There are two shapes. There is a small red circle in the top left and on the right side a large blue square. ' +
+        'The circle is left of the square.',
     ),
   );
   const phrases = placePhrases(scene, words, 0);
@@ -208,7 +209,7 @@ test('place attention: each place phrase is tied to the object its sentence name
   );
 });
 
-test('pretrain (quick): its stages in order, each measured, a rerun redoes nothing, and the shipped base has its card', async () => {
+test("pretrain (quick): stages in order, each measured; a rerun redoes nothing; the shipped base's card", async () => {
   const out = tmp('pretrain');
   const ship = tmp('shipped');
   const lines: string[] = [];
@@ -271,7 +272,7 @@ test('pretrain (quick): its stages in order, each measured, a rerun redoes nothi
   );
 });
 
-test('grounding masks: in their share of samples every word of one attribute is masked and weighted; without them sampling is unchanged', () => {
+test("grounding masks: in their share of samples an attribute's words are all masked and weighted", () => {
   const { recs } = records('train', 8, { minObjects: 3, maxObjects: 5 });
   const groups = groundedWordIds(tokenizer);
   const vocab = { firstOrdinaryId: SPECIAL_TOKENS.length, vocabSize: tokenizer.size };

@@ -223,7 +223,8 @@ test('metrics: counts, duplicates, places, relations and references are judged e
     'small green ring@bottom',
   ]);
   const good =
-    'There are four shapes. Two small red circles are in the top left and on the right. A large blue star is in the center. The star is above the ring. There is a small green ring at the bottom.';
+    'There are four shapes. Two small red circles are in the top left and on the right. A large blue star is in the ' +
+    'center. The star is above the ring. There is a small green ring at the bottom.';
   const g = scoreCaption(s, good);
   assert.equal(g.factuality, 1, JSON.stringify(g.errors));
   assert.equal(g.fluency, 1);
@@ -232,7 +233,9 @@ test('metrics: counts, duplicates, places, relations and references are judged e
   assert.equal(g.coverage, 1);
 
   const bad =
-    'There are five shapes. Three small red circles are in the top left and on the right. A large blue star is in the center. The star is below the ring. The red circle is on the left. There is a small green ring at the bottom. Another small green ring is at the bottom.';
+    'There are five shapes. Three small red circles are in the top left and on the right. A large blue star is in ' +
+    'the center. The star is below the ring. The red circle is on the left. There is a small green ring at the ' +
+    'bottom. Another small green ring is at the bottom.';
   const b = scoreCaption(s, bad);
   const toks = splitWords(bad);
   const blamed = b.errors.map((e) => `${e.reason}:${e.text}`);

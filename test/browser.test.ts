@@ -86,7 +86,8 @@ test('the page captions a generated scene with both models and marks refined tok
           if (w.atDone === null && status.textContent!.startsWith('done')) {
             w.atDone = Array.from(document.querySelectorAll<HTMLElement>('.panel')).map(
               (p) =>
-                `${p.dataset.state} ${p.querySelector('.step-label')!.textContent} final ${p.querySelector<HTMLElement>('.final')!.hidden ? 'hidden' : 'shown'}`,
+                `${p.dataset.state} ${p.querySelector('.step-label')!.textContent} final ` +
+                `${p.querySelector<HTMLElement>('.final')!.hidden ? 'hidden' : 'shown'}`,
             );
             seen.disconnect();
           }
@@ -129,7 +130,8 @@ test('the page captions a generated scene with both models and marks refined tok
 
     const onServer = await runBoth('server');
     t.diagnostic(
-      `server: baseline ${onServer.baseline!.steps} steps, rediff ${onServer.rediff!.steps} steps with ${onServer.rediff!.refinements} refinements`,
+      `server: baseline ${onServer.baseline!.steps} steps, rediff ${onServer.rediff!.steps} steps with ` +
+        `${onServer.rediff!.refinements} refinements`,
     );
     assert.ok(
       onServer.baseline!.steps >= 1 && onServer.baseline!.steps <= 24,

@@ -178,7 +178,7 @@ test('info describes a checkpoint', async () => {
   assert.match(r.stdout, /parameters\s+[\d,]+/);
 });
 
-test('diagnose reports the loss with the right and a shuffled image; a model without a probe reports no probe', async () => {
+test('diagnose: the loss with the right and a shuffled image; a model without a probe reports none', async () => {
   const r = await rediff('diagnose', '--checkpoint', ckpt, '--scenes', '4');
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /caption loss on 4 val scenes: right image \d+\.\d+, shuffled image \d+\.\d+/);
@@ -217,7 +217,7 @@ test('repair measures the fixture drafter and an untrained model on its own corr
   assert.ok(Number(rows[0]![4]) > Number(rows[1]![4]), r.stdout);
 });
 
-test('train --llava: words outside the vocabulary are reported as file:line (prompts too) unless --allow-unk; the revision loss is explained', async () => {
+test('train --llava: words outside the vocabulary are file:line issues unless --allow-unk; loss told', async () => {
   const dir = path.join(tmp, 'llava');
   fs.mkdirSync(dir, { recursive: true });
   const img = path.join(dir, 'a.png');

@@ -79,6 +79,20 @@ test('every docs/PAGE.md#anchor that code and docs cite is a heading of that pag
   assert.deepEqual(missing, []);
 });
 
+test('no line of the sources, tests, benchmarks or scripts is over 120 characters (Biome keeps strings)', (t) => {
+  const files = committed('src/*', 'test/*', 'bench/*', 'scripts/*');
+  if (files === null) return t.skip('not a git clone');
+  const code = files.filter((f) => /\.(ts|mjs|js|py)$/.test(f));
+  assert.ok(code.length > 100);
+  const long = code.flatMap((f) =>
+    fs
+      .readFileSync(path.join(root, f), 'utf8')
+      .split('\n')
+      .flatMap((line, i) => (line.length > 120 ? [`${f}:${i + 1}: ${line.length} characters`] : [])),
+  );
+  assert.deepEqual(long, []);
+});
+
 test('runs record paths relative to the working directory', () => {
   const cwd = path.join(path.sep, 'somewhere', 'rediff');
   assert.equal(recordedPath(path.join(cwd, 'runs', 'study', 'stage1'), cwd), 'runs/study/stage1');

@@ -241,7 +241,7 @@ test('jsonl: IssueLog validates onError; readJsonl skips blank lines and a BOM',
   assert.equal(log.issues[0]!.line, 5);
 });
 
-test('jsonl: a line over the limit is a clear issue naming file:line (skipped or fatal); control characters in messages are escaped', async () => {
+test('jsonl: a line over the limit is an issue at file:line (skip or fail); control characters escaped', async () => {
   const f = path.join(tmp, 'long.jsonl');
   const binary = '\u0001\u0002\u001b[31mred\u0000\u007f\u202e';
   fs.writeFileSync(

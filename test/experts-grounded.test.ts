@@ -65,7 +65,8 @@ test('grounded: planted errors of every type are found and fixed with valid same
   const total = HALLUCINATION_TYPES.reduce((s, k) => s + made[k], 0);
   const ok = HALLUCINATION_TYPES.reduce((s, k) => s + fixed[k], 0);
   t.diagnostic(
-    `planted errors fixed (factuality 1.0 after): ${ok}/${total} = ${((100 * ok) / total).toFixed(1)}%; by type ${JSON.stringify(fixed)} of ${JSON.stringify(made)}`,
+    `planted errors fixed (factuality 1.0 after): ${ok}/${total} = ${((100 * ok) / total).toFixed(1)}%; by type ` +
+      `${JSON.stringify(fixed)} of ${JSON.stringify(made)}`,
   );
   assert.ok(ok >= 0.95 * total, `${ok}/${total}`);
   for (const k of HALLUCINATION_TYPES) {
@@ -137,7 +138,8 @@ test('grounded: an injected repeated word is fixed in a clear majority of drafts
     }
   }
   t.diagnostic(
-    `same-length stutter: fix returned ${fixedA}/${N} (${((100 * fixedA) / N).toFixed(0)}%), fully clean after ${cleanA}/${N}; inserted stutter: fix returned ${fixedB}/${M} (${((100 * fixedB) / M).toFixed(0)}%)`,
+    `same-length stutter: fix returned ${fixedA}/${N} (${((100 * fixedA) / N).toFixed(0)}%), fully clean after ` +
+      `${cleanA}/${N}; inserted stutter: fix returned ${fixedB}/${M} (${((100 * fixedB) / M).toFixed(0)}%)`,
   );
   assert.ok(fixedA >= 0.8 * N, `same-length stutter fixed ${fixedA}/${N}`);
   assert.ok(fixedB >= 0.6 * M, `inserted stutter fixed ${fixedB}/${M}`);
@@ -168,7 +170,8 @@ test('grounded: hand-written drafts (lengths that differ, articles, several erro
     // Several problems at once: count, colour, two stutters.
     {
       draft:
-        'There are two shapes. A small green circle is at the top. A large blue star star at the bottom. A large orange square is in in bottom left.',
+        'There are two shapes. A small green circle is at the top. A large blue star star at the bottom. A large ' +
+        'orange square is in in bottom left.',
       want: `There are three shapes. A small red circle is at the top. ${TAIL}`,
     },
   ];
@@ -191,7 +194,7 @@ test('grounded: hand-written drafts (lengths that differ, articles, several erro
   assert.deepEqual(correctDraft(SCENE, d, tok), correctDraft(SCENE, d));
 });
 
-test('grounded: sentences beyond word-level repair are rewritten to true captioner sentences of the same length', () => {
+test('grounded: sentences beyond word-level repair become true captioner sentences of the same length', () => {
   const head = 'There are three shapes. A small red circle is at the top.';
   for (const draft of [
     `${head} ${TAIL} A small red circle is at the top.`, // described twice: no word swap removes the duplicate

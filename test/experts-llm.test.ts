@@ -119,7 +119,8 @@ test('llm expert: right, fenced JSON, malformed JSON and unequal-length pairs, t
       '```json\n[{"org": "large red circle", "target": "small red circle"}]\n```',
     'There is a small blue circle in the top left.': '[{"org": "small blue circle", "target": "small red circle"',
     'There is a small red square in the top left.':
-      '[{"org": "red square", "target": "red circle"}, {"org": "in the top left", "target": "in the top left corner of it"}]',
+      '[{"org": "red square", "target": "red circle"}, {"org": "in the top left", "target": "in the top left corner ' +
+      'of it"}]',
   };
   const drafts = Object.keys(answers);
   await withServer(
@@ -480,7 +481,7 @@ test("reviewAll: stale drafts are asked again; another expert's cache and duplic
   }
 });
 
-test('reviewAll: an expert that throws is recorded as an error, not fatal; without a cache file nothing is written', async () => {
+test('reviewAll: an expert that throws gives an error answer; without a cache file nothing is written', async () => {
   const expert = new FakeExpert('fake', (req) => {
     if (req.id === 'b') throw new Error('scene missing');
     return RIGHT();

@@ -18,7 +18,8 @@ const WORDS =
 const tok = new WordTokenizer(splitWords(WORDS));
 
 const DRAFT =
-  'There is a small red circle in the top left. A blue square is below the circle, and a large large star is on the right.';
+  'There is a small red circle in the top left. A blue square is below the circle, and a large large star is on the ' +
+  'right.';
 
 test('parseAnswer: right in any case, with punctuation, quotes, markdown or a fence', () => {
   for (const raw of [
@@ -197,7 +198,8 @@ test('pairsToSpans: whole org spans by default, changed positions on request', (
   assert.equal(s.correct.length, ids.length);
   assert.equal(
     tok.decode(s.correct),
-    'There is a large blue circle in the top left. A blue square is below the circle, and a large yellow star is on the right.',
+    'There is a large blue circle in the top left. A blue square is below the circle, and a large yellow star is on ' +
+      'the right.',
   );
   const at = (words: string): number => findAll(ids, tok.encode(words))[0]!;
   // Sorted by position, whole org spans.
@@ -262,7 +264,10 @@ test('ReviewStats: counts answers, kept pairs and drops by reason', () => {
   assert.equal(st.pairsDropped, 2);
   assert.match(
     st.summary(),
-    /5 answers: 2 right, 1 with pairs, 1 malformed, 1 errors; pairs 1 kept, 2 dropped \(ambiguous 1, length-mismatch 1\)/,
+    new RegExp(
+      String.raw`5 answers: 2 right, 1 with pairs, 1 malformed, 1 errors; ` +
+        String.raw`pairs 1 kept, 2 dropped \(ambiguous 1, length-mismatch 1\)`,
+    ),
   );
   const merged = new ReviewStats().merge(st).merge(st);
   assert.equal(merged.right, 4);

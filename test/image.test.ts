@@ -84,7 +84,7 @@ test('loadImage: JPEG/WebP, alpha flattened on black, grey to RGB, fill resize o
   assert.ok(fill[3 * 4 * 3]! < 60 && fill[(3 * 4 + 3) * 3]! > 195);
 });
 
-test('loadImage: missing, empty, non-image, directory, truncated, unsupported -> one-line UserError naming the path', async () => {
+test('loadImage: missing, empty, non-image, directory, truncated, unsupported: a UserError naming it', async () => {
   await rejectsUser(loadImage(path.join(dir, 'nope.png'), 8), /^image not found: .*nope\.png$/);
   const empty = path.join(dir, 'empty.png');
   fs.writeFileSync(empty, '');

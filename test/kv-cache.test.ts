@@ -25,7 +25,8 @@ for (const [keyBias, relativeBias] of [
   [0, 0],
   [2, 4],
 ] as const) {
-  test(`a cached pass over a block equals the full pass while nothing outside the block changed (prefix and dual windows; image key bias ${keyBias}${relativeBias ? ', relative position bias' : ''})`, async () => {
+  const bias = `image key bias ${keyBias}${relativeBias ? ', relative position bias' : ''}`;
+  test(`a cached pass equals the full one if nothing outside the block changed (prefix, dual; ${bias})`, async () => {
     const loaded = await loadModel(TINY_STAGE1_DIR);
     // The image key bias enters through attn_bias: check it in the cached pass too, and the relative
     // position bias, whose buckets the cached pass reads for its window's rows.

@@ -96,7 +96,7 @@ for (const [what, c] of [
   });
 }
 
-test('relative position bias: it starts as ALiBi; at zero it is the model without it; a learned value moves the logits; bad settings are refused', async () => {
+test('relative position bias: starts as ALiBi, zero is none, a value moves the logits, bad ones refused', async () => {
   const c: ModelConfig = { ...MICRO, relativeBias: 2 };
   const params = initParams(c, 5);
   const tokenizer = new WordTokenizer(['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h']);
@@ -166,7 +166,7 @@ test("attention taps: every query's attention sums to 1 and padded prompt keys g
   }
 });
 
-test('image normalisation: a part shared by all image tokens never reaches the language model, and every token is unit-scale', async () => {
+test('image normalisation: what all image tokens share never reaches the LM; each token is unit-scale', async () => {
   const c: ModelConfig = { ...MICRO, imageNorm: true };
   const params = initParams(c, 2);
   for (const [k, v] of params)
@@ -204,7 +204,7 @@ test('image normalisation: a part shared by all image tokens never reaches the l
   assert.throws(() => validateConfig({ ...MICRO, imagePlace: true }), /imagePlace needs imageNorm/);
 });
 
-test('cell reading: each image token gets the embedding of the factors of the class its probe reads, nothing else changes', async () => {
+test("cell reading: an image token gets the embedding of its probe's class's factors, nothing else", async () => {
   const plain: ModelConfig = { ...MICRO, imageNorm: true, cellProbe: true };
   const c: ModelConfig = { ...plain, imageCells: true };
   const params = initParams(c, 4);

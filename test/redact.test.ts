@@ -31,7 +31,7 @@ test('redactSecrets: bearer tokens, Authorization values, sk- keys, key fields a
   }
 });
 
-test('registered secrets are redacted whatever their shape; redactDeep walks objects; URLs lose their credentials', () => {
+test('registered secrets are redacted whatever their shape; redactDeep walks objects; URLs lose credentials', () => {
   registerSecret('plain-looking-key-42');
   registerSecret('abc'); // too short to be a secret worth matching everywhere
   assert.equal(redactSecrets('echo: plain-looking-key-42!'), `echo: ${REDACTED}!`);

@@ -255,7 +255,8 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   // Tables 4-6: missing systems are "not run".
   assert.equal(
     tableRow(readme, '## Training stages', '| Stage II only |'),
-    '| Stage II only | refining sampler | not run | not run | not run | not run | not run | not run | not run | not run | not run |',
+    '| Stage II only | refining sampler | not run | not run | not run | not run | not run | not run | not run | not ' +
+      'run | not run |',
   );
   assert.match(
     tableRow(readme, '## Training stages', '| Stage I + II (ReDiff)'),
@@ -295,7 +296,8 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   // Threshold decoding: its own table, not a column of the rate tables.
   assert.equal(
     tableRow(readme, '## Confidence-threshold decoding', '| ReDiff (Stage I + II)'),
-    '| ReDiff (Stage I + II) | confidence-threshold refining sampler | threshold-rediff @0.9 | 4.50 | 4.20 | 62.5 ±2.0 | 72.5 ±1.0 | 52.5 ±3.0 | 50.0 ±2.0 |',
+    '| ReDiff (Stage I + II) | confidence-threshold refining sampler | threshold-rediff @0.9 | 4.50 | 4.20 | 62.5 ' +
+      '±2.0 | 72.5 ±1.0 | 52.5 ±3.0 | 50.0 ±2.0 |',
   );
 
   // Targets.
@@ -315,20 +317,30 @@ test('writeReport: tables, targets, results.json and SVGs from a small study', a
   );
   assert.match(
     readme,
-    /\*\*\(threshold\) MET\*\* — .*As measured \(threshold-rediff @0\.9\): 4\.20 caption tok\/step \(4\.50 with the EOS fill\), 62\.50 /,
+    new RegExp(
+      String.raw`\*\*\(threshold\) MET\*\* — .*As measured \(threshold-rediff ` +
+        String.raw`@0\.9\): 4\.20 caption tok\/step \(4\.50 with the EOS fill\), 62\.50 `,
+    ),
   );
   assert.match(readme, /\*\*\(time\) MET\*\* — .*62\.0 minutes of work/);
 
   // Expert statistics.
   assert.match(
     readme,
-    /\| Stage I \+ II \(from ReDiff-Base\) \| 1 \| 40 \| 10 \(25%\) \| 28 \| 1 \| 1 \| 50 \| 44 \| 6: not-found 4 \(67%\), length-mismatch 2 \(33%\) \| 27 \| count 6 \(60%\), attribute 3 \(30%\), relation 1 \(10%\) \|/,
+    new RegExp(
+      String.raw`\| Stage I \+ II \(from ReDiff-Base\) \| 1 \| 40 \| 10 \(25%\) \| 28 \| 1 \| 1 \| ` +
+        String.raw`50 \| 44 \| 6: not-found 4 \(67%\), length-mismatch 2 \(33%\) \| 27 \| count 6 \(60%\), ` +
+        String.raw`attribute 3 \(30%\), relation 1 \(10%\) \|`,
+    ),
   );
 
   // Examples and the trace.
   assert.match(
     readme,
-    /\*\*Mask-pred baseline, LLaDA sampler\*\* \(CAPTURE 20\.0%, factuality 0\.0%, coverage 0\.0%\): A blue blue circle\./,
+    new RegExp(
+      String.raw`\*\*Mask-pred baseline, LLaDA sampler\*\* \(CAPTURE 20\.0%, ` +
+        String.raw`factuality 0\.0%, coverage 0\.0%\): A blue blue circle\.`,
+    ),
   );
   assert.match(readme, /false claims: "blue circle" \(no blue circle in the scene\)/);
   assert.match(readme, /- `step  2` a ~~blue~~ → \*red\* \*\*circle\*\* \*\*\.\*\* ·×92/);

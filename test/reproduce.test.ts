@@ -59,7 +59,7 @@ test('reproduce refuses to start without exactly one base, and a base without we
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('the study evaluates LLaDA and refining samplers at every rate, then both threshold samplers at the preset threshold', () => {
+test('the study evaluates LLaDA and refining samplers at every rate, then both threshold samplers', () => {
   const settings = studySettings(STUDY_PRESETS.full, 96);
   assert.deepEqual(
     settings.map((s) => s.label),

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { revisionVersusMaskPrediction, showRepair } from './helpers/stage1.js';
 
-test('Stage I revision training keeps clean tokens and repairs injected errors in held-out captions; mask prediction alone does not', async (t) => {
+test('Stage I keeps clean tokens and repairs injected errors; mask prediction alone does not', async (t) => {
   const { revision: r, maskOnly: m } = await revisionVersusMaskPrediction(300, 30);
   const msg = `revision: ${showRepair(r)}; mask prediction: ${showRepair(m)}`;
   t.diagnostic(msg);

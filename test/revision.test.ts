@@ -167,7 +167,7 @@ test('revision loss equals a direct computation of the Stage I loss (Eqs. 3-4), 
   assert.ok(Math.abs(graphLoss - direct) < 1e-4 * Math.abs(direct), `graph ${graphLoss} vs direct ${direct}`);
 });
 
-test("span corrections: only the spans are scored (Eq. 5), or with keepRest the draft's other tokens too, each type averaged alone", () => {
+test('span corrections: only the spans are scored (Eq. 5), or with keepRest the other tokens too, types apart', () => {
   const wrong = [5, 6, 20, 21, 9, EOS_ID];
   const right = [5, 6, 7, 8, 9, EOS_ID];
   const spans = [{ start: 2, length: 2 }];
@@ -181,7 +181,7 @@ test("span corrections: only the spans are scored (Eq. 5), or with keepRest the 
   assert.deepEqual([...lossWeights(keep, 'revision')], [0.25, 0.25, 0.5, 0.5, 0.25, 0.25]);
 });
 
-test('block correction samples: blocks before k shown as drafted, flagged tokens always shown and scored, later positions masked and not scored', () => {
+test('block correction samples: earlier blocks drafted, flagged tokens shown and scored, later masked', () => {
   const B = 4;
   // A 10-token draft in a 16-token response: blocks 0 and 1 are wholly text; block 2 holds its end.
   const wrong = [5, 6, 20, 21, 9, 10, 11, 12, 13, 30, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID, EOS_ID];
@@ -225,7 +225,7 @@ test('mask-prediction loss weights: 1/p on masked positions over the response le
   c.types.forEach((t, i) => assert.equal(w[i], t === 'mask' ? Math.fround(1 / c.p / 4) : 0));
 });
 
-test('block masks: the blocks before k written, block k masked at rate p, later positions masked and not scored', () => {
+test('block masks: the blocks before k written, block k masked at rate p, later positions masked, not scored', () => {
   // 10 words, then EOS padding to 16: with blocks of 4, blocks 0 and 1 are text, block 2 holds the first EOS.
   const clean = [...Array.from({ length: 10 }, (_, i) => 10 + i), ...new Array<number>(6).fill(EOS_ID)];
   const rng = new Rng(11);

@@ -20,7 +20,7 @@ const caption = (o: SamplerOptions) => captionImages(model, images, prompt, o, i
 
 test.after(() => model.dispose());
 
-test('compaction gives token for token the captions of lock-step decoding (tiny model, with and without a cache)', async () => {
+test("compaction gives lock-step decoding's captions token for token (tiny model, with or without cache)", async () => {
   for (const o of [
     samplerOptions('rediff', { steps: 24 }),
     samplerOptions('threshold', { steps: L }),
@@ -34,7 +34,7 @@ test('compaction gives token for token the captions of lock-step decoding (tiny 
   }
 });
 
-test('decoding with a prefix or dual cache agrees with uncached decoding on most tokens (tiny model, 4 tokens per step)', async () => {
+test('a prefix or dual cache agrees with uncached decoding on most tokens (tiny model, 4 tok/step)', async () => {
   const o = samplerOptions('rediff', { steps: 24 });
   const exact = await caption(o);
   const fromCache = model.logitsFromCache.bind(model);

@@ -231,7 +231,7 @@ const rowSpeed = (prompt: number) => (pos: number, x: ArrayLike<number>) => ({
   conf: prompt === 4 ? 0.95 : 0.3 + pos / 100,
 });
 
-test('compaction: finished rows leave the batch, and the results are token for token those of lock-step decoding', async () => {
+test("compaction: finished rows leave the batch; results are token for token lock-step decoding's", async () => {
   // Row 0 is sure of everything (one step per block with threshold decoding), rows 1-4 are not.
   const n = 5;
   const speedPatches = Array.from({ length: n }, () => new Float32Array(1));

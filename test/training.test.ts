@@ -127,7 +127,7 @@ test('a diverging run stops with a message and keeps the last good checkpoint', 
   }
 });
 
-test('without an explicit plan, settings.visionLrScale slows the tower (0 freezes it), for a Stage II round too', async () => {
+test('without an explicit plan, settings.visionLrScale slows the tower (0 freezes it), in Stage II too', async () => {
   for (const stage of ['mask-prediction', 'self-correct round 1']) {
     const start = initial();
     const res = await runTraining({

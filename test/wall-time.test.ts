@@ -4,7 +4,7 @@ import { withWallTime } from '../src/util/wall-time.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-test('withWallTime reports the time so far while a step runs and the whole time at its end, also when it fails', async () => {
+test('withWallTime reports the time so far while a step runs, and the whole at its end, also on failure', async () => {
   const ticks: number[] = [];
   const v = await withWallTime(
     async () => {

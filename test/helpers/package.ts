@@ -118,7 +118,8 @@ const session = (file: string) => ort.InferenceSession.create(path.join(onnx, fi
 const web = new OrtDenoisingModel(ort, await session('vision.onnx'), await session('language.onnx'), manifest);
 const c = manifest.config;
 const pixels = normalisePixels(scene.rgb[0]!, c.imageSize, c.imageSize, 3, manifest.pixels);
-const [fromWeb] = await sample(web, [patchify(pixels, c.imageSize, c.patchSize)], [manifest.promptIds], samplerOptions('rediff', { steps: 24 }));
+const patches = patchify(pixels, c.imageSize, c.patchSize);
+const [fromWeb] = await sample(web, [patches], [manifest.promptIds], samplerOptions('rediff', { steps: 24 }));
 
 console.log(JSON.stringify({
   text: caption.text,

@@ -63,4 +63,5 @@ export async function revisionVersusMaskPrediction(
 }
 
 export const showRepair = (x: RepairResult): string =>
-  `repaired ${(100 * x.repaired).toFixed(1)}% of ${x.injected}, kept ${(100 * x.cleanKept).toFixed(1)}% of clean, errors ${x.errorsBefore} -> ${x.errorsAfter}`;
+  `repaired ${(100 * x.repaired).toFixed(1)}% of ${x.injected}, kept ${(100 * x.cleanKept).toFixed(1)}% of clean, ` +
+  `errors ${x.errorsBefore} -> ${x.errorsAfter}`;

@@ -47,7 +47,7 @@ const settings = (stage: string, steps: number, lr: number) => ({
 
 const tmp = (name: string): string => path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-overfit-')), name);
 
-test('overfit check: a model trained on a few dozen scenes names their objects, and only with their own images', async () => {
+test('overfit check: trained on a few dozen scenes, a model names their objects, with their images only', async () => {
   // One object per scene, one caption each: the caption must say its size, colour, shape and
   // place. A 48-token response is enough for these captions and halves the cost.
   const config = { ...GRID_TINY, responseLength: 48, cellProbe: false };

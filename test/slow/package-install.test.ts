@@ -1,7 +1,8 @@
 /**
  * The packed tarball installed by npm itself in an empty project (test/package.test.ts links the
  * dependencies instead): `npm install --prefer-offline` of the tarball, with the allowScripts the
- * README asks of users, then the same TypeScript consumer, and the installed `rediff` command. The dependencies' metadata comes from
+ * README asks of users, then the same TypeScript consumer, and the installed `rediff` command. The dependencies'
+ * metadata comes from
  * the registry, their tarballs from npm's cache where `npm ci` left them (about 600 MB unpacked).
  */
 import { after, test } from 'node:test';

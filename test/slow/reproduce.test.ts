@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { reproduce } from '../../src/evaluation/reproduce.js';
 import { writeReport } from '../../src/report/report.js';
 
-test('rediff reproduce --preset quick runs the whole study, writes the report, and a rerun redoes nothing', async () => {
+test('rediff reproduce --preset quick runs the whole study and writes the report; a rerun redoes nothing', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-reproduce-'));
   const study = path.join(dir, 'study');
   const lines: string[] = [];

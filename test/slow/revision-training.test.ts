@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { revisionVersusMaskPrediction, showRepair } from '../helpers/stage1.js';
 
-test('Stage I revision training repairs injected errors in held-out captions; mask prediction alone does not (1,200 steps)', async () => {
+test('Stage I repairs injected errors in held-out captions; mask prediction alone does not (1,200 steps)', async () => {
   const { revision: r, maskOnly: m } = await revisionVersusMaskPrediction(1200, 50);
   // Measured when written (64 held-out captions, ~370 injected errors): revision repaired
   // ~9% and kept ~98% of clean tokens; mask prediction kept only ~58% (it rewrites everything).

@@ -58,7 +58,7 @@ class CountingExpert implements Expert {
   }
 }
 
-test('Stage II: one round of drafts, grounded review and training; the corrected spans are learned and a rerun asks nothing again', async () => {
+test('Stage II: one round of drafts, grounded review, training; spans learned, a rerun asks nothing', async () => {
   const expert = new CountingExpert();
   const reports = await runSelfCorrection({
     outDir: out,
@@ -123,7 +123,7 @@ test('Stage II: one round of drafts, grounded review and training; the corrected
   assert.equal(again.asked, 0);
 });
 
-test('Stage II: after one round, the tiny model fixes a share of its own typical mistakes on held-out scenes', async (t) => {
+test('Stage II: after one round the tiny model fixes some of its own mistakes on held-out scenes', async (t) => {
   assert.ok(fs.existsSync(path.join(out, 'checkpoint.json')), 'runs after the round above');
   // The base model's own drafts of unseen scenes, at the round's step budgets, with the expert's fixes.
   const held = await correctedDrafts(TINY_STAGE1_DIR, heldOut, new GroundedExpert(), {
@@ -137,7 +137,9 @@ test('Stage II: after one round, the tiny model fixes a share of its own typical
   try {
     const b = await measureCorrectionRepair(baseModel, cases);
     const a = await measureCorrectionRepair(roundModel, cases);
-    const msg = `mistake tokens fixed ${(100 * b.fixed).toFixed(1)}% -> ${(100 * a.fixed).toFixed(1)}% of ${a.mistakes}, other tokens kept ${(100 * b.kept).toFixed(1)}% -> ${(100 * a.kept).toFixed(1)}%`;
+    const msg =
+      `mistake tokens fixed ${(100 * b.fixed).toFixed(1)}% -> ${(100 * a.fixed).toFixed(1)}% of ${a.mistakes}, other ` +
+      `tokens kept ${(100 * b.kept).toFixed(1)}% -> ${(100 * a.kept).toFixed(1)}%`;
     t.diagnostic(`${held.length} held-out drafts: ${msg}`);
     // Seen: 2.1% -> 26-29% fixed, 97% -> 81% kept (Stage II's loss is only on flagged spans).
     assert.ok(a.mistakes >= 200, msg);

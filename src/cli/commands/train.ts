@@ -297,7 +297,9 @@ function selfCorrectFlags(c: Command): Command {
     .option('--expert-timeout <s>', 'llm expert: seconds per request', intOption('--expert-timeout'), 120);
 }
 
-/** The model a run starts from: --init's weights, or a fresh one of --preset with --tokenizer or the benchmark's words. */
+/**
+ * The model a run starts from: --init's weights, or a fresh one of --preset with --tokenizer or the benchmark's words.
+ */
 async function initialModel(f: TrainFlags): Promise<TrainJob['initial']> {
   if (f.init) {
     const init = await loadModelState(f.init, { tokenizer: f.tokenizer });
