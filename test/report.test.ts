@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { writeReport } from '../src/report/report.js';
 import { readStudy } from '../src/report/study.js';
-import { evaluateTargets } from '../src/report/tables.js';
+import { evaluateTargets } from '../src/report/targets.js';
 import { traceMarkdown } from '../src/report/examples.js';
 import type { StepTrace } from '../src/sampling/sampler.js';
 

@@ -28,6 +28,7 @@ import type { TrainingRecord } from '../data/training-record.js';
 import { draftImagesFromSplit, runSelfCorrection } from '../training/self-correction.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
+import { recordedPath } from '../util/paths.js';
 import { withWallTime } from '../util/wall-time.js';
 import type { EvalSetting } from './evaluate.js';
 import { CaptionerOracle } from './oracle.js';
@@ -89,12 +90,6 @@ const done = (dir: string, steps: number): boolean => {
   return Number(s.state?.step) >= steps;
 };
 
-/** A path as committed files show it: relative to the working directory when inside it, else its name. */
-export function shownPath(p: string): string {
-  const rel = path.relative(process.cwd(), path.resolve(p));
-  return rel === '' ? '.' : rel.startsWith('..') || path.isAbsolute(rel) ? path.basename(p) : rel;
-}
-
 /** One resumable unit of the study: skipped when `isDone`, timed in study.json otherwise. */
 interface StudyStep {
   name: string;
@@ -138,7 +133,7 @@ export async function reproduce(opts: ReproduceOptions): Promise<void> {
   const journal = openJournal(out, opts.preset, p, log);
   const baseDir = await prepareBase(opts, p, out, journal, progress, log);
   await journal.setBase({
-    dir: shownPath(baseDir),
+    dir: recordedPath(baseDir),
     fromScratch: opts.fromScratch === true,
     weights: givenWeights ?? weightsFingerprint(baseDir),
   });
@@ -265,7 +260,7 @@ function studySteps(ctx: StudyContext): StudyStep[] {
   const { p } = ctx;
   return [
     dataStep(ctx),
-    evalStep(ctx, 'base', async () => loadModel(ctx.baseDir), shownPath(ctx.baseDir)),
+    evalStep(ctx, 'base', async () => loadModel(ctx.baseDir), recordedPath(ctx.baseDir)),
     ...p.oracleCaptions.map((n, i) =>
       evalStep(ctx, oracleSystemId(n, i), async () => oracle(ctx, n), `oracle, ${n} captions per scene`),
     ),
@@ -371,7 +366,7 @@ function trainStep(
         settings: { ...s, stage, mix },
         progress: ctx.progress,
         resume: fs.existsSync(path.join(dir, 'checkpoint.json')),
-        meta: { prompt: BENCHMARK_PROMPT, init: shownPath(ctx.baseDir) },
+        meta: { prompt: BENCHMARK_PROMPT, init: recordedPath(ctx.baseDir) },
       });
     },
   };

@@ -13,9 +13,6 @@ import { readJsonFile } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import type { SystemResults } from '../evaluation/results-file.js';
 
-export type { EstimateJSON, EvalRowJSON, SystemResults } from '../evaluation/results-file.js';
-export { rowLabel } from '../evaluation/results-file.js';
-
 /** Systems of the study, in report order, with the names the report uses. */
 export const SYSTEMS = [
   { id: 'base', name: 'Base (LLaDA-V stand-in)' },

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { JsonlWriter } from '../../data/jsonl.js';
 import { type InMemorySplit, generateBenchmarkSplit, readBenchmarkSplit } from '../../data/training-data.js';
-import { type EvalSetting, evaluate } from '../../evaluation/evaluate.js';
+import { type EvalRow, type EvalSetting, evaluate } from '../../evaluation/evaluate.js';
 import { evalTable, renderPlain } from '../../evaluation/table.js';
 import { CaptionerOracle, DEFAULT_ORACLE } from '../../evaluation/oracle.js';
 import { loadModel } from '../../model/io.js';
@@ -62,68 +62,68 @@ export function registerEval(program: Command): void {
     .option('--out <file>', 'write the per-caption records as JSONL')
     .option('--batch-size <n>', 'images per sampling batch', intOption('--batch-size'), 32)
     .option('--no-progress', 'no progress bar');
-  addSamplingFlags(cmd, { rates: false }).action(async (f: EvalFlags) => {
-    if (f.oracle && (f.checkpoint !== undefined || f.tokenizer !== undefined))
-      throw new UserError('give --checkpoint (and --tokenizer) or --oracle, not both');
-    if (f.oracle && f.cache !== 'none')
-      throw new UserError('the oracle decodes without a K/V cache: leave out --cache');
-    const split = f.oracle ? await evalSplit(f, ORACLE_IMAGE_SIZE) : undefined;
-    const model: EvalModel = split
-      ? new CaptionerOracle(split, { captions: f.oracleCaptions, seed: f.oracleSeed, responseLength: ORACLE_LENGTH })
-      : await loadModel(resolveCheckpoint(f.checkpoint, 'rediff'), { tokenizer: f.tokenizer });
-    try {
-      const L = model.config.responseLength;
-      const rates = f.tokensPerStep ?? [1, 2, 4, 8];
-      const settings: EvalSetting[] = [];
-      for (const sampler of f.samplers.split(',').map((s) => s.trim())) {
-        const threshold = sampler.startsWith('threshold');
-        for (const k of threshold ? [null] : rates) {
-          const options = samplerFromFlags(
-            { ...f, sampler, tokensPerStep: undefined, steps: threshold ? L : undefined },
-            L,
-            k ?? undefined,
-          );
-          validateSamplerOptions(options, L);
-          const cache = f.cache === 'none' ? '' : `, ${f.cache} cache`;
-          settings.push({
-            label: threshold ? `${sampler} @${f.threshold}${cache}` : `${sampler} ${k} tok/step${cache}`,
-            sampler,
-            tokensPerStep: k,
-            options,
-          });
-        }
-      }
-      const scenes = split ?? (await evalSplit(f, model.config.imageSize));
-      const bar = createProgress('eval', settings.length * scenes.records.length, { enabled: f.progress });
-      const rows = await evaluate(model, scenes, settings, {
-        batchSize: f.batchSize,
-        onProgress: (d) => bar.update(d),
-      });
-      bar.stop();
-      console.log(renderPlain(evalTable(rows)));
-      if (f.oracle) console.log(`oracle: ${f.oracleCaptions} captions drawn per scene (seed ${f.oracleSeed})`);
-      const refLengths = scenes.records.flatMap((r) => r.captions.map((c) => model.tokenizer.encode(c).length));
-      const refMean = refLengths.reduce((a, b) => a + b, 0) / Math.max(1, refLengths.length);
-      console.log(
-        `(${scenes.records.length} scenes; each cell: mean ±95% interval half-width, in % except ` +
-          `length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`,
-      );
-      console.log(
-        'factuality: true claims / (claims + unreadable spans), the always-true background left ' +
-          'out; object claims: the same over claims about objects; ' +
-          'described: objects whose size, colour, shape and place are all stated correctly; parses: ' +
-          'captions that parse completely',
-      );
-      if (f.out) {
-        const w = new JsonlWriter(f.out);
-        for (const r of rows) for (const rec of r.records) await w.write(rec);
-        await w.close();
-        console.log(`per-caption records: ${f.out}`);
-      }
-    } finally {
-      await model.dispose();
+  addSamplingFlags(cmd, { rates: false }).action(runEval);
+}
+
+async function runEval(f: EvalFlags): Promise<void> {
+  if (f.oracle && (f.checkpoint !== undefined || f.tokenizer !== undefined))
+    throw new UserError('give --checkpoint (and --tokenizer) or --oracle, not both');
+  if (f.oracle && f.cache !== 'none') throw new UserError('the oracle decodes without a K/V cache: leave out --cache');
+  const split = f.oracle ? await evalSplit(f, ORACLE_IMAGE_SIZE) : undefined;
+  const model: EvalModel = split
+    ? new CaptionerOracle(split, { captions: f.oracleCaptions, seed: f.oracleSeed, responseLength: ORACLE_LENGTH })
+    : await loadModel(resolveCheckpoint(f.checkpoint, 'rediff'), { tokenizer: f.tokenizer });
+  try {
+    const settings = evalSettings(f, model.config.responseLength);
+    const scenes = split ?? (await evalSplit(f, model.config.imageSize));
+    const bar = createProgress('eval', settings.length * scenes.records.length, { enabled: f.progress });
+    const rows = await evaluate(model, scenes, settings, { batchSize: f.batchSize, onProgress: (d) => bar.update(d) });
+    bar.stop();
+    printRows(f, rows, scenes, model);
+    if (f.out) {
+      const w = new JsonlWriter(f.out);
+      for (const r of rows) for (const rec of r.records) await w.write(rec);
+      await w.close();
+      console.log(`per-caption records: ${f.out}`);
     }
-  });
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** One setting per sampler and rate (threshold samplers: one each, at --threshold). */
+function evalSettings(f: EvalFlags, L: number): EvalSetting[] {
+  const rates = f.tokensPerStep ?? [1, 2, 4, 8];
+  const settings: EvalSetting[] = [];
+  const cache = f.cache === 'none' ? '' : `, ${f.cache} cache`;
+  for (const sampler of f.samplers.split(',').map((s) => s.trim())) {
+    const threshold = sampler.startsWith('threshold');
+    for (const k of threshold ? [null] : rates) {
+      const flags = { ...f, sampler, tokensPerStep: undefined, steps: threshold ? L : undefined };
+      const options = samplerFromFlags(flags, L, k ?? undefined);
+      validateSamplerOptions(options, L);
+      const label = threshold ? `${sampler} @${f.threshold}${cache}` : `${sampler} ${k} tok/step${cache}`;
+      settings.push({ label, sampler, tokensPerStep: k, options });
+    }
+  }
+  return settings;
+}
+
+function printRows(f: EvalFlags, rows: EvalRow[], scenes: InMemorySplit, model: EvalModel): void {
+  console.log(renderPlain(evalTable(rows)));
+  if (f.oracle) console.log(`oracle: ${f.oracleCaptions} captions drawn per scene (seed ${f.oracleSeed})`);
+  const refLengths = scenes.records.flatMap((r) => r.captions.map((c) => model.tokenizer.encode(c).length));
+  const refMean = refLengths.reduce((a, b) => a + b, 0) / Math.max(1, refLengths.length);
+  console.log(
+    `(${scenes.records.length} scenes; each cell: mean ±95% interval half-width, in % except ` +
+      `length in tokens; the reference captions: ${refMean.toFixed(1)} tokens)`,
+  );
+  console.log(
+    'factuality: true claims / (claims + unreadable spans), the always-true background left ' +
+      'out; object claims: the same over claims about objects; ' +
+      'described: objects whose size, colour, shape and place are all stated correctly; parses: ' +
+      'captions that parse completely',
+  );
 }
 
 /** What eval runs: a loaded model, or the oracle. */
