@@ -47,7 +47,7 @@ export const STUDY_PRESETS: Record<'quick' | 'full', StudyPreset> = {
     oracleCaptions: [200, 50],
   },
   /**
-   * The committed study, from the shipped base (small model): about 1.5-2 hours on 2 cores.
+   * The committed study, from the shipped base (small model): about 2 hours on 2 idle cores.
    * The rates stay below the base's own peak (1e-3) and the pretrained tower keeps the base's
    * 0.1x, so that more training does not first undo what the base learned.
    */
