@@ -1,29 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { benchmarkTokenizer } from '../src/benchmark/captioner.js';
 import { presetConfig } from '../src/model/config.js';
 import { saveModel } from '../src/model/io.js';
 import { initParams } from '../src/model/params.js';
 
-const run = promisify(execFile);
-const MAIN = path.resolve('src/cli/main.ts');
-
-async function rediff(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-      env: { ...process.env, NODE_NO_WARNINGS: '1' },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+import { rediff } from './helpers/cli.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-cli-'));
 const ckpt = path.join(tmp, 'model');

@@ -8,11 +8,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../src/benchmark/captioner.js';
 import { generateBenchmarkSplit, readUserData } from '../src/data/training-data.js';
@@ -24,20 +22,7 @@ import { HuggingFaceTokenizer } from '../src/tokenizer/huggingface.js';
 import { sameTokenizer } from '../src/tokenizer/file.js';
 import { tokenizerFromJSON } from '../src/tokenizer/kinds.js';
 
-const run = promisify(execFile);
-const MAIN = path.resolve('src/cli/main.ts');
-
-async function rediff(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-      env: { ...process.env, NODE_NO_WARNINGS: '1' },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
+import { rediff } from './helpers/cli.js';
 
 /** A BERT-style WordPiece tokenizer.json: letters and word pieces, so any lower-case word is spelt. */
 function wordPieceJson(words: readonly string[]): Record<string, unknown> {
