@@ -87,15 +87,6 @@ export interface RediffServer {
   close(): Promise<void>;
 }
 
-export interface RediffServer {
-  app: FastifyInstance;
-  pool: InferencePool;
-  models: LoadedModelInfo[];
-  /** Starts listening (default 127.0.0.1, port 0 = any free port); returns the base URL. */
-  listen(port?: number, host?: string): Promise<string>;
-  close(): Promise<void>;
-}
-
 export async function createServer(opts: ServerOptions): Promise<RediffServer> {
   checkModelNames(opts.models);
   const limits = limitsOf(opts);
