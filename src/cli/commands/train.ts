@@ -163,7 +163,7 @@ export function registerTrain(program: Command): void {
   selfCorrectFlags(badDataFlags(revisionFlags(optimiserFlags(dataFlags(command)))))
     .option(
       '--vision-lr-scale <x>',
-      'mask-prediction, revision: learning-rate multiplier of a pretrained vision tower',
+      'mask-prediction, revision, self-correct: learning-rate multiplier of a pretrained vision tower',
       floatOption('--vision-lr-scale', 0, 1),
       1,
     )
