@@ -427,6 +427,19 @@ test('evaluateTargets: each target MET and MISSED on its own numbers', async () 
   const d = await verdict('threshold');
   assert.equal(d.verdict, 'MISSED');
   assert.match(d.detail, /threshold-rediff @0\.7\): 3\.00 caption tok\/step/);
+  // A canonical system is judged at the canonical systems' own threshold.
+  writeJson(path.join(dir, 'study.json'), { ...info, settings: { threshold: 0.7, canonicalThreshold: 0.95 } });
+  writeJson(
+    path.join(dir, 'results', 'rediff-canonical.json'),
+    results('rediff-canonical', [
+      row('rediff', 1, 0.86),
+      { ...thresholdRow('threshold-rediff', 6, 0.8, 5), label: 'threshold-rediff @0.7' },
+      { ...thresholdRow('threshold-rediff', 5, 0.855, 4.4), label: 'threshold-rediff @0.95' },
+    ]),
+  );
+  const canonical = evaluateTargets(await readStudy(dir), 'rediff-canonical').find((t) => t.id === 'threshold')!;
+  assert.equal(canonical.verdict, 'MET');
+  assert.match(canonical.detail, /threshold-rediff @0\.95\): 4\.40 caption tok\/step/);
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

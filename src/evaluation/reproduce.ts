@@ -40,6 +40,7 @@ import {
   type StudyPreset,
   oracleSystemId,
   studySettings,
+  thresholdSettings,
 } from './study-presets.js';
 import { type StudyModel, evaluateSystem, missingSettings, writeExamples } from './study-results.js';
 
@@ -282,9 +283,9 @@ function studySteps(ctx: StudyContext): StudyStep[] {
     trainedEvalStep(ctx, 'rediff-round2'),
     // Beyond the paper: Stage I and one Stage II round on one canonical caption per image.
     trainStep(ctx, 'stage1-canonical', 'revision', p.finetune, STAGE1_MIX, () => canonicalRecords(ctx)),
-    trainedEvalStep(ctx, 'stage1-canonical'),
+    trainedEvalStep(ctx, 'stage1-canonical', canonicalSettings(ctx)),
     selfCorrectStep(ctx, 'stage2-canonical', 'stage1-canonical', 1, () => canonicalRecords(ctx)),
-    trainedEvalStep(ctx, 'rediff-canonical'),
+    trainedEvalStep(ctx, 'rediff-canonical', canonicalSettings(ctx)),
   ];
 }
 
@@ -322,27 +323,33 @@ function dataStep(ctx: StudyContext): StudyStep {
   };
 }
 
-/** Evaluates a system on the test split with every setting its results lack. */
-function evalStep(ctx: StudyContext, system: string, open: () => Promise<StudyModel>, checkpoint: string): StudyStep {
+/** Evaluates a system on the test split with every setting (default: the study's) its results lack. */
+function evalStep(
+  ctx: StudyContext,
+  system: string,
+  open: () => Promise<StudyModel>,
+  checkpoint: string,
+  settings: EvalSetting[] = ctx.settings,
+): StudyStep {
   const file = path.join(ctx.out, 'results', `${system}.json`);
   return {
     name: `eval ${system}`,
-    isDone: () => missingSettings(file, ctx.settings).length === 0,
+    isDone: () => missingSettings(file, settings).length === 0,
     run: async () =>
-      evaluateSystem(
-        open,
-        { id: system, checkpoint },
-        ctx.test,
-        missingSettings(file, ctx.settings),
-        file,
-        ctx.progress,
-      ),
+      evaluateSystem(open, { id: system, checkpoint }, ctx.test, missingSettings(file, settings), file, ctx.progress),
   };
 }
 
-function trainedEvalStep(ctx: StudyContext, system: string): StudyStep {
+function trainedEvalStep(ctx: StudyContext, system: string, settings?: EvalSetting[]): StudyStep {
   const dir = CHECKPOINTS[system]!;
-  return evalStep(ctx, system, async () => loadModel(path.join(ctx.out, dir)), dir);
+  return evalStep(ctx, system, async () => loadModel(path.join(ctx.out, dir)), dir, settings);
+}
+
+/** The study's settings, and the threshold samplers at the canonical systems' own threshold. */
+function canonicalSettings(ctx: StudyContext): EvalSetting[] {
+  const { threshold, canonicalThreshold } = ctx.p;
+  if (canonicalThreshold === threshold) return ctx.settings;
+  return [...ctx.settings, ...thresholdSettings(canonicalThreshold, ctx.base.config.responseLength)];
 }
 
 /** A system fine-tuned from the base. */

@@ -197,11 +197,18 @@ const STAGES: Target = {
   },
 };
 
-/** The threshold-rediff setting of the study's own threshold (a study may also hold rows of an earlier one). */
+/**
+ * The threshold-rediff setting of the study's own threshold (a study may also hold rows of an
+ * earlier one); a canonical system's, at the canonical systems' threshold.
+ */
 function thresholdSetting(j: Judging): Setting {
-  const threshold = (j.study.info?.settings as { threshold?: number } | undefined)?.threshold;
+  const system = j.R(1).system;
+  const settings = j.study.info?.settings as { threshold?: number; canonicalThreshold?: number } | undefined;
+  const threshold = system.endsWith('-canonical')
+    ? (settings?.canonicalThreshold ?? settings?.threshold)
+    : settings?.threshold;
   return {
-    system: j.R(1).system,
+    system,
     sampler: 'threshold-rediff',
     tokensPerStep: null,
     ...(threshold !== undefined ? { label: `threshold-rediff @${threshold}` } : {}),
