@@ -25,7 +25,8 @@ function machinePaths(text: string): string[] {
   const roots =
     /(?<![\w.:/])(?:\/(?:home|Users|root|work|tmp|mnt|private|var\/folders)\/|[A-Z]:\\Users\\)[^\s"'`)\]]*/g;
   const found = [...text.matchAll(roots)].map((m) => m[0]);
-  if (text.includes(root)) found.push(root);
+  // The checkout's own location, unless a root above already matched it (a clone under /work, say).
+  if (text.includes(root) && !found.some((f) => f.startsWith(root))) found.push(root);
   return found;
 }
 
