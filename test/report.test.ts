@@ -8,27 +8,12 @@ import { readStudy } from '../src/report/study.js';
 import { evaluateTargets } from '../src/report/targets.js';
 import { traceMarkdown } from '../src/report/examples.js';
 import type { StepTrace } from '../src/sampling/sampler.js';
-
-const METRICS = [
-  'factuality',
-  'objectFactuality',
-  'coverage',
-  'factCoverage',
-  'capture',
-  'f1Object',
-  'f1Attribute',
-  'f1Relation',
-  'fluency',
-  'parses',
-  'repeatRate',
-  'unreadableShare',
-  'tokens',
-];
+import { SUMMARY_METRICS } from '../src/benchmark/metrics.js';
 
 /** A row whose CAPTURE is `capture` ±0.02, factuality capture + 0.1, coverage capture − 0.1, parses `parses`. */
 function row(sampler: string, tokensPerStep: number, capture: number, parses = 0.5) {
   const summary: Record<string, { mean: number; lo: number; hi: number; n: number }> = {};
-  for (const m of METRICS) summary[m] = { mean: 0.5, lo: 0.48, hi: 0.52, n: 3 };
+  for (const m of SUMMARY_METRICS) summary[m] = { mean: 0.5, lo: 0.48, hi: 0.52, n: 3 };
   summary.capture = { mean: capture, lo: capture - 0.02, hi: capture + 0.02, n: 3 };
   summary.factuality = { mean: capture + 0.1, lo: capture + 0.09, hi: capture + 0.11, n: 3 };
   summary.coverage = { mean: capture - 0.1, lo: capture - 0.13, hi: capture - 0.07, n: 3 };
