@@ -1,18 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { generateBenchmarkSplit } from '../src/data/training-data.js';
 import { renderScenePng } from '../src/benchmark/render.js';
 import { type Received, startServer } from './helpers/chat-server.js';
 import { TINY_STAGE1_DIR } from './fixtures/tiny-stage1.js';
+import { rediff, rediffWith } from './helpers/cli.js';
 
-const run = promisify(execFile);
-const MAIN = path.resolve('src/cli/main.ts');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'rediff-stage2-llava-'));
 
 /** The user's own data: three JPEGs (128 px) and a LLaVA-style conversations file. */
@@ -86,8 +83,9 @@ test('Stage II on your LLaVA-style data: drafts of your images reviewed by an LL
       out,
       '--no-progress',
     ];
-    const env = { ...process.env, NODE_NO_WARNINGS: '1', REDIFF_EXPERT_API_KEY: 'k-test' };
-    const res = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env });
+    const env = { REDIFF_EXPERT_API_KEY: 'k-test' };
+    const res = await rediffWith(env, ...args);
+    assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /round 1: 3 drafts/);
 
     // One request per image, each with the user's image (as PNG, at its own 128 px), the question and the model name.
@@ -122,7 +120,7 @@ test('Stage II on your LLaVA-style data: drafts of your images reviewed by an LL
     assert.ok(fs.existsSync(path.join(out, 'checkpoint.json')));
 
     // A rerun asks the expert nothing again.
-    await run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env });
+    assert.equal((await rediffWith(env, ...args)).code, 0);
     assert.equal(server.received.length, 3);
   } finally {
     await server.close();
@@ -131,26 +129,16 @@ test('Stage II on your LLaVA-style data: drafts of your images reviewed by an LL
 
 test('Stage II on your own data refuses the grounded expert, which needs scene graphs', async () => {
   const { file } = await userData();
-  const r = await run(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      MAIN,
-      'train',
-      '--stage',
-      'self-correct',
-      '--init',
-      TINY_STAGE1_DIR,
-      '--llava',
-      file,
-      '--out',
-      path.join(tmp, 'x'),
-    ],
-    { env: { ...process.env, NODE_NO_WARNINGS: '1' } },
-  ).then(
-    () => assert.fail('should fail'),
-    (e: { code: number; stderr: string }) => e,
+  const r = await rediff(
+    'train',
+    '--stage',
+    'self-correct',
+    '--init',
+    TINY_STAGE1_DIR,
+    '--llava',
+    file,
+    '--out',
+    path.join(tmp, 'x'),
   );
   assert.equal(r.code, 1);
   assert.match(
@@ -163,43 +151,33 @@ test('Stage II on your own data refuses the grounded expert, which needs scene g
 test('Stage II on a benchmark split on disk (--data), with the grounded expert', async () => {
   const data = path.join(tmp, 'train');
   const out = path.join(tmp, 'stage2-data');
-  const env = { ...process.env, NODE_NO_WARNINGS: '1' };
-  await run(
-    process.execPath,
-    ['--import', 'tsx', MAIN, 'data', 'make', '--split', 'train', '--n', '8', '--out', data, '--no-progress'],
-    { env },
+  const made = await rediff('data', 'make', '--split', 'train', '--n', '8', '--out', data, '--no-progress');
+  assert.equal(made.code, 0, made.stderr);
+  const res = await rediff(
+    'train',
+    '--stage',
+    'self-correct',
+    '--init',
+    TINY_STAGE1_DIR,
+    '--data',
+    data,
+    '--draft-images',
+    '8',
+    '--draft-tokens-per-step',
+    '4',
+    '--steps',
+    '5',
+    '--warmup',
+    '1',
+    '--batch-size',
+    '4',
+    '--checkpoint-every',
+    '5',
+    '--out',
+    out,
+    '--no-progress',
   );
-  const res = await run(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      MAIN,
-      'train',
-      '--stage',
-      'self-correct',
-      '--init',
-      TINY_STAGE1_DIR,
-      '--data',
-      data,
-      '--draft-images',
-      '8',
-      '--draft-tokens-per-step',
-      '4',
-      '--steps',
-      '5',
-      '--warmup',
-      '1',
-      '--batch-size',
-      '4',
-      '--checkpoint-every',
-      '5',
-      '--out',
-      out,
-      '--no-progress',
-    ],
-    { env },
-  );
+  assert.equal(res.code, 0, res.stderr);
   assert.match(res.stdout, /round 1: 8 drafts/);
   const scenes = fs
     .readFileSync(path.join(data, 'data.jsonl'), 'utf8')
@@ -219,7 +197,7 @@ test('Stage II on a benchmark split on disk (--data), with the grounded expert',
 test('Stage II stops with one line naming the cause when the expert fails on too many drafts', async () => {
   const { file } = await userData();
   const key = 'sk-wrong-0123456789abcdef';
-  const env = { ...process.env, NODE_NO_WARNINGS: '1', REDIFF_EXPERT_API_KEY: key };
+  const env = { REDIFF_EXPERT_API_KEY: key };
   const common = [
     'train',
     '--stage',
@@ -248,11 +226,7 @@ test('Stage II stops with one line naming the cause when the expert fails on too
     '4',
     '--no-progress',
   ];
-  const fails = (args: string[]): Promise<{ code: number; stderr: string }> =>
-    run(process.execPath, ['--import', 'tsx', MAIN, ...args], { env }).then(
-      () => assert.fail('should fail'),
-      (e: { code: number; stderr: string }) => e,
-    );
+  const fails = (args: string[]) => rediffWith(env, ...args);
 
   // A wrong key: every request is a 401 that echoes it.
   const wrongKey = await startServer((r) => ({
@@ -314,11 +288,8 @@ test('Stage II stops with one line naming the cause when the expert fails on too
           String.raw`\(33%; at most 20% allowed.*HTTP 400: image could not be processed`,
       ),
     );
-    const ok = await run(
-      process.execPath,
-      ['--import', 'tsx', MAIN, ...common, '--expert-url', flaky.baseUrl, '--out', out2],
-      { env },
-    );
+    const ok = await rediffWith(env, ...common, '--expert-url', flaky.baseUrl, '--out', out2);
+    assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /round 1: 3 drafts/);
     assert.equal(flaky.received.length, 4, 'only the failed draft was asked again');
     assert.ok(fs.existsSync(path.join(out2, 'checkpoint.json')));

@@ -6,10 +6,21 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 const MAIN = path.resolve('src/cli/main.ts');
 
-export async function rediff(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function rediff(...args: string[]): Promise<CommandResult> {
+  return rediffWith({}, ...args);
+}
+
+/** The same with extra environment variables (an expert's API key, say). */
+export async function rediffWith(env: Record<string, string>, ...args: string[]): Promise<CommandResult> {
   try {
     const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-      env: { ...process.env, NODE_NO_WARNINGS: '1' },
+      env: { ...process.env, NODE_NO_WARNINGS: '1', ...env },
     });
     return { code: 0, stdout, stderr };
   } catch (e) {
