@@ -47,7 +47,7 @@ export interface EvalRow {
 }
 
 /** Response positions before the first EOS. */
-export function captionLength(tokens: readonly number[]): number {
+function captionLength(tokens: readonly number[]): number {
   const end = tokens.indexOf(EOS_ID);
   return end < 0 ? tokens.length : end;
 }

@@ -104,7 +104,8 @@ interface StudyContext {
   out: string;
   progress: boolean;
   baseDir: string;
-  base: { config: TrainStart['config']; tokenizer: TrainStart['tokenizer']; params: TrainStart['params'] };
+  /** The base's config, tokenizer and weights: where every fine-tune starts. */
+  base: TrainStart;
   train: InMemorySplit;
   test: InMemorySplit;
   records: TrainingRecord[];
@@ -369,7 +370,7 @@ function trainStep(
       await runTraining({
         outDir: dir,
         records: records(),
-        initial: { config: ctx.base.config, tokenizer: ctx.base.tokenizer, params: ctx.base.params },
+        initial: ctx.base,
         settings: { ...s, stage, mix },
         progress: ctx.progress,
         resume: fs.existsSync(path.join(dir, 'checkpoint.json')),

@@ -17,7 +17,7 @@ import { type EvalSetting, evaluate } from './evaluate.js';
 import { SYSTEM_LABELS } from './study-presets.js';
 
 /** The rows of a system's results file (none without the file). */
-export function resultRows(file: string): EvalRowJSON[] {
+function resultRows(file: string): EvalRowJSON[] {
   return fs.existsSync(file) ? (readJsonFileSync(file, 'study results') as SystemResults).rows : [];
 }
 
