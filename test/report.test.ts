@@ -435,7 +435,13 @@ test('writeReport: an empty study reports everything as not run; a missing direc
   const readme = fs.readFileSync(path.join(dir, 'out', 'README.md'), 'utf8');
   assert.match(readme, /study\.json was not found/);
   assert.match(readme, /\| Mask-pred baseline \| LLaDA sampler \| not run \| not run \| not run \| not run \|/);
-  assert.equal((readme.match(/NOT EVALUATED/g) ?? []).length, 12, '7 targets, and 5 for ReDiff on canonical captions');
+  assert.equal(
+    (readme.match(/NOT EVALUATED/g) ?? []).length,
+    17,
+    '7 targets, and 5 for each of the two systems on canonical captions',
+  );
+  assert.match(readme, /The same targets for Stage I, canonical captions \(beyond the paper/);
+  assert.match(readme, /The same targets for ReDiff, canonical captions \(beyond the paper/);
   assert.match(readme, /No examples were recorded/);
   await assert.rejects(writeReport(path.join(dir, 'nope'), path.join(dir, 'out2')), /study directory not found/);
   fs.rmSync(dir, { recursive: true, force: true });

@@ -9,7 +9,7 @@ import { renderMarkdown } from '../evaluation/table.js';
 import { writeFileAtomic } from '../util/atomic.js';
 import { qualityPoints, qualitySpec, renderSvg, traceSpec } from './charts.js';
 import { examplesMarkdown, pickTraceExample, traceCells, traceMarkdown } from './examples.js';
-import { type Study, STAGE2_RUNS, SYSTEMS, readStudy, systemName } from './study.js';
+import { CANONICAL_SYSTEMS, type Study, STAGE2_RUNS, SYSTEMS, readStudy, systemName } from './study.js';
 import {
   CANONICAL_ROWS,
   MAIN_ROWS,
@@ -158,10 +158,12 @@ function targetsSection(study: Study): string[] {
     '',
     ...targetLines(evaluateTargets(study)),
     '',
-    'The same targets for ReDiff trained on canonical captions (beyond the paper; its own row in every table):',
-    '',
-    ...targetLines(evaluateTargets(study, 'rediff-canonical')),
-    '',
+    ...CANONICAL_SYSTEMS.flatMap((system) => [
+      `The same targets for ${systemName(system)} (beyond the paper; its own row in every table):`,
+      '',
+      ...targetLines(evaluateTargets(study, system)),
+      '',
+    ]),
   ];
 }
 
@@ -291,7 +293,7 @@ function resultsJson(study: Study): object {
     ),
     rounds: Object.fromEntries(STAGE2_RUNS.map((r) => [r.id, study.rounds.get(r.id) ?? null])),
     targets: evaluateTargets(study),
-    canonicalTargets: evaluateTargets(study, 'rediff-canonical'),
+    canonicalTargets: Object.fromEntries(CANONICAL_SYSTEMS.map((system) => [system, evaluateTargets(study, system)])),
     examples: (study.examples ?? []).map((e) => ({
       sceneId: e.sceneId,
       reference: e.reference,

@@ -29,6 +29,9 @@ export const SYSTEMS = [
   { id: 'rediff-canonical', name: 'ReDiff, canonical captions' },
 ] as const;
 
+/** The systems beyond the paper, trained on canonical captions, each judged on the targets too. */
+export const CANONICAL_SYSTEMS = ['stage1-canonical', 'rediff-canonical'] as const;
+
 /** Stage II runs whose rounds.json is read, with the report's names. */
 export const STAGE2_RUNS = [
   { id: 'stage2', name: 'Stage I + II (from ReDiff-Base)' },
@@ -37,7 +40,16 @@ export const STAGE2_RUNS = [
 ] as const;
 
 /** Systems whose per-caption records are read (for paired differences in the targets). */
-const RECORD_SYSTEMS = ['base', 'oracle', 'baseline', 'stage1', 'stage2-only', 'rediff', 'rediff-canonical'];
+const RECORD_SYSTEMS = [
+  'base',
+  'oracle',
+  'baseline',
+  'stage1',
+  'stage2-only',
+  'rediff',
+  'stage1-canonical',
+  'rediff-canonical',
+];
 
 export const SAMPLER_NAMES: Record<string, string> = {
   llada: 'LLaDA sampler',

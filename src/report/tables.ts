@@ -83,6 +83,7 @@ export const MAIN_ROWS: TableRow[] = [
   { system: 'baseline', sampler: 'rediff' },
   { system: 'stage1', sampler: 'rediff' },
   { system: 'rediff', sampler: 'rediff' },
+  { system: 'stage1-canonical', sampler: 'rediff' },
   { system: 'rediff-canonical', sampler: 'rediff' },
   { system: 'oracle', sampler: 'llada' },
 ];
