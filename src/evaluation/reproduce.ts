@@ -169,6 +169,7 @@ function openJournal(out: string, preset: string, p: StudyPreset, log: (line: st
         preset?: string;
         timings?: Record<string, number>;
         startedAt?: string;
+        finishedAt?: string;
         base?: StudyBase;
       })
     : null;
@@ -177,6 +178,8 @@ function openJournal(out: string, preset: string, p: StudyPreset, log: (line: st
   }
   const timings: Record<string, number> = { ...(previous?.timings ?? {}) };
   const startedAt = previous?.startedAt ?? new Date().toISOString();
+  // A rerun that runs no step (only rewrites the report) keeps the study's own finish time.
+  let finishedAt = previous?.finishedAt;
   let base: StudyBase | undefined = previous?.base;
   // The base's own training is not part of the study's time (the shipped base is trained once).
   const seconds = (): number => Object.entries(timings).reduce((sum, [k, v]) => (k === 'base' ? sum : sum + v), 0);
@@ -184,7 +187,7 @@ function openJournal(out: string, preset: string, p: StudyPreset, log: (line: st
     const json = {
       preset,
       startedAt,
-      ...(finished ? { finishedAt: new Date().toISOString() } : {}),
+      ...(finished ? { finishedAt: (finishedAt ??= new Date().toISOString()) } : {}),
       ...(base ? { base } : {}),
       seconds: seconds(),
       timings,
@@ -199,6 +202,7 @@ function openJournal(out: string, preset: string, p: StudyPreset, log: (line: st
       return;
     }
     log(`[reproduce] ${step.name} ...`);
+    finishedAt = undefined;
     const before = timings[step.name] ?? 0;
     await withWallTime(step.run, async (s) => {
       timings[step.name] = before + s;

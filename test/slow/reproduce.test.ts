@@ -59,12 +59,16 @@ test('rediff reproduce --preset quick runs the whole study and writes the report
   assert.match(md, /ReDiff/);
   assert.match(md, /MET|MISSED/);
   assert.ok(files.some((f) => f.endsWith('capture-vs-tokens-per-step.svg')));
-  // Rerun: every step is reused.
+  // Rerun: every step is reused, and the study keeps its own finish time.
+  const finishedAt = () => JSON.parse(fs.readFileSync(path.join(study, 'study.json'), 'utf8')).finishedAt;
+  const finished = finishedAt();
+  assert.ok(finished !== undefined);
   const again: string[] = [];
   const t0 = performance.now();
   await reproduce({ out: study, preset: 'quick', fromScratch: true, progress: false, log: (l) => again.push(l) });
   assert.ok(again.filter((l) => l.includes('reused')).length >= 16, again.join('\n'));
   assert.ok(!again.some((l) => l.endsWith(' ...')), `nothing redone:\n${again.join('\n')}`);
+  assert.equal(finishedAt(), finished);
   assert.ok(performance.now() - t0 < 30_000);
   // Another threshold: only the two new threshold settings are evaluated, the earlier rows stay.
   const more: string[] = [];
