@@ -11,9 +11,14 @@
  */
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { BENCHMARK_PROMPT, benchmarkTokenizer, canonicalCaption } from '../src/benchmark/captioner.js';
+import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../src/benchmark/captioner.js';
 import { normaliseRgb } from '../src/data/image.js';
-import { type InMemorySplit, benchmarkTrainingRecord, generateBenchmarkSplit } from '../src/data/training-data.js';
+import {
+  type InMemorySplit,
+  benchmarkTrainingRecord,
+  generateBenchmarkSplit,
+  withCanonicalCaption,
+} from '../src/data/training-data.js';
 import type { TrainingRecord } from '../src/data/training-record.js';
 import { type EvalSetting, evaluate } from '../src/evaluation/evaluate.js';
 import { CaptionerOracle } from '../src/evaluation/oracle.js';
@@ -51,8 +56,8 @@ const records = await targetRecords(train);
 async function targetRecords(split: InMemorySplit): Promise<TrainingRecord[]> {
   const withReferences = split.records.map((r, i) => benchmarkTrainingRecord(r, split.rgb[i]!, tokenizer));
   if (targets === 'paraphrases') return withReferences;
-  const texts =
-    targets === 'canonical' ? split.records.map((r) => canonicalCaption(r.scene).text) : await greedyCaptions(split);
+  if (targets === 'canonical') return withReferences.map((r) => withCanonicalCaption(r, tokenizer));
+  const texts = await greedyCaptions(split);
   return withReferences.map((r, i) => ({ ...r, captions: [tokenizer.encode(texts[i]!)] }));
 }
 
@@ -69,7 +74,7 @@ const { finetune, stage2 } = STUDY_PRESETS.full;
 await runTraining({
   outDir: out,
   records,
-  initial: { config: base.config, tokenizer: base.tokenizer, params: base.params },
+  initial: base,
   settings: { ...finetune, steps, seed, checkpointEvery: 250, stage: 'revision', mix: STAGE1_MIX },
   progress: false,
   resume: fs.existsSync(`${out}/checkpoint.json`),

@@ -38,6 +38,17 @@ async function userData(): Promise<{ file: string; images: string[]; prompt: str
   return { file, images, prompt };
 }
 
+/** `rediff train --stage self-correct` from the tiny Stage I model, on your LLaVA-style data file. */
+const selfCorrectOn = (file: string): string[] => [
+  'train',
+  '--stage',
+  'self-correct',
+  '--init',
+  TINY_STAGE1_DIR,
+  '--llava',
+  file,
+];
+
 /** Swaps the draft's first two words when both are plain words (a same-length, unique-enough edit). */
 function swapFirstWords(r: Received): string {
   const words = r.draft.split(' ');
@@ -52,13 +63,7 @@ test('Stage II on your LLaVA-style data: drafts of your images reviewed by an LL
   const out = path.join(tmp, 'stage2');
   try {
     const args = [
-      'train',
-      '--stage',
-      'self-correct',
-      '--init',
-      TINY_STAGE1_DIR,
-      '--llava',
-      file,
+      ...selfCorrectOn(file),
       '--expert',
       'llm',
       '--expert-url',
@@ -129,17 +134,7 @@ test('Stage II on your LLaVA-style data: drafts of your images reviewed by an LL
 
 test('Stage II on your own data refuses the grounded expert, which needs scene graphs', async () => {
   const { file } = await userData();
-  const r = await rediff(
-    'train',
-    '--stage',
-    'self-correct',
-    '--init',
-    TINY_STAGE1_DIR,
-    '--llava',
-    file,
-    '--out',
-    path.join(tmp, 'x'),
-  );
+  const r = await rediff(...selfCorrectOn(file), '--out', path.join(tmp, 'x'));
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,

@@ -4,10 +4,11 @@
  * LLaVA-style and ViCrit-style JSONL.
  */
 import * as path from 'node:path';
-import { BENCHMARK_PROMPT } from '../benchmark/captioner.js';
+import { BENCHMARK_PROMPT, canonicalCaption } from '../benchmark/captioner.js';
 import { type BenchmarkRecord, type RecordOptions, sceneRecord } from '../benchmark/dataset.js';
 import type { HallucinationRecord } from '../benchmark/hallucination.js';
 import { renderScene } from '../benchmark/render.js';
+import type { Scene } from '../benchmark/scene.js';
 import { sceneCells } from '../benchmark/cells.js';
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { splitWords } from '../tokenizer/word.js';
@@ -45,12 +46,15 @@ function differingSpan(a: readonly number[], b: readonly number[]): { start: num
   return { start, length: end - start };
 }
 
+/** A training record of a benchmark scene: it always carries the scene graph. */
+export type BenchmarkTrainingRecord = TrainingRecord & { scene: Scene };
+
 export function benchmarkTrainingRecord(
   r: Pick<BenchmarkRecord, 'captions' | 'hallucinations' | 'scene'>,
   rgb: Uint8Array,
   tokenizer: Tokenizer,
   prompt = BENCHMARK_PROMPT,
-): TrainingRecord {
+): BenchmarkTrainingRecord {
   return {
     rgb,
     cells: sceneCells(r.scene),
@@ -59,6 +63,14 @@ export function benchmarkTrainingRecord(
     captions: r.captions.map((c) => tokenizer.encode(c)),
     corrections: r.hallucinations.map((h) => hallucinationPair(h, tokenizer)).filter((p): p is SpanPair => p !== null),
   };
+}
+
+/**
+ * A benchmark record with its scene's canonical caption as the only target, the same image and
+ * hallucination pairs (beyond the paper: docs/oracle.md#canonical-captions).
+ */
+export function withCanonicalCaption(r: BenchmarkTrainingRecord, tokenizer: Tokenizer): TrainingRecord {
+  return { ...r, captions: [tokenizer.encode(canonicalCaption(r.scene).text)] };
 }
 
 export interface InMemorySplit {

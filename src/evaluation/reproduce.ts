@@ -16,9 +16,15 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BENCHMARK_PROMPT, benchmarkTokenizer, canonicalCaption } from '../benchmark/captioner.js';
+import { BENCHMARK_PROMPT, benchmarkTokenizer } from '../benchmark/captioner.js';
 import { makeSplit } from '../data/benchmark-split.js';
-import { type InMemorySplit, benchmarkTrainingRecord, generateBenchmarkSplit } from '../data/training-data.js';
+import {
+  type BenchmarkTrainingRecord,
+  type InMemorySplit,
+  benchmarkTrainingRecord,
+  generateBenchmarkSplit,
+  withCanonicalCaption,
+} from '../data/training-data.js';
 import { GroundedExpert } from '../experts/grounded.js';
 import { loadModel, loadModelState } from '../model/io.js';
 import { baseModelDir, trainBaseModel } from '../training/base-model.js';
@@ -108,7 +114,7 @@ interface StudyContext {
   base: TrainStart;
   train: InMemorySplit;
   test: InMemorySplit;
-  records: TrainingRecord[];
+  records: BenchmarkTrainingRecord[];
   settings: EvalSetting[];
 }
 type TrainStart = Parameters<typeof runTraining>[0]['initial'];
@@ -297,10 +303,7 @@ function studySteps(ctx: StudyContext): StudyStep[] {
 /** The training records with their canonical caption as the only target (same images, one caption each). */
 function canonicalRecords(ctx: StudyContext): TrainingRecord[] {
   const tokenizer = benchmarkTokenizer();
-  return ctx.records.map((r, i) => ({
-    ...r,
-    captions: [tokenizer.encode(canonicalCaption(ctx.train.records[i]!.scene).text)],
-  }));
+  return ctx.records.map((r) => withCanonicalCaption(r, tokenizer));
 }
 
 function oracle(ctx: StudyContext, captions: number): StudyModel {

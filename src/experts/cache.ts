@@ -18,6 +18,7 @@ import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { describeFsError } from '../util/atomic.js';
 import { UserError } from '../util/errors.js';
 import { redactDeep, redactSecrets } from '../util/redact.js';
+import { abortReason } from '../util/semaphore.js';
 import { isSettled, withoutRaw, type Expert, type ReviewAnswer, type ReviewRequest } from './expert.js';
 import { filterPairs, ReviewStats } from './pairs.js';
 
@@ -247,7 +248,7 @@ export async function reviewAll(
     options.onProgress?.({ done: fromCache + answers.fresh, total, fromCache, stats: answers.stats });
   progress();
   if (pending.length === 0) return { answers: answers.byId, stats: answers.stats, asked: 0, fromCache };
-  if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
+  if (signal?.aborted) throw abortReason(signal);
 
   const writer = options.cacheFile
     ? await AnswerCacheWriter.open(options.cacheFile, cached.contents, options.sync ?? true)
@@ -259,7 +260,7 @@ export async function reviewAll(
     await writer?.close();
   }
   if (run.failure !== undefined) throw run.failure;
-  if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
+  if (signal?.aborted) throw abortReason(signal);
   if (run.stopped) {
     const where = options.cacheFile ? `; answers so far are in ${options.cacheFile}, rerun to resume` : '';
     const last = `last: ${run.lastError}`;

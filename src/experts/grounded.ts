@@ -35,6 +35,7 @@ import {
 import type { Tokenizer } from '../tokenizer/tokenizer.js';
 import { joinWords, splitWords } from '../tokenizer/word.js';
 import { Rng } from '../util/rng.js';
+import { abortReason } from '../util/semaphore.js';
 import type { Expert, ReviewAnswer, ReviewRequest, SegmentPair } from './expert.js';
 import { filterPairs } from './pairs.js';
 
@@ -142,7 +143,7 @@ export class GroundedExpert implements Expert {
   }
 
   async review(req: ReviewRequest, signal?: AbortSignal): Promise<ReviewAnswer> {
-    if (signal?.aborted) throw signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
+    if (signal?.aborted) throw abortReason(signal);
     const scene = asScene(req.scene);
     if (!scene) return { kind: 'error', reason: 'the grounded expert needs the scene graph (req.scene)' };
     try {

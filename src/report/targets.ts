@@ -5,7 +5,7 @@
  */
 import { meanCI } from '../benchmark/metrics.js';
 import { type EstimateJSON, type EvalRowJSON, rowLabel } from '../evaluation/results-file.js';
-import { type Study, samplerName, systemName } from './study.js';
+import { CANONICAL_SYSTEMS, type Study, samplerName, systemName } from './study.js';
 import { CEILING, type Metric } from './tables.js';
 
 export type Verdict = 'MET' | 'MISSED' | 'NOT EVALUATED';
@@ -204,7 +204,7 @@ const STAGES: Target = {
 function thresholdSetting(j: Judging): Setting {
   const system = j.R(1).system;
   const settings = j.study.info?.settings as { threshold?: number; canonicalThreshold?: number } | undefined;
-  const threshold = system.endsWith('-canonical')
+  const threshold = (CANONICAL_SYSTEMS as readonly string[]).includes(system)
     ? (settings?.canonicalThreshold ?? settings?.threshold)
     : settings?.threshold;
   return {
