@@ -194,13 +194,7 @@ test('Stage II stops with one line naming the cause when the expert fails on too
   const key = 'sk-wrong-0123456789abcdef';
   const env = { REDIFF_EXPERT_API_KEY: key };
   const common = [
-    'train',
-    '--stage',
-    'self-correct',
-    '--init',
-    TINY_STAGE1_DIR,
-    '--llava',
-    file,
+    ...selfCorrectOn(file),
     '--expert',
     'llm',
     '--expert-model',
